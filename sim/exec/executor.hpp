@@ -1,0 +1,18 @@
+// Runs a Program on the event engine: a state machine per (device, stream) walks its op list;
+// an op starts when it heads its stream, its stream is free, and every dependency has ended
+// (plus the edge's latency); rendezvous groups start when all members are issued.
+// Not a cost model: durations come from the CostModel passed in.
+#pragma once
+
+#include "sim/exec/trace.hpp"
+#include "sim/ir/program.hpp"
+#include "sim/model/cost_model.hpp"
+
+namespace bubblesim::sim {
+
+/// Simulates one iteration of `p` (finalized and valid) from t = 0. Deterministic: the same
+/// inputs give the identical trace. Throws DeadlockError naming every blocked op and what it
+/// waits for if the queue drains with ops pending. O((ops + edges) log queue).
+Trace simulate(const Program& p, const CostModel& cost);
+
+}  // namespace bubblesim::sim

@@ -1,0 +1,179 @@
+#include "sim/ir/program.hpp"
+
+#include <algorithm>
+
+#include "sim/core/error.hpp"
+
+namespace bubblesim::sim {
+
+const char* to_string(OpKind k) {
+  switch (k) {
+    case OpKind::Compute: return "compute";
+    case OpKind::Send: return "send";
+    case OpKind::Recv: return "recv";
+    case OpKind::Collective: return "collective";
+  }
+  return "?";
+}
+
+const char* to_string(Phase p) {
+  switch (p) {
+    case Phase::None: return "";
+    case Phase::F: return "F";
+    case Phase::B: return "B";
+    case Phase::I: return "I";
+    case Phase::W: return "W";
+    case Phase::FB: return "F&B";
+  }
+  return "?";
+}
+
+const char* to_string(GroupKind k) {
+  switch (k) {
+    case GroupKind::SendRecv: return "send/recv";
+    case GroupKind::AllReduce: return "all-reduce";
+    case GroupKind::AllGather: return "all-gather";
+    case GroupKind::ReduceScatter: return "reduce-scatter";
+    case GroupKind::AllToAll: return "all-to-all";
+  }
+  return "?";
+}
+
+DeviceId Program::add_device(std::string name) {
+  devices_.push_back(Device{std::move(name), {}});
+  return static_cast<DeviceId>(devices_.size() - 1);
+}
+
+StreamId Program::add_stream(DeviceId device, std::string name) {
+  BUBBLESIM_ASSERT(device < devices_.size(), "stream on unknown device");
+  streams_.push_back(Stream{device, std::move(name), {}});
+  const auto id = static_cast<StreamId>(streams_.size() - 1);
+  devices_[device].streams.push_back(id);
+  return id;
+}
+
+void Program::reserve_ops(size_t n, size_t edges) {
+  ops_.reserve(n);
+  pending_.reserve(edges);
+}
+
+OpId Program::add_op(Op op) {
+  BUBBLESIM_ASSERT(op.stream < streams_.size(), "op on unknown stream");
+  BUBBLESIM_ASSERT(ops_.size() < kNone, "too many ops for 32-bit op ids");
+  op.device = streams_[op.stream].device;
+  const auto id = static_cast<OpId>(ops_.size());
+  streams_[op.stream].ops.push_back(id);
+  ops_.push_back(op);
+  finalized_ = false;
+  return id;
+}
+
+uint32_t Program::latency_index(Time t) {
+  for (uint32_t i = 0; i < latencies_.size(); ++i) {
+    if (latencies_[i] == t) return i;
+  }
+  latencies_.push_back(t);
+  return static_cast<uint32_t>(latencies_.size() - 1);
+}
+
+void Program::add_dep(OpId op, OpId on, Time latency) {
+  // Out-of-range ids are kept and reported by validate(), not asserted: IR can come from files.
+  pending_.push_back(PendingEdge{op, on, latency_index(latency)});
+  finalized_ = false;
+}
+
+GroupId Program::add_group(GroupKind kind, std::span<const OpId> members, Bytes bytes, Time duration) {
+  const auto id = static_cast<GroupId>(groups_.size());
+  groups_.push_back(Group{kind, static_cast<uint32_t>(group_members_.size()),
+                          static_cast<uint32_t>(members.size()), bytes, duration});
+  for (OpId m : members) {
+    BUBBLESIM_ASSERT(m < ops_.size(), "group member is not an op");
+    group_members_.push_back(m);
+    ops_[m].group = id;
+  }
+  return id;
+}
+
+std::span<const OpId> Program::members(GroupId g) const {
+  const Group& gr = groups_[g];
+  return {group_members_.data() + gr.member_begin, gr.member_count};
+}
+
+void Program::finalize() {
+  if (finalized_) return;
+  // Merge edges kept from an earlier finalize() with the new ones.
+  for (OpId to = 0; to + 1 < dep_offsets_.size(); ++to) {
+    for (uint32_t e = dep_offsets_[to]; e < dep_offsets_[to + 1]; ++e) {
+      pending_.push_back(PendingEdge{to, dep_edges_[e].op, dep_edges_[e].latency_index});
+    }
+  }
+  const size_t n = ops_.size();
+  auto build = [&](bool reverse, std::vector<uint32_t>& offsets, std::vector<Edge>& edges) {
+    offsets.assign(n + 1, 0);
+    for (const PendingEdge& e : pending_) {
+      if (e.to >= n || e.from >= n) continue;
+      ++offsets[(reverse ? e.from : e.to) + 1];
+    }
+    for (size_t i = 0; i < n; ++i) offsets[i + 1] += offsets[i];
+    edges.assign(offsets[n], Edge{});
+    std::vector<uint32_t> fill(offsets.begin(), offsets.end() - 1);
+    for (const PendingEdge& e : pending_) {
+      if (e.to >= n || e.from >= n) continue;
+      const OpId key = reverse ? e.from : e.to;
+      edges[fill[key]++] = Edge{reverse ? e.to : e.from, e.latency_index};
+    }
+  };
+  build(false, dep_offsets_, dep_edges_);
+  build(true, rdep_offsets_, rdep_edges_);
+  // Edges naming ops that do not exist cannot be stored; keep them aside for validate().
+  for (const PendingEdge& e : pending_) {
+    if (e.to >= n || e.from >= n) invalid_edges_.push_back({e.to, e.from});
+  }
+  pending_.clear();
+  pending_.shrink_to_fit();
+  finalized_ = true;
+}
+
+std::span<const Edge> Program::deps(OpId id) const {
+  BUBBLESIM_ASSERT(finalized_, "deps() before finalize()");
+  return {dep_edges_.data() + dep_offsets_[id], dep_offsets_[id + 1] - dep_offsets_[id]};
+}
+
+std::span<const Edge> Program::dependents(OpId id) const {
+  BUBBLESIM_ASSERT(finalized_, "dependents() before finalize()");
+  return {rdep_edges_.data() + rdep_offsets_[id], rdep_offsets_[id + 1] - rdep_offsets_[id]};
+}
+
+namespace {
+
+std::string chunk_suffix(const Program& p, int chunk) {
+  if (chunk < 0 || static_cast<size_t>(chunk) >= p.chunk_names.size()) return "";
+  return p.chunk_names[static_cast<size_t>(chunk)];
+}
+
+}  // namespace
+
+std::string short_name(const Program& p, OpId id) {
+  const Op& op = p.op(id);
+  const Label& l = op.label;
+  if (op.kind != OpKind::Compute) {
+    return std::string(to_string(op.kind)) + " #" + std::to_string(id);
+  }
+  if (l.phase == Phase::None) return "op #" + std::to_string(id);
+  if (l.phase == Phase::FB) {
+    return "(F" + std::to_string(l.microbatch) + chunk_suffix(p, l.chunk) + "&B" + std::to_string(l.b_microbatch) +
+           chunk_suffix(p, l.b_chunk) + ")";
+  }
+  return std::string(to_string(l.phase)) + std::to_string(l.microbatch) + chunk_suffix(p, l.chunk);
+}
+
+std::string describe(const Program& p, OpId id) {
+  if (id >= p.num_ops()) return "op #" + std::to_string(id) + " (no such op)";
+  const Op& op = p.op(id);
+  std::string s = short_name(p, id) + " (op #" + std::to_string(id);
+  if (op.label.stage >= 0) s += ", stage " + std::to_string(op.label.stage);
+  s += ") on device " + std::to_string(op.device) + " stream " + p.stream(op.stream).name;
+  return s;
+}
+
+}  // namespace bubblesim::sim

@@ -1,0 +1,160 @@
+// The Program IR: per-device in-order streams of ops with explicit dependencies, paired
+// send/recv and collectives as rendezvous groups, and labels for reports. Both the simulator
+// and the hardware backend consume a Program; it holds no times measured or simulated.
+// Not a scheduler: generators in sim/sched build Programs, the executor in sim/exec runs them.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "sim/core/units.hpp"
+
+namespace bubblesim::sim {
+
+using OpId = uint32_t;
+using DeviceId = uint32_t;
+using StreamId = uint32_t;  // global over all devices
+using GroupId = uint32_t;
+inline constexpr uint32_t kNone = std::numeric_limits<uint32_t>::max();
+
+enum class OpKind : uint8_t { Compute, Send, Recv, Collective };
+
+/// Pipeline phase: F forward, B full backward, I input-gradient backward, W weight-gradient
+/// backward, FB an overlapped forward-and-backward pair (DualPipe "F&B").
+enum class Phase : uint8_t { None, F, B, I, W, FB };
+
+enum class GroupKind : uint8_t { SendRecv, AllReduce, AllGather, ReduceScatter, AllToAll };
+
+const char* to_string(OpKind k);
+const char* to_string(Phase p);
+const char* to_string(GroupKind k);
+
+/// What an op is, for reports and joins: never parsed from strings. -1 means "not applicable".
+/// For Phase::FB the fields describe the forward half and the b_* fields the backward half.
+struct Label {
+  Phase phase = Phase::None;
+  int16_t chunk = -1;    // model chunk (virtual stage) on its rank; DualPipe: direction
+  int16_t b_chunk = -1;
+  int32_t stage = -1;    // pipeline stage in model order
+  int32_t microbatch = -1;
+  int32_t b_stage = -1;
+  int32_t b_microbatch = -1;
+  int32_t layer = -1;    // first transformer layer of the op, if it covers layers
+  int32_t ring_step = -1;
+};
+
+struct Op {
+  OpKind kind = OpKind::Compute;
+  StreamId stream = kNone;
+  DeviceId device = kNone;  // copy of the stream's device, for speed
+  GroupId group = kNone;    // the send/recv pair or collective this op belongs to
+  Label label;
+  Time duration;            // given duration (fixed-time scenarios); the cost model may ignore it
+  Flops flops;              // work for the compute cost model
+  Bytes bytes;              // bytes moved (memory traffic, or message size for send/recv)
+  int32_t mem_alloc = 0;    // activation units allocated when the op starts
+  int32_t mem_free = 0;     // activation units freed when the op ends
+};
+
+/// One dependency edge as stored after finalize(): the other op and an index into the latency
+/// table (latencies repeat, so edges stay 8 bytes).
+struct Edge {
+  OpId op;
+  uint32_t latency_index;
+};
+
+struct Stream {
+  DeviceId device;
+  std::string name;
+  std::vector<OpId> ops;  // in issue order
+};
+
+struct Device {
+  std::string name;
+  std::vector<StreamId> streams;
+};
+
+/// A rendezvous: all member ops start together once every member has been issued on its
+/// stream (NCCL semantics), and end together.
+struct Group {
+  GroupKind kind;
+  uint32_t member_begin;  // into member table
+  uint32_t member_count;
+  Bytes bytes;            // message size (send/recv) or buffer size (collective)
+  Time duration;          // given duration (fixed-time scenarios)
+};
+
+/// Builder and container. Adding is O(1) amortised; finalize() sorts the dependency edges into
+/// forward and reverse CSR arrays in O(ops + edges). Queries are O(1).
+class Program {
+ public:
+  DeviceId add_device(std::string name);
+  StreamId add_stream(DeviceId device, std::string name);
+  /// Appends `op` to the end of its stream (op.stream must exist). Returns its id.
+  OpId add_op(Op op);
+  /// `op` may start only `latency` after `on` has ended.
+  void add_dep(OpId op, OpId on, Time latency = Time::zero());
+  /// Makes `members` one rendezvous group (a send and its recv, or a collective).
+  GroupId add_group(GroupKind kind, std::span<const OpId> members, Bytes bytes, Time duration = Time::zero());
+  /// Builds the dependency arrays; call once after the last add_dep. Idempotent.
+  void finalize();
+  bool finalized() const { return finalized_; }
+  void reserve_ops(size_t n, size_t edges);
+
+  size_t num_ops() const { return ops_.size(); }
+  size_t num_edges() const { return dep_edges_.size() + pending_.size(); }
+  const Op& op(OpId id) const { return ops_[id]; }
+  Op& mutable_op(OpId id) { return ops_[id]; }
+  const std::vector<Op>& ops() const { return ops_; }
+  const std::vector<Device>& devices() const { return devices_; }
+  const std::vector<Stream>& streams() const { return streams_; }
+  const Stream& stream(StreamId s) const { return streams_[s]; }
+  const std::vector<Group>& groups() const { return groups_; }
+  std::span<const OpId> members(GroupId g) const;
+
+  /// Ops that `id` waits for (finalized programs only).
+  std::span<const Edge> deps(OpId id) const;
+  /// Ops that wait for `id` (finalized programs only).
+  std::span<const Edge> dependents(OpId id) const;
+  Time latency(const Edge& e) const { return latencies_[e.latency_index]; }
+  /// Dependencies added with an op id that does not exist, as (op, on) pairs; set by finalize().
+  const std::vector<std::pair<OpId, OpId>>& invalid_edges() const { return invalid_edges_; }
+
+  /// Suffix letters per chunk for short op names ("F3b"); empty: no suffix.
+  std::vector<std::string> chunk_names;
+  /// What one unit of Op::mem_alloc means, e.g. "stage-microbatch", "chunk", "layer".
+  std::string memory_unit = "stage-microbatch";
+
+ private:
+  struct PendingEdge {
+    OpId to;
+    OpId from;
+    uint32_t latency_index;
+  };
+  uint32_t latency_index(Time t);
+
+  std::vector<Op> ops_;
+  std::vector<Device> devices_;
+  std::vector<Stream> streams_;
+  std::vector<Group> groups_;
+  std::vector<OpId> group_members_;
+  std::vector<Time> latencies_;
+  std::vector<PendingEdge> pending_;
+  std::vector<uint32_t> dep_offsets_;   // size ops+1
+  std::vector<Edge> dep_edges_;
+  std::vector<uint32_t> rdep_offsets_;  // size ops+1
+  std::vector<Edge> rdep_edges_;
+  std::vector<std::pair<OpId, OpId>> invalid_edges_;
+  bool finalized_ = false;
+};
+
+/// Short name from the label, e.g. "F3", "B0b", "(F7a&B3b)", "send #12".
+std::string short_name(const Program& p, OpId id);
+/// Full description for errors: short name, op id, device, stream.
+std::string describe(const Program& p, OpId id);
+
+}  // namespace bubblesim::sim
