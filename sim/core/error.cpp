@@ -1,10 +1,14 @@
 #include "sim/core/error.hpp"
 
+#include <sstream>
+
 namespace bubblesim {
 
 void fail_assertion(const char* expr, const char* file, int line, const std::string& msg) {
-  throw InternalError(std::string("internal error at ") + file + ":" + std::to_string(line) +
-                      ": assertion `" + expr + "` failed" + (msg.empty() ? "" : ": " + msg));
+  std::ostringstream s;
+  s << "internal error at " << file << ":" << line << ": assertion `" << expr << "` failed";
+  if (!msg.empty()) s << ": " << msg;
+  throw InternalError(s.str());
 }
 
 }  // namespace bubblesim

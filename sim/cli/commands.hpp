@@ -1,0 +1,28 @@
+// The commands behind the CLI, callable from tests: parse nothing from argv, print to the
+// streams given. Not the argument parser (sim/cli/main.cpp).
+#pragma once
+
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace bubblesim::sim {
+
+inline constexpr const char* kVersion = "0.1.0";
+
+struct RunOptions {
+  std::string scenario;
+  std::vector<std::string> overrides;
+  std::string format = "text";
+  std::string trace_path;
+  std::string gantt_path;
+  bool timing = false;
+};
+
+/// Loads, plans, simulates and reports one scenario. Throws InputError on bad input and
+/// DeadlockError if the schedule cannot finish.
+void run_scenario(const RunOptions& opt, std::ostream& out, std::ostream& err);
+void print_schedules(std::ostream& out);
+void print_keys(std::ostream& out);
+
+}  // namespace bubblesim::sim

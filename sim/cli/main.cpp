@@ -1,0 +1,98 @@
+// The `bubblesim` command line: run a scenario and print or write its reports; list the
+// schedules and the scenario keys. Exit status: 0 ok, 2 bad input, 3 deadlock, 1 internal error.
+#include <sys/resource.h>
+
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "sim/cli/commands.hpp"
+#include "sim/core/error.hpp"
+
+namespace po = boost::program_options;
+using namespace bubblesim;
+using namespace bubblesim::sim;
+
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitInternal = 1;
+constexpr int kExitInput = 2;
+constexpr int kExitDeadlock = 3;
+
+const char* kUsage =
+    "usage: bubblesim run SCENARIO [--set key.path=value ...] [--format text|json|csv]\n"
+    "                              [--trace out.json] [--gantt out.svg] [--timing]\n"
+    "       bubblesim schedules          list the pipeline schedules\n"
+    "       bubblesim keys               list every scenario key with its type\n"
+    "       bubblesim --version\n";
+
+int run_command(const std::vector<std::string>& args) {
+  po::options_description opts("run options");
+  opts.add_options()("scenario", po::value<std::string>(), "scenario YAML file")(
+      "set", po::value<std::vector<std::string>>()->composing(), "override a key: key.path=value")(
+      "format", po::value<std::string>()->default_value("text"), "text | json | csv")(
+      "trace", po::value<std::string>(), "write a Chrome/Perfetto trace")(
+      "gantt", po::value<std::string>(), "write an SVG Gantt chart")(
+      "timing", "print phase timings and peak memory of bubblesim itself to stderr");
+  po::positional_options_description pos;
+  pos.add("scenario", 1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(opts).positional(pos).run(), vm);
+  po::notify(vm);
+  if (!vm.count("scenario")) throw InputError("run: missing SCENARIO file\n" + std::string(kUsage));
+  RunOptions ro;
+  ro.scenario = vm["scenario"].as<std::string>();
+  if (vm.count("set")) ro.overrides = vm["set"].as<std::vector<std::string>>();
+  ro.format = vm["format"].as<std::string>();
+  if (ro.format != "text" && ro.format != "json" && ro.format != "csv") {
+    throw InputError("--format: unknown format \"" + ro.format + "\" (valid: text, json, csv)");
+  }
+  if (vm.count("trace")) ro.trace_path = vm["trace"].as<std::string>();
+  if (vm.count("gantt")) ro.gantt_path = vm["gantt"].as<std::string>();
+  ro.timing = vm.count("timing") > 0;
+  run_scenario(ro, std::cout, std::cerr);
+  return kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  try {
+    if (args.empty() || args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+      std::cout << kUsage;
+      return args.empty() ? kExitInput : kExitOk;
+    }
+    if (args[0] == "--version") {
+      std::cout << "bubblesim " << kVersion << "\n";
+      return kExitOk;
+    }
+    const std::string cmd = args[0];
+    args.erase(args.begin());
+    if (cmd == "run") return run_command(args);
+    if (cmd == "schedules") {
+      print_schedules(std::cout);
+      return kExitOk;
+    }
+    if (cmd == "keys") {
+      print_keys(std::cout);
+      return kExitOk;
+    }
+    throw InputError("unknown command \"" + cmd + "\" (valid: run, schedules, keys)\n" + kUsage);
+  } catch (const InputError& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return kExitInput;
+  } catch (const po::error& e) {
+    std::cerr << "error: " << e.what() << "\n" << kUsage;
+    return kExitInput;
+  } catch (const DeadlockError& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return kExitDeadlock;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return kExitInternal;
+  }
+}

@@ -1,0 +1,92 @@
+// A scenario as loaded from YAML: every key checked against the documented key table
+// (unknown keys and wrong types are errors with file:line), units parsed once, here, and
+// `--set key.path=value` overrides applied with the same checks.
+// Not the simulation: sim/scenario/pipeline_job.hpp turns a pipeline_only scenario into a
+// Program; full cluster scenarios are only parsed in this version.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sim/core/units.hpp"
+
+namespace bubblesim::sim {
+
+/// Fixed op times in abstract units (pipeline_only scenarios).
+struct PipelineOnlySpec {
+  int32_t stages = 0;
+  int32_t microbatches = 0;
+  std::optional<double> f, b, i, w, fb;  // per stage (per chunk with virtual stages), or per layer
+  double p2p_latency = 0.0;
+  std::optional<int32_t> layers;
+  std::vector<int32_t> partition;        // layers per stage (per chunk), in model order
+  std::vector<int32_t> layer_to_device;  // device of each layer, any placement
+};
+
+struct ClusterSpec {
+  std::string gpu;
+  int32_t nodes = 1;
+  int32_t gpus_per_node = 1;
+  std::optional<Bandwidth> intra_bandwidth;
+  std::optional<Time> intra_latency;
+  std::optional<int32_t> nics_per_node;
+  std::optional<Bandwidth> inter_bandwidth;
+  std::optional<Time> inter_latency;
+};
+
+struct ModelSpec {
+  std::string preset;
+  std::optional<int32_t> layers, hidden, heads, kv_heads, ffn_hidden, vocab;
+  std::string activation = "swiglu";
+};
+
+struct TrainingSpec {
+  int64_t seq_len = 0;
+  int32_t micro_batch_size = 1;
+  int32_t global_batch_size = 1;
+  std::string dtype = "bf16";
+  std::string recompute = "none";
+};
+
+struct ParallelSpec {
+  int32_t dp = 1, tp = 1, pp = 1, ulysses = 1, ring = 1;
+  std::string ring_layout = "contiguous";
+  std::string cp_mode = "ring";
+  std::string schedule = "1f1b";
+  std::optional<int32_t> virtual_stages;
+  std::optional<int32_t> microbatch_group_size;
+  int32_t zero = 0;
+  std::vector<int32_t> partition;
+  std::vector<std::string> placement{"tp", "ulysses", "ring", "dp", "pp"};
+};
+
+struct Scenario {
+  std::string name;
+  std::string source;  // file path, for messages
+  std::optional<PipelineOnlySpec> pipeline_only;
+  std::optional<ClusterSpec> cluster;
+  std::optional<ModelSpec> model;
+  std::optional<TrainingSpec> training;
+  ParallelSpec parallel;
+  /// "file:line" of each key as given (or "--set key" for overrides), for later checks.
+  std::string where(const std::string& key_path) const;
+  std::vector<std::pair<std::string, std::string>> locations;
+};
+
+/// Loads `path` and applies `overrides` ("key.path=value", value in YAML syntax).
+/// Throws InputError with "file:line: key: rule (got value)" on the first problem.
+Scenario load_scenario(const std::string& path, const std::vector<std::string>& overrides = {});
+/// Same, from text; `source` names it in messages.
+Scenario parse_scenario(const std::string& text, const std::string& source,
+                        const std::vector<std::string>& overrides = {});
+
+/// One documented key: its dotted path, type and description (also for `bubblesim keys`).
+struct KeyDoc {
+  std::string path;
+  std::string type;
+  std::string doc;
+};
+const std::vector<KeyDoc>& scenario_keys();
+
+}  // namespace bubblesim::sim
