@@ -89,8 +89,12 @@ void check_cycles(const Program& p, std::vector<std::string>& problems) {
       if (node_of(s) != node_of(op)) ++indegree[node_of(s)];
     });
   }
+  // Ops inside a group are represented by their group's node, not by one of their own.
   std::vector<uint32_t> ready;
+  size_t real_nodes = 0;
   for (uint32_t v = 0; v < nodes; ++v) {
+    if (v < n && p.op(v).group != kNone) continue;
+    ++real_nodes;
     if (indegree[v] == 0) ready.push_back(v);
   }
   size_t done = 0;
@@ -110,7 +114,7 @@ void check_cycles(const Program& p, std::vector<std::string>& problems) {
       for (OpId m : p.members(static_cast<GroupId>(v - n))) release(m);
     }
   }
-  if (done == nodes) return;
+  if (done == real_nodes) return;
   size_t stuck_ops = 0;
   OpId example = kNone;
   for (OpId op = 0; op < n; ++op) {

@@ -83,8 +83,6 @@ std::vector<std::string> check_shape(ScheduleKind kind, const PipelineShape& s) 
                                                        ", p=" + std::to_string(s.p) + ")");
   if (kind == ScheduleKind::ZbH2) need(s.m >= 2 * s.p, "zb-h2 needs microbatches >= 2 x stages (m=" +
                                                            std::to_string(s.m) + ", p=" + std::to_string(s.p) + ")");
-  if (kind == ScheduleKind::ZbV) need(s.m >= s.p, "zb-v needs microbatches >= ranks (m=" + std::to_string(s.m) +
-                                                      ", p=" + std::to_string(s.p) + ")");
   if (kind == ScheduleKind::DualPipe) {
     need(s.p % 2 == 0, "dualpipe needs an even number of ranks (got " + std::to_string(s.p) + ")");
     need(s.m % 2 == 0, "dualpipe needs an even number of microbatches (got " + std::to_string(s.m) + ")");
