@@ -42,7 +42,7 @@ int run_command(const std::vector<std::string>& args) {
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(opts).positional(pos).run(), vm);
   po::notify(vm);
-  if (!vm.count("scenario")) throw InputError("run: missing SCENARIO file\n" + std::string(kUsage));
+  if (!vm.count("scenario")) throw InputError("run: missing SCENARIO file (see bubblesim --help)");
   RunOptions ro;
   ro.scenario = vm["scenario"].as<std::string>();
   if (vm.count("set")) ro.overrides = vm["set"].as<std::vector<std::string>>();
@@ -81,12 +81,12 @@ int main(int argc, char** argv) {
       print_keys(std::cout);
       return kExitOk;
     }
-    throw InputError("unknown command \"" + cmd + "\" (valid: run, schedules, keys)\n" + kUsage);
+    throw InputError("unknown command \"" + cmd + "\" (valid: run, schedules, keys; see bubblesim --help)");
   } catch (const InputError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return kExitInput;
   } catch (const po::error& e) {
-    std::cerr << "error: " << e.what() << "\n" << kUsage;
+    std::cerr << "error: " << e.what() << " (see bubblesim --help)\n";
     return kExitInput;
   } catch (const DeadlockError& e) {
     std::cerr << "error: " << e.what() << "\n";

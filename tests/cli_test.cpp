@@ -1,0 +1,181 @@
+// The `bubblesim` binary end to end: exit codes and one-line errors for bad input, the JSON
+// contract of SCENARIO.md, the trace / SVG / CSV outputs, and every shipped scenario against its
+// golden report (BUBBLESIM_UPDATE_GOLDEN=1 rewrites the goldens).
+#include <catch2/catch.hpp>
+
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+struct Result {
+  int code;
+  std::string out;
+  std::string err;
+};
+
+std::string slurp(const fs::path& p) {
+  std::ifstream f(p);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+Result cli(const std::string& args) {
+  const fs::path err = fs::temp_directory_path() / ("bubblesim_cli_err_" + std::to_string(::getpid()));
+  const std::string cmd = std::string("cd ") + BUBBLESIM_SOURCE_DIR + " && " + BUBBLESIM_BINARY + " " + args +
+                          " 2>" + err.string();
+  FILE* pipe = ::popen(cmd.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  std::string out;
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
+  const int status = ::pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out, slurp(err)};
+}
+
+const char* kScenario = "scenarios/teaching/compare/1f1b.yaml";
+
+void expect_input_error(const std::string& args, const std::string& needle) {
+  INFO("bubblesim " << args);
+  const Result r = cli(args);
+  CHECK(r.code == 2);
+  CHECK(r.out.empty());
+  CHECK_THAT(r.err, Catch::StartsWith("error: ") && Catch::Contains(needle));
+  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);  // one line
+}
+
+}  // namespace
+
+TEST_CASE("bad input exits with status 2 and a one-line error naming the field and rule", "[cli]") {
+  const std::string s = kScenario;
+  expect_input_error("run " + s + " --set parallel.schedule=1f2b", "valid: naive, gpipe");
+  expect_input_error("run " + s + " --set pipeline_only.stages=0", "pipeline_only.stages: must be >= 1");
+  expect_input_error("run " + s + " --set pipeline_only.times.F=-2", "must be > 0");
+  expect_input_error("run " + s + " --set parallel.virtual_stages=2", "virtual_stages must be 1");
+  expect_input_error("run " + s + " --set pipeline_only.partition=[4,4,4,3]", "sums to 15 but layers is 16");
+  expect_input_error("run " + s + " --set pipeline_only.stages=200000 --set pipeline_only.microbatches=900000",
+                     "too large");
+  expect_input_error("run " + s + " --set typo.key=1", "unknown key");
+  expect_input_error("run no/such/file.yaml", "cannot open scenario file");
+  expect_input_error("run " + s + " --format xml", "unknown format");
+  expect_input_error("frobnicate", "unknown command");
+}
+
+TEST_CASE("an unknown key in a file is reported with file:line", "[cli]") {
+  const fs::path f = fs::temp_directory_path() / "bubblesim_typo.yaml";
+  std::ofstream(f) << "pipeline_only:\n  stages: 2\n  microbatches: 2\n  times: {F: 1, B: 2}\n  latency: 1\n";
+  expect_input_error("run " + f.string(), f.string() + ":5: pipeline_only.latency: unknown key");
+}
+
+TEST_CASE("cluster scenarios are checked but not yet simulated, and say so", "[cli]") {
+  const fs::path f = fs::temp_directory_path() / "bubblesim_cluster.yaml";
+  std::ofstream(f) << "cluster: {gpu: a800-sxm4-80gb, nodes: 1, gpus_per_node: 8}\nmodel: {preset: llama3-8b}\n"
+                      "training: {seq_len: 8K}\nparallel: {ulysses: 8}\n";
+  expect_input_error("run " + f.string(), "simulates only pipeline_only scenarios");
+}
+
+TEST_CASE("--format json prints exactly one object with the v1 keys", "[cli]") {
+  const Result r = cli(std::string("run ") + kScenario + " --format json");
+  REQUIRE(r.code == 0);
+  const json j = json::parse(r.out);  // throws if anything but one JSON value is printed
+  for (const char* key : {"scenario", "iteration_time_s", "tokens_per_s", "tflops_per_gpu", "mfu", "idle_fraction",
+                          "bubble_fraction", "peak_memory_bytes", "devices"}) {
+    CHECK(j.contains(key));
+  }
+  REQUIRE(j["devices"].size() == 4);
+  for (const json& d : j["devices"]) {
+    for (const char* key : {"device", "busy", "idle", "span", "idle_breakdown", "peak_memory_bytes"}) CHECK(d.contains(key));
+    for (const char* key : {"pipeline_bubble", "p2p_wait", "collective_wait", "imbalance"}) {
+      CHECK(d["idle_breakdown"].contains(key));
+    }
+    CHECK(d["busy"].get<double>() + d["idle"].get<double>() == Approx(j["iteration_time_s"].get<double>()));
+  }
+  CHECK(j["iteration_time_s"] == 132.0);  // (m + p - 1)(F + B) with 4 layers per stage: 11 * 12
+  CHECK(j["bubble_fraction"].get<double>() == Approx(3.0 / 11));
+  CHECK(j["closed_form"]["fraction"].get<double>() == Approx(3.0 / 11));
+}
+
+TEST_CASE("the text report has the device table, the formulas and an ASCII Gantt for small runs", "[cli][report]") {
+  const Result r = cli(std::string("run ") + kScenario);
+  REQUIRE(r.code == 0);
+  CHECK_THAT(r.out, Catch::Contains("closed form (p-1)/(m+p-1) = 0.272727"));
+  CHECK_THAT(r.out, Catch::Contains("   0 |F0"));
+  CHECK_THAT(r.out, Catch::Contains("idle"));
+  const Result big = cli(std::string("run ") + kScenario + " --set pipeline_only.stages=17 --set pipeline_only.layers=17");
+  REQUIRE(big.code == 0);
+  CHECK_THAT(big.out, !Catch::Contains("   0 |F0"));
+}
+
+TEST_CASE("--trace writes Chrome trace JSON with one event per op and named threads", "[cli][report]") {
+  const fs::path f = fs::temp_directory_path() / "bubblesim_trace.json";
+  REQUIRE(cli(std::string("run ") + kScenario + " --format json --trace " + f.string()).code == 0);
+  const json t = json::parse(slurp(f));
+  size_t complete = 0;
+  size_t threads = 0;
+  for (const json& e : t["traceEvents"]) {
+    if (e["ph"] == "X") {
+      ++complete;
+      CHECK(e["dur"].get<double>() > 0);
+      CHECK(e["args"].contains("microbatch"));
+    }
+    if (e["ph"] == "M" && e["name"] == "thread_name") ++threads;
+  }
+  CHECK(complete == 64);
+  CHECK(threads == 4);
+}
+
+TEST_CASE("--gantt writes an SVG with a bar per op and the time axis", "[cli][report]") {
+  const fs::path f = fs::temp_directory_path() / "bubblesim_gantt.svg";
+  REQUIRE(cli(std::string("run ") + "scenarios/teaching/compare/dualpipe.yaml --format csv --gantt " + f.string()).code == 0);
+  const std::string svg = slurp(f);
+  CHECK_THAT(svg, Catch::StartsWith("<svg") && Catch::EndsWith("</svg>\n"));
+  CHECK_THAT(svg, Catch::Contains("time (units)") && Catch::Contains("url(#idle)") && Catch::Contains("F&amp;B"));
+  size_t bars = 0;
+  for (size_t pos = 0; (pos = svg.find("<title>", pos)) != std::string::npos; ++pos) ++bars;
+  CHECK(bars > 40);
+}
+
+TEST_CASE("--format csv prints a header and one row per device", "[cli][report]") {
+  const Result r = cli(std::string("run ") + kScenario + " --format csv");
+  REQUIRE(r.code == 0);
+  CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 5);
+  CHECK_THAT(r.out, Catch::StartsWith("scenario,schedule,stages"));
+}
+
+TEST_CASE("every shipped scenario runs and matches its golden report", "[cli][golden]") {
+  const bool update = std::getenv("BUBBLESIM_UPDATE_GOLDEN") != nullptr;
+  const fs::path root = fs::path(BUBBLESIM_SOURCE_DIR) / "scenarios";
+  size_t checked = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(root)) {
+    if (entry.path().extension() != ".yaml") continue;
+    const fs::path rel = fs::relative(entry.path(), BUBBLESIM_SOURCE_DIR);
+    if (rel.string().find("bench") != std::string::npos) continue;
+    INFO(rel.string());
+    const Result r = cli("run " + rel.string() + " --format json");
+    REQUIRE(r.code == 0);
+    json j = json::parse(r.out);
+    j.erase("events");
+    const fs::path golden = fs::path(BUBBLESIM_SOURCE_DIR) / "tests/golden" / rel.parent_path() /
+                            (rel.stem().string() + ".json");
+    if (update) {
+      fs::create_directories(golden.parent_path());
+      std::ofstream(golden) << j.dump(2) << "\n";
+    }
+    REQUIRE(fs::exists(golden));
+    CHECK(j == json::parse(slurp(golden)));
+    ++checked;
+  }
+  CHECK(checked >= 13);
+}
