@@ -9,16 +9,25 @@ namespace bubblesim::sim {
 namespace {
 
 enum EventKind : uint32_t {
-  kOpEnd = 0,      // target: op id
-  kDepArrive = 1,  // target: op id whose dependency (with latency) has arrived
+  kOpEnd = 0,  // target: op id
+  kIssue = 1,  // target: a send/recv/collective op whose last dependency arrives now
 };
 
 class Executor {
  public:
   Executor(const Program& p, const CostModel& cost) : p_(p), cost_(cost) {
     const size_t n = p.num_ops();
-    waiting_.resize(n);
-    for (OpId id = 0; id < n; ++id) waiting_[id] = static_cast<uint32_t>(p.deps(id).size());
+    // Everything the event loop touches per op, packed; compute durations are static per op,
+    // so they are asked of the cost model once, here, in one sequential pass.
+    state_.resize(n);
+    for (OpId id = 0; id < n; ++id) {
+      const Op& op = p.op(id);
+      OpState& st = state_[id];
+      st.stream = op.stream;
+      st.group = op.group;
+      st.waiting = static_cast<uint32_t>(p.deps(id).size());
+      st.duration = op.kind == OpKind::Compute ? cost.op_time(p, id) : Time::zero();
+    }
     next_.assign(p.streams().size(), 0);
     busy_.assign(p.streams().size(), 0);
     posted_.assign(p.groups().size(), 0);
@@ -36,7 +45,7 @@ class Executor {
       if (ev.kind == kOpEnd) {
         finish(ev.target);
       } else {
-        satisfy(ev.target);
+        issue(ev.target);
       }
     }
     if (completed_ != p_.num_ops()) throw DeadlockError(deadlock_report());
@@ -50,17 +59,29 @@ class Executor {
     const std::vector<OpId>& ops = p_.stream(s).ops;
     if (next_[s] >= ops.size()) return;
     const OpId id = ops[next_[s]];
-    if (waiting_[id] != 0) return;
+    const OpState& st = state_[id];
+    if (st.waiting != 0) return;
+    // Streams are in order, so once the head's last dependency is known the op's start is
+    // known too: max(now, latest arrival). Compute ops need no event until they end.
     busy_[s] = 1;
-    trace_.records[id].start = now_;
-    const Op& op = p_.op(id);
-    if (op.kind == OpKind::Compute) {
-      queue_.push(now_ + cost_.op_time(p_, id), kOpEnd, id);
-      return;
+    const Time start = max(now_, st.ready);
+    if (st.group == kNone) {
+      trace_.records[id].start = start;
+      queue_.push(start + st.duration, kOpEnd, id);
+    } else if (start > now_) {
+      queue_.push(start, kIssue, id);  // the network must see the transfer begin in time order
+    } else {
+      issue(id);
     }
-    const auto members = p_.members(op.group);
-    if (++posted_[op.group] < members.size()) return;
-    const Time end = now_ + cost_.group_time(p_, op.group);
+  }
+
+  /// A send/recv/collective op reaches the head of its stream with its dependencies met.
+  void issue(OpId id) {
+    trace_.records[id].start = now_;
+    const GroupId g = state_[id].group;
+    const auto members = p_.members(g);
+    if (++posted_[g] < members.size()) return;
+    const Time end = now_ + cost_.group_time(p_, g);
     for (OpId m : members) queue_.push(end, kOpEnd, m);
   }
 
@@ -70,23 +91,21 @@ class Executor {
     rec.end = now_;
     if (now_ > trace_.makespan) trace_.makespan = now_;
     ++completed_;
-    const StreamId s = p_.op(id).stream;
+    const StreamId s = state_[id].stream;
     busy_[s] = 0;
     ++next_[s];
     for (const Edge& e : p_.dependents(id)) {
-      const Time lat = p_.latency(e);
-      if (lat == Time::zero()) {
-        satisfy(e.op);
-      } else {
-        queue_.push(now_ + lat, kDepArrive, e.op);
-      }
+      OpState& dep = state_[e.op];
+      dep.ready = max(dep.ready, now_ + p_.latency(e));
+      satisfy(e.op);
     }
     try_start(s);
   }
 
   void satisfy(OpId id) {
-    BUBBLESIM_ASSERT(waiting_[id] > 0, "dependency satisfied twice");
-    if (--waiting_[id] == 0) try_start(p_.op(id).stream);
+    OpState& st = state_[id];
+    BUBBLESIM_ASSERT(st.waiting > 0, "dependency satisfied twice");
+    if (--st.waiting == 0) try_start(st.stream);
   }
 
   std::string deadlock_report() const {
@@ -122,7 +141,14 @@ class Executor {
   const Program& p_;
   const CostModel& cost_;
   EventQueue queue_;
-  std::vector<uint32_t> waiting_;  // per op: dependencies not yet arrived
+  struct OpState {
+    Time duration;      // compute ops: from the cost model
+    Time ready;         // latest arrival (end + latency) of the dependencies met so far
+    StreamId stream;
+    GroupId group;      // kNone for compute ops
+    uint32_t waiting;   // dependencies not yet arrived
+  };
+  std::vector<OpState> state_;  // per op
   std::vector<uint32_t> next_;     // per stream: index of its head op
   std::vector<uint8_t> busy_;      // per stream: an op is running or issued
   std::vector<uint32_t> posted_;   // per group: members issued so far

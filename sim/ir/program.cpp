@@ -134,16 +134,6 @@ void Program::finalize() {
   finalized_ = true;
 }
 
-std::span<const Edge> Program::deps(OpId id) const {
-  BUBBLESIM_ASSERT(finalized_, "deps() before finalize()");
-  return {dep_edges_.data() + dep_offsets_[id], dep_offsets_[id + 1] - dep_offsets_[id]};
-}
-
-std::span<const Edge> Program::dependents(OpId id) const {
-  BUBBLESIM_ASSERT(finalized_, "dependents() before finalize()");
-  return {rdep_edges_.data() + rdep_offsets_[id], rdep_offsets_[id + 1] - rdep_offsets_[id]};
-}
-
 namespace {
 
 std::string chunk_suffix(const Program& p, int chunk) {

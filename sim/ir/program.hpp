@@ -104,6 +104,7 @@ class Program {
   void finalize();
   bool finalized() const { return finalized_; }
   void reserve_ops(size_t n, size_t edges);
+  void reserve_stream(StreamId s, size_t n) { streams_[s].ops.reserve(n); }
 
   size_t num_ops() const { return ops_.size(); }
   size_t num_edges() const { return dep_edges_.size() + pending_.size(); }
@@ -117,9 +118,13 @@ class Program {
   std::span<const OpId> members(GroupId g) const;
 
   /// Ops that `id` waits for (finalized programs only).
-  std::span<const Edge> deps(OpId id) const;
+  std::span<const Edge> deps(OpId id) const {
+    return {dep_edges_.data() + dep_offsets_[id], dep_offsets_[id + 1] - dep_offsets_[id]};
+  }
   /// Ops that wait for `id` (finalized programs only).
-  std::span<const Edge> dependents(OpId id) const;
+  std::span<const Edge> dependents(OpId id) const {
+    return {rdep_edges_.data() + rdep_offsets_[id], rdep_offsets_[id + 1] - rdep_offsets_[id]};
+  }
   Time latency(const Edge& e) const { return latencies_[e.latency_index]; }
   /// Dependencies added with an op id that does not exist, as (op, on) pairs; set by finalize().
   const std::vector<std::pair<OpId, OpId>>& invalid_edges() const { return invalid_edges_; }

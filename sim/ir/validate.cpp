@@ -64,44 +64,40 @@ void check_ops(const Program& p, std::vector<std::string>& problems) {
 /// together). Edges: stream order and dependencies. Leftover nodes lie on or behind a cycle.
 void check_cycles(const Program& p, std::vector<std::string>& problems) {
   const size_t n = p.num_ops();
-  auto node_of = [&](OpId op) -> uint32_t {
-    const GroupId g = p.op(op).group;
-    return g == kNone ? op : static_cast<uint32_t>(n + g);
-  };
   const size_t nodes = n + p.groups().size();
-  std::vector<uint32_t> indegree(nodes, 0);
-  std::vector<uint32_t> position(n, 0);  // index of each op in its stream
-  for (const Stream& s : p.streams()) {
-    for (uint32_t i = 0; i < s.ops.size(); ++i) position[s.ops[i]] = i;
+  // Flat per-op arrays first (one pass each), so the main loop touches 4-byte entries only.
+  std::vector<uint32_t> node_of(n);
+  for (OpId op = 0; op < n; ++op) {
+    const GroupId g = p.op(op).group;
+    node_of[op] = g == kNone ? op : static_cast<uint32_t>(n + g);
   }
-  auto stream_next = [&](OpId op) -> OpId {
-    const Stream& s = p.stream(p.op(op).stream);
-    const uint32_t i = position[op] + 1;
-    return i < s.ops.size() ? s.ops[i] : kNone;
-  };
-  // Successors of op: its stream successor and its dependents.
+  std::vector<OpId> stream_next(n, kNone);
+  for (const Stream& s : p.streams()) {
+    for (size_t i = 0; i + 1 < s.ops.size(); ++i) stream_next[s.ops[i]] = s.ops[i + 1];
+  }
   auto for_each_succ = [&](OpId op, auto&& fn) {
-    if (OpId nx = stream_next(op); nx != kNone) fn(nx);
+    if (stream_next[op] != kNone) fn(stream_next[op]);
     for (const Edge& e : p.dependents(op)) fn(e.op);
   };
+  std::vector<uint32_t> indegree(nodes, 0);
   for (OpId op = 0; op < n; ++op) {
     for_each_succ(op, [&](OpId s) {
-      if (node_of(s) != node_of(op)) ++indegree[node_of(s)];
+      if (node_of[s] != node_of[op]) ++indegree[node_of[s]];
     });
   }
   // Ops inside a group are represented by their group's node, not by one of their own.
   std::vector<uint32_t> ready;
   size_t real_nodes = 0;
   for (uint32_t v = 0; v < nodes; ++v) {
-    if (v < n && p.op(v).group != kNone) continue;
+    if (v < n && node_of[v] != v) continue;
     ++real_nodes;
     if (indegree[v] == 0) ready.push_back(v);
   }
   size_t done = 0;
   auto release = [&](OpId op) {
     for_each_succ(op, [&](OpId s) {
-      const uint32_t w = node_of(s);
-      if (w != node_of(op) && --indegree[w] == 0) ready.push_back(w);
+      const uint32_t w = node_of[s];
+      if (w != node_of[op] && --indegree[w] == 0) ready.push_back(w);
     });
   };
   while (!ready.empty()) {
@@ -118,7 +114,7 @@ void check_cycles(const Program& p, std::vector<std::string>& problems) {
   size_t stuck_ops = 0;
   OpId example = kNone;
   for (OpId op = 0; op < n; ++op) {
-    if (indegree[node_of(op)] > 0) {
+    if (indegree[node_of[op]] > 0) {
       ++stuck_ops;
       if (example == kNone) example = op;
     }

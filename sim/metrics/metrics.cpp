@@ -42,31 +42,25 @@ void attribute_gap(const Program& p, const Trace& t, OpId id, Time gap_start, Id
   ib.p2p_wait += gap - computing;
 }
 
-int64_t peak_activation(const Program& p, const Trace& t, const Device& d) {
+/// Peak of live activation units on a device with several streams: its alloc/free events
+/// sorted by time, frees first at equal times (an activation lives over [start of F, end of
+/// B/W)).
+int64_t peak_activation_sorted(const Program& p, const Trace& t, const Device& d) {
   struct MemEvent {
     Time time;
     int64_t delta;
   };
   std::vector<MemEvent> events;
-  size_t streams_with_memory = 0;
   for (StreamId s : d.streams) {
-    bool any = false;
     for (OpId id : p.stream(s).ops) {
       const Op& op = p.op(id);
       if (op.mem_alloc != 0) events.push_back({t.records[id].start, op.mem_alloc});
       if (op.mem_free != 0) events.push_back({t.records[id].end, -static_cast<int64_t>(op.mem_free)});
-      any = any || op.mem_alloc != 0 || op.mem_free != 0;
     }
-    streams_with_memory += any;
   }
-  // One stream's events are already in time order; frees before allocations at equal times
-  // (an activation lives over [start of F, end of B/W)).
-  auto order = [](const MemEvent& a, const MemEvent& b) {
+  std::stable_sort(events.begin(), events.end(), [](const MemEvent& a, const MemEvent& b) {
     return a.time < b.time || (a.time == b.time && a.delta < b.delta);
-  };
-  if (streams_with_memory > 1 || !std::is_sorted(events.begin(), events.end(), order)) {
-    std::stable_sort(events.begin(), events.end(), order);
-  }
+  });
   int64_t live = 0;
   int64_t peak = 0;
   for (const MemEvent& e : events) {
@@ -79,36 +73,56 @@ int64_t peak_activation(const Program& p, const Trace& t, const Device& d) {
 }  // namespace
 
 Metrics compute_metrics(const Program& p, const Trace& t) {
+  BUBBLESIM_ASSERT(p.finalized(), "compute_metrics() needs a finalized program");
   BUBBLESIM_ASSERT(t.records.size() == p.num_ops(), "trace does not match the program");
   Metrics m;
   m.makespan = t.makespan;
   m.ops = p.num_ops();
+  const size_t devices = p.devices().size();
+  m.devices.resize(devices);
+  // One pass in op-id order. Ids grow along every stream, so each stream's ops are met in
+  // stream order, which on one stream is also time order.
+  std::vector<StreamId> compute_stream(devices);
+  std::vector<uint8_t> single_stream(devices);
+  std::vector<Time> cursor(devices);
+  std::vector<int64_t> live(devices, 0);
+  std::vector<uint8_t> seen(devices, 0);
+  for (DeviceId d = 0; d < devices; ++d) {
+    BUBBLESIM_ASSERT(!p.devices()[d].streams.empty(), "device without streams");
+    compute_stream[d] = p.devices()[d].streams.front();
+    single_stream[d] = p.devices()[d].streams.size() == 1;
+    m.devices[d].device = d;
+  }
+  for (OpId id = 0; id < p.num_ops(); ++id) {
+    const Op& op = p.op(id);
+    const DeviceId d = op.device;
+    DeviceMetrics& dm = m.devices[d];
+    const OpRecord& r = t.records[id];
+    if (single_stream[d]) {
+      live[d] += op.mem_alloc;
+      dm.peak_activation = std::max(dm.peak_activation, live[d]);
+      live[d] -= op.mem_free;
+    }
+    if (op.stream != compute_stream[d]) continue;
+    BUBBLESIM_ASSERT(r.start >= cursor[d], "op ids do not follow stream order");
+    if (!seen[d]) dm.first_start = r.start;
+    seen[d] = 1;
+    dm.busy += r.end - r.start;
+    attribute_gap(p, t, id, cursor[d], dm.idle_breakdown);
+    cursor[d] = r.end;
+    dm.last_end = r.end;
+    ++dm.ops;
+  }
   double idle_fraction_sum = 0;
   double span_fraction_sum = 0;
   Time busy_total;
   Time idle_total;
-  for (DeviceId dev = 0; dev < p.devices().size(); ++dev) {
-    const Device& d = p.devices()[dev];
-    DeviceMetrics dm;
-    dm.device = dev;
-    BUBBLESIM_ASSERT(!d.streams.empty(), "device without streams");
-    const Stream& compute = p.stream(d.streams.front());
-    Time cursor;
-    bool first = true;
-    for (OpId id : compute.ops) {
-      const OpRecord& r = t.records[id];
-      if (first) dm.first_start = r.start;
-      first = false;
-      dm.busy += r.end - r.start;
-      attribute_gap(p, t, id, cursor, dm.idle_breakdown);
-      cursor = r.end;
-      dm.last_end = r.end;
-    }
-    dm.ops = compute.ops.size();
-    dm.idle_breakdown.pipeline_bubble += m.makespan - cursor;  // drain after the last op
+  for (DeviceId d = 0; d < devices; ++d) {
+    DeviceMetrics& dm = m.devices[d];
+    if (!single_stream[d]) dm.peak_activation = peak_activation_sorted(p, t, p.devices()[d]);
+    dm.idle_breakdown.pipeline_bubble += m.makespan - cursor[d];  // drain after the last op
     dm.idle = m.makespan - dm.busy;
     dm.span = dm.last_end - dm.first_start;
-    dm.peak_activation = peak_activation(p, t, d);
     if (m.makespan > Time::zero()) idle_fraction_sum += dm.idle.seconds() / m.makespan.seconds();
     if (dm.span > Time::zero()) span_fraction_sum += (dm.span - dm.busy).seconds() / dm.span.seconds();
     busy_total += dm.busy;
@@ -117,11 +131,10 @@ Metrics compute_metrics(const Program& p, const Trace& t) {
     m.max_span_bubble = max(m.max_span_bubble, dm.span - dm.busy);
     if (dm.peak_activation > m.peak_activation) {
       m.peak_activation = dm.peak_activation;
-      m.peak_activation_device = dev;
+      m.peak_activation_device = d;
     }
-    m.devices.push_back(dm);
   }
-  const double n = static_cast<double>(std::max<size_t>(1, m.devices.size()));
+  const double n = static_cast<double>(std::max<size_t>(1, devices));
   m.idle_fraction = idle_fraction_sum / n;
   m.span_bubble_fraction = span_fraction_sum / n;
   m.bubble_fraction_of_ideal = busy_total > Time::zero() ? idle_total.seconds() / busy_total.seconds() : 0.0;

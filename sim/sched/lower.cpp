@@ -1,5 +1,6 @@
 #include "sim/sched/lower.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include "sim/core/error.hpp"
@@ -25,10 +26,17 @@ class Lowering {
     prog_.memory_unit = opt_.memory_unit;
     for (int32_t r = 0; r < g_.ranks; ++r) {
       const DeviceId d = prog_.add_device("rank " + std::to_string(r));
-      prog_.add_stream(d, "compute");
+      prog_.reserve_stream(prog_.add_stream(d, "compute"), actions[static_cast<size_t>(r)].size());
     }
-    for (int32_t r = 0; r < g_.ranks; ++r) {
-      for (const Action& a : actions[static_cast<size_t>(r)]) add(static_cast<StreamId>(r), a);
+    // Op ids interleave the ranks (op i of every rank, then op i+1): ops that run at about the
+    // same time sit together in memory, which keeps the executor's working set in cache.
+    size_t longest = 0;
+    for (const RankActions& a : actions) longest = std::max(longest, a.size());
+    for (size_t i = 0; i < longest; ++i) {
+      for (int32_t r = 0; r < g_.ranks; ++r) {
+        const RankActions& a = actions[static_cast<size_t>(r)];
+        if (i < a.size()) add(static_cast<StreamId>(r), a[i]);
+      }
     }
     for (OpId id = 0; id < prog_.num_ops(); ++id) link(id);
     prog_.finalize();
@@ -106,7 +114,7 @@ class Lowering {
     BUBBLESIM_ASSERT(on != kNone, std::string("pass never scheduled: ") + what + " of stage " +
                                       std::to_string(stage) + ", microbatch " + std::to_string(mb));
     if (on == id) return;  // the other half of the same F&B op
-    const bool cross = prog_.op(on).device != prog_.op(id).device;
+    const bool cross = g_.device[static_cast<size_t>(stage)] != g_.device[static_cast<size_t>(prog_.op(id).label.stage)];
     prog_.add_dep(id, on, cross ? opt_.p2p_latency : Time::zero());
   }
 
