@@ -3,6 +3,7 @@
 #include <string>
 
 #include "sim/core/error.hpp"
+#include "sim/core/memory.hpp"
 #include "sim/engine/event_queue.hpp"
 
 namespace bubblesim::sim {
@@ -19,7 +20,7 @@ class Executor {
     const size_t n = p.num_ops();
     // Everything the event loop touches per op, packed; compute durations are static per op,
     // so they are asked of the cost model once, here, in one sequential pass.
-    state_.resize(n);
+    assign_huge(state_, n, OpState{});
     for (OpId id = 0; id < n; ++id) {
       const Op& op = p.op(id);
       OpState& st = state_[id];
@@ -31,7 +32,7 @@ class Executor {
     next_.assign(p.streams().size(), 0);
     busy_.assign(p.streams().size(), 0);
     posted_.assign(p.groups().size(), 0);
-    trace_.records.assign(n, OpRecord{});
+    assign_huge(trace_.records, n, OpRecord{});
     queue_.reserve(p.streams().size() * 2 + 64);
   }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "sim/core/error.hpp"
+#include "sim/core/memory.hpp"
 
 namespace bubblesim::sim {
 
@@ -53,8 +54,8 @@ StreamId Program::add_stream(DeviceId device, std::string name) {
 }
 
 void Program::reserve_ops(size_t n, size_t edges) {
-  ops_.reserve(n);
-  pending_.reserve(edges);
+  reserve_huge(ops_, n);
+  reserve_huge(pending_, edges);
 }
 
 OpId Program::add_op(Op op) {
@@ -109,13 +110,13 @@ void Program::finalize() {
   }
   const size_t n = ops_.size();
   auto build = [&](bool reverse, std::vector<uint32_t>& offsets, std::vector<Edge>& edges) {
-    offsets.assign(n + 1, 0);
+    assign_huge(offsets, n + 1, uint32_t{0});
     for (const PendingEdge& e : pending_) {
       if (e.to >= n || e.from >= n) continue;
       ++offsets[(reverse ? e.from : e.to) + 1];
     }
     for (size_t i = 0; i < n; ++i) offsets[i + 1] += offsets[i];
-    edges.assign(offsets[n], Edge{});
+    assign_huge(edges, offsets[n], Edge{});
     std::vector<uint32_t> fill(offsets.begin(), offsets.end() - 1);
     for (const PendingEdge& e : pending_) {
       if (e.to >= n || e.from >= n) continue;

@@ -4,6 +4,7 @@
 #include <set>
 
 #include "sim/core/error.hpp"
+#include "sim/core/memory.hpp"
 
 namespace bubblesim::sim {
 namespace {
@@ -66,12 +67,14 @@ void check_cycles(const Program& p, std::vector<std::string>& problems) {
   const size_t n = p.num_ops();
   const size_t nodes = n + p.groups().size();
   // Flat per-op arrays first (one pass each), so the main loop touches 4-byte entries only.
-  std::vector<uint32_t> node_of(n);
-  for (OpId op = 0; op < n; ++op) {
-    const GroupId g = p.op(op).group;
-    node_of[op] = g == kNone ? op : static_cast<uint32_t>(n + g);
+  std::vector<uint32_t> node_of;
+  reserve_huge(node_of, n);
+  for (OpId op = 0; op < n; ++op) node_of.push_back(op);
+  for (GroupId g = 0; g < p.groups().size(); ++g) {
+    for (OpId m : p.members(g)) node_of[m] = static_cast<uint32_t>(n + g);
   }
-  std::vector<OpId> stream_next(n, kNone);
+  std::vector<OpId> stream_next;
+  assign_huge(stream_next, n, kNone);
   for (const Stream& s : p.streams()) {
     for (size_t i = 0; i + 1 < s.ops.size(); ++i) stream_next[s.ops[i]] = s.ops[i + 1];
   }
@@ -79,7 +82,8 @@ void check_cycles(const Program& p, std::vector<std::string>& problems) {
     if (stream_next[op] != kNone) fn(stream_next[op]);
     for (const Edge& e : p.dependents(op)) fn(e.op);
   };
-  std::vector<uint32_t> indegree(nodes, 0);
+  std::vector<uint32_t> indegree;
+  assign_huge(indegree, nodes, uint32_t{0});
   for (OpId op = 0; op < n; ++op) {
     for_each_succ(op, [&](OpId s) {
       if (node_of[s] != node_of[op]) ++indegree[node_of[s]];

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "sim/core/error.hpp"
+#include "sim/core/memory.hpp"
 
 namespace bubblesim::sim {
 namespace {
@@ -13,8 +14,8 @@ class Lowering {
   Lowering(const StageGraph& g, const std::vector<StageCost>& costs, const LowerOptions& opt)
       : g_(g), costs_(costs), opt_(opt) {
     const size_t slots = g.size() * static_cast<size_t>(g.microbatches);
-    fwd_.assign(slots, kNone);
-    bwd_.assign(slots, kNone);
+    assign_huge(fwd_, slots, kNone);
+    assign_huge(bwd_, slots, kNone);
   }
 
   Program run(const std::vector<RankActions>& actions) {
@@ -47,7 +48,8 @@ class Lowering {
   size_t slot(int32_t stage, int32_t mb) const {
     BUBBLESIM_ASSERT(stage >= 0 && static_cast<size_t>(stage) < g_.size(), "action on a stage outside the graph");
     BUBBLESIM_ASSERT(mb >= 0 && mb < g_.microbatches, "action on a microbatch outside the iteration");
-    return static_cast<size_t>(stage) * static_cast<size_t>(g_.microbatches) + static_cast<size_t>(mb);
+    // Microbatch-major: the passes that run at about the same time share cache lines.
+    return static_cast<size_t>(mb) * g_.size() + static_cast<size_t>(stage);
   }
 
   void claim(std::vector<OpId>& table, int32_t stage, int32_t mb, OpId id) {
