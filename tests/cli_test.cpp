@@ -179,3 +179,15 @@ TEST_CASE("every shipped scenario runs and matches its golden report", "[cli][go
   }
   CHECK(checked >= 13);
 }
+
+TEST_CASE("4.2 million ops (1F1B, p=512, m=4096) simulate within 1 GiB", "[cli][scale]") {
+  const Result r = cli("run scenarios/bench/1f1b-p512-m4096.yaml --format csv --timing");
+  REQUIRE(r.code == 0);
+  CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 513);
+  const auto at = r.err.find("peak RSS ");
+  REQUIRE(at != std::string::npos);
+  const double mib = std::stod(r.err.substr(at + 9));
+  INFO(r.err);
+  CHECK(mib < 1024.0);
+  CHECK_THAT(r.err, Catch::Contains("4194304 ops"));
+}

@@ -91,7 +91,10 @@ void write_text(std::ostream& out, const RunResult& r) {
       for (int32_t l : lp.layers_of_device[d]) out << " " << l;
       out << "\n";
     }
-    if (!lp.contiguous) {
+    if (!lp.contiguous && lp.by_schedule) {
+      out << "  each device holds " << job.shape.v << " chunks of layers, as " << info(job.kind).name
+          << " places them\n";
+    } else if (!lp.contiguous) {
       out << "  placement is NOT contiguous: each hop is a transfer (" << lp.hops_per_forward << " per forward, "
           << lp.hops_per_forward << " per backward, vs " << job.shape.p - 1
           << " for contiguous stages), and each device waits for the others between its layers\n";
@@ -205,6 +208,7 @@ nlohmann::json to_json(const RunResult& r) {
                       {"stages", lp.stages},
                       {"hops_per_forward", lp.hops_per_forward},
                       {"contiguous", lp.contiguous},
+                      {"chunked_by_schedule", lp.by_schedule},
                       {"layers_of_device", lp.layers_of_device}};
   } else {
     j["placement"] = nullptr;

@@ -147,6 +147,7 @@ void place_layers(const Scenario& sc, const PipelineOnlySpec& po, PipelineJob& j
   lp.stages = static_cast<int32_t>(stage_device.size());
   lp.hops_per_forward = 0;
   for (size_t s = 1; s < stage_device.size(); ++s) lp.hops_per_forward += stage_device[s] != stage_device[s - 1];
+  lp.by_schedule = lp.how != "layer_to_device" && job.shape.v > 1;
   lp.contiguous = std::all_of(lp.layers_of_device.begin(), lp.layers_of_device.end(), [](const auto& ls) {
     return ls.empty() || ls.back() - ls.front() + 1 == static_cast<int32_t>(ls.size());
   });

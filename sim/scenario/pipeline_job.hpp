@@ -20,6 +20,7 @@ struct LayerPlacement {
   int32_t stages = 0;            // runs of consecutive layers on one device
   int32_t hops_per_forward = 0;  // device changes along one forward pass
   bool contiguous = true;        // every device holds one run of consecutive layers
+  bool by_schedule = false;      // the runs are the schedule's own chunks (interleaved, V, DualPipe)
   std::string how;               // "partition", "layer_to_device" or "even split"
 };
 
