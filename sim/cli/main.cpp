@@ -36,12 +36,20 @@ int run_command(const std::vector<std::string>& args) {
       "format", po::value<std::string>()->default_value("text"), "text | json | csv")(
       "trace", po::value<std::string>(), "write a Chrome/Perfetto trace")(
       "gantt", po::value<std::string>(), "write an SVG Gantt chart")(
-      "timing", "print phase timings and peak memory of bubblesim itself to stderr");
+      "timing", "print phase timings and peak memory of bubblesim itself to stderr")(
+      "db", po::value<std::string>(), "store the run in a SQLite database (not in this version)")(
+      "calibration", po::value<std::string>(), "use a calibration profile (not in this version)");
   po::positional_options_description pos;
   pos.add("scenario", 1);
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(opts).positional(pos).run(), vm);
   po::notify(vm);
+  for (const char* later : {"db", "calibration"}) {
+    if (vm.count(later)) {
+      throw InputError(std::string("--") + later + ": the SQLite store and calibration profiles are not in this "
+                       "version yet; run without --" + later);
+    }
+  }
   if (!vm.count("scenario")) throw InputError("run: missing SCENARIO file (see bubblesim --help)");
   RunOptions ro;
   ro.scenario = vm["scenario"].as<std::string>();
@@ -76,6 +84,9 @@ int main(int argc, char** argv) {
     if (cmd == "schedules") {
       print_schedules(std::cout);
       return kExitOk;
+    }
+    if (cmd == "presets") {
+      throw InputError("presets: GPU and model presets are not in this version yet; pipeline_only scenarios need none");
     }
     if (cmd == "keys") {
       print_keys(std::cout);

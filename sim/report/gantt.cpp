@@ -66,6 +66,14 @@ std::string xml_escape(const std::string& s) {
   return out;
 }
 
+/// " (stage 5, from layer 12)" for tooltips.
+std::string where_of(const Op& op) {
+  std::string s;
+  if (op.label.stage >= 0) s += "stage " + std::to_string(op.label.stage);
+  if (op.label.layer >= 0) s += (s.empty() ? "" : ", ") + std::string("from layer ") + std::to_string(op.label.layer);
+  return s.empty() ? s : " (" + s + ")";
+}
+
 const char* phase_colour(const Op& op) {
   switch (op.label.phase) {
     case Phase::F: return "#4c78a8";
@@ -170,9 +178,10 @@ void write_svg_gantt(std::ostream& out, const RunResult& r, size_t max_ops) {
         const std::string label = bar_label(p, id);
         std::snprintf(buf, sizeof buf,
                       "<rect x=\"%.2f\" y=\"%.1f\" width=\"%.2f\" height=\"%.1f\" fill=\"%s\" stroke=\"white\" "
-                      "stroke-width=\"0.6\"><title>%s: %s to %s %s</title></rect>\n",
-                      x0, y, w, kRow, phase_colour(p.op(id)), xml_escape(short_name(p, id)).c_str(), num(r.unit.of(rec.start)).c_str(),
-                      num(r.unit.of(rec.end)).c_str(), r.unit.name.c_str());
+                      "stroke-width=\"0.6\"><title>%s%s: %s to %s %s</title></rect>\n",
+                      x0, y, w, kRow, phase_colour(p.op(id)), xml_escape(short_name(p, id)).c_str(),
+                      where_of(p.op(id)).c_str(), num(r.unit.of(rec.start)).c_str(), num(r.unit.of(rec.end)).c_str(),
+                      r.unit.name.c_str());
         out << buf;
         if (!label.empty() && w >= 7.0 * label.size() + 2) {
           std::snprintf(buf, sizeof buf,
