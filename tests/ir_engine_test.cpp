@@ -76,8 +76,8 @@ TEST_CASE("validate reports every problem of a program at once", "[ir]") {
   Program p;
   const DeviceId d0 = p.add_device("d0");
   const DeviceId d1 = p.add_device("d1");
-  const StreamId s0 = p.add_stream(d0, "compute");
-  const StreamId s1 = p.add_stream(d1, "compute");
+  const StreamId s0 = p.add_stream(d0, StreamKind::Compute, "compute");
+  const StreamId s1 = p.add_stream(d1, StreamKind::Compute, "compute");
   const OpId a = compute(p, s0, 1);
   const OpId b = compute(p, s1, -1);  // negative duration
   Op lone;
@@ -111,10 +111,10 @@ TEST_CASE("a send and its recv start together once both are issued and end toget
   Program p;
   const DeviceId d0 = p.add_device("d0");
   const DeviceId d1 = p.add_device("d1");
-  const StreamId c0 = p.add_stream(d0, "compute");
-  const StreamId m0 = p.add_stream(d0, "comm");
-  const StreamId c1 = p.add_stream(d1, "compute");
-  const StreamId m1 = p.add_stream(d1, "comm");
+  const StreamId c0 = p.add_stream(d0, StreamKind::Compute, "compute");
+  const StreamId m0 = p.add_stream(d0, StreamKind::Comm, "comm");
+  const StreamId c1 = p.add_stream(d1, StreamKind::Compute, "compute");
+  const StreamId m1 = p.add_stream(d1, StreamKind::Comm, "comm");
   const OpId produce = compute(p, c0, 2);
   const auto [snd, rcv] = send_recv(p, m0, m1, 3);
   const OpId consume = compute(p, c1, 1);
@@ -139,7 +139,7 @@ TEST_CASE("a collective starts when its last member is issued", "[engine]") {
   std::vector<OpId> members;
   std::vector<OpId> before;
   for (int d = 0; d < 3; ++d) {
-    const StreamId s = p.add_stream(p.add_device("d"), "compute");
+    const StreamId s = p.add_stream(p.add_device("d"), StreamKind::Compute, "compute");
     before.push_back(compute(p, s, d + 1));
     Op c;
     c.kind = OpKind::Collective;
@@ -156,8 +156,8 @@ TEST_CASE("a collective starts when its last member is issued", "[engine]") {
 
 TEST_CASE("crossed recvs are a cycle for validate and a named deadlock for the engine", "[engine][ir]") {
   Program p;
-  const StreamId s0 = p.add_stream(p.add_device("d0"), "comm");
-  const StreamId s1 = p.add_stream(p.add_device("d1"), "comm");
+  const StreamId s0 = p.add_stream(p.add_device("d0"), StreamKind::Comm, "comm");
+  const StreamId s1 = p.add_stream(p.add_device("d1"), StreamKind::Comm, "comm");
   // Both devices first wait to receive, then send: neither send is ever issued.
   Op recv;
   recv.kind = OpKind::Recv;
@@ -193,7 +193,7 @@ TEST_CASE("crossed recvs are a cycle for validate and a named deadlock for the e
 
 TEST_CASE("a dependency that never ends is named in the deadlock report", "[engine]") {
   Program p;
-  const StreamId s0 = p.add_stream(p.add_device("d0"), "compute");
+  const StreamId s0 = p.add_stream(p.add_device("d0"), StreamKind::Compute, "compute");
   const OpId a = compute(p, s0, 1);
   const OpId b = compute(p, s0, 1);
   p.add_dep(a, b);  // a waits for b, which runs after a on the same stream
@@ -211,8 +211,8 @@ TEST_CASE("random programs with paired sends in a consistent order always comple
     std::vector<StreamId> comp, comm;
     for (int d = 0; d < devices; ++d) {
       const DeviceId id = p.add_device("d");
-      comp.push_back(p.add_stream(id, "compute"));
-      comm.push_back(p.add_stream(id, "comm"));
+      comp.push_back(p.add_stream(id, StreamKind::Compute, "compute"));
+      comm.push_back(p.add_stream(id, StreamKind::Comm, "comm"));
     }
     std::vector<std::pair<OpId, OpId>> pairs;
     std::vector<OpId> all;

@@ -41,7 +41,7 @@ TEST_CASE("a pipeline_only scenario plans with its defaults", "[scenario]") {
   CHECK(job.shape.m == 8);
   CHECK(job.shape.v == 1);
   CHECK(job.graph.size() == 4);
-  CHECK(job.costs[0].f == Time::from_seconds(1));
+  CHECK(job.costs[0].f == Time::from_seconds(1 * kSecondsPerUnit));
   CHECK_FALSE(job.placement.has_value());
   CHECK(plan(kBase, {"parallel.schedule=zb-v", "pipeline_only.times={F: 1, I: 1, W: 1}"}).shape.v == 2);
 }
@@ -103,8 +103,8 @@ TEST_CASE("a partition must match the stages and sum to the layers", "[scenario]
              Catch::Contains("has 2 entries") && Catch::Contains("needs 4"));
   CHECK_THAT(error_of(kBase, {"pipeline_only.partition=[2, 2, 2, 2]"}), Catch::Contains("needs pipeline_only.layers"));
   const PipelineJob job = plan(kBase, {"pipeline_only.layers=10", "pipeline_only.partition=[1, 3, 3, 3]"});
-  CHECK(job.costs[0].f == Time::from_seconds(1));
-  CHECK(job.costs[1].f == Time::from_seconds(3));
+  CHECK(job.costs[0].f == Time::from_seconds(1 * kSecondsPerUnit));
+  CHECK(job.costs[1].f == Time::from_seconds(3 * kSecondsPerUnit));
   CHECK(job.costs[1].activation_units == 3);
 }
 
@@ -167,4 +167,19 @@ TEST_CASE("full scenarios parse units, token counts and overrides", "[scenario]"
 TEST_CASE("duplicate keys and YAML syntax errors name the line", "[scenario]") {
   CHECK_THAT(error_of(kBase + "name: again\n"), Catch::Contains("x.yaml:8: name: duplicate key"));
   CHECK_THAT(error_of("pipeline_only: {stages: [1\n"), Catch::StartsWith("x.yaml:") && Catch::Contains("YAML syntax error"));
+}
+
+TEST_CASE("odd YAML shapes are input errors, not crashes", "[scenario]") {
+  CHECK_THAT(error_of("[a]: 1\n"), Catch::Contains("keys must be plain names"));
+  CHECK_THAT(error_of("- 1\n- 2\n"), Catch::Contains("must be a map"));
+  CHECK_THAT(error_of("parallel: x\n" + kBase.substr(kBase.find("pipeline_only")), {"parallel.pp=2"}),
+             Catch::Contains("not a map"));
+  CHECK_THAT(error_of("name: n\n", {"pipeline_only.stages=2"}),
+             Catch::StartsWith("--set pipeline_only.stages") && Catch::Contains("missing key \"microbatches\""));
+  CHECK_THAT(error_of("cluster: {gpu: a}\nmodel: {}\ntraining: {seq_len: 9000000000000000000K}\n"),
+             Catch::Contains("token count out of range"));
+  CHECK_THAT(error_of(kBase, {"pipeline_only.times={F: 1e-13, B: 1}"}), Catch::Contains("too small to represent"));
+  CHECK_THAT(error_of(kBase, {"parallel.zero=1"}), Catch::Contains("no meaning in a pipeline_only scenario"));
+  CHECK_THAT(error_of(kBase, {"parallel.schedule=interleaved-1f1b", "parallel.virtual_stages=40000"}),
+             Catch::Contains("at most 32767"));
 }

@@ -142,6 +142,17 @@ TEST_CASE("closed forms agree with the simulated bubbles where they apply", "[sc
   CHECK_FALSE(sim::closed_form(K::ZbV, {4, 8, 2, 0}, {2, 3, 2, 1, 5}).has_value());
 }
 
+TEST_CASE("no closed form is claimed outside the regime it holds in", "[sched][closed-form]") {
+  // Looped BFS with fewer microbatches than ranks idles 15, not (p-1)(f+b) = 9.
+  CHECK(units(run({K::LoopedBfs, 4, 2, 2}).metrics.max_idle) == Approx(15));
+  CHECK_FALSE(sim::closed_form(K::LoopedBfs, {4, 2, 2, 0}, {1, 2, 0, 0, 3}).has_value());
+  // ZB-V with m < 2p-1 has a span bubble.
+  CHECK(units(run({K::ZbV, 4, 4, 2, 1, 0, 1, 1}).metrics.max_span_bubble) > 0);
+  CHECK_FALSE(sim::closed_form(K::ZbV, {4, 4, 2, 0}, {1, 2, 1, 1, 3}).has_value());
+  // DualPipe outside F = I >= W.
+  CHECK_FALSE(sim::closed_form(K::DualPipe, {4, 8, 1, 0}, {1, 3, 1, 2, 4}).has_value());
+}
+
 TEST_CASE("GPipe runs F0..F7 then B0..B7 on every rank (5.2)", "[sched][order]") {
   const Simulated s = run({K::GPipe, 4, 8});
   for (sim::DeviceId d = 0; d < 4; ++d) CHECK(rank_order(s, d, false) == "F0 F1 F2 F3 F4 F5 F6 F7 B0 B1 B2 B3 B4 B5 B6 B7");

@@ -35,18 +35,32 @@ std::ofstream open_output(const std::string& path, const char* option) {
   return f;
 }
 
+void close_output(std::ofstream& f, const std::string& path, const char* option) {
+  f.close();
+  if (!f) throw InputError(std::string(option) + ": writing \"" + path + "\" failed (disk full?)");
+}
+
 }  // namespace
 
 void run_scenario(const RunOptions& opt, std::ostream& out, std::ostream& err) {
+  if (opt.format != "text" && opt.format != "json" && opt.format != "csv") {
+    throw InputError("--format: unknown format \"" + opt.format + "\" (valid: text, json, csv)");
+  }
   Stopwatch clock;
   const Scenario sc = load_scenario(opt.scenario, opt.overrides);
   if (!sc.pipeline_only) {
-    throw InputError(opt.scenario + ": cluster scenarios (cluster, model, training) are parsed and checked, but "
-                                    "this version simulates only pipeline_only scenarios");
+    throw InputError(opt.scenario + ": cluster scenarios (cluster, model, training) are read with their keys, types "
+                                    "and units checked, but this version simulates only pipeline_only scenarios");
   }
   const PipelineJob job = plan_pipeline(sc);
   const double t_plan = clock.lap();
+  // Output files are opened before the run, so a bad path fails before anything is printed.
+  std::ofstream trace_file;
+  std::ofstream gantt_file;
+  if (!opt.trace_path.empty()) trace_file = open_output(opt.trace_path, "--trace");
+  if (!opt.gantt_path.empty()) gantt_file = open_output(opt.gantt_path, "--gantt");
   const Program prog = build_program(job);
+  if (!opt.gantt_path.empty()) check_svg_size(prog);
   const double t_build = clock.lap();
   require_valid(prog);
   const double t_validate = clock.lap();
@@ -63,12 +77,12 @@ void run_scenario(const RunOptions& opt, std::ostream& out, std::ostream& err) {
     write_text(out, result);
   }
   if (!opt.trace_path.empty()) {
-    std::ofstream f = open_output(opt.trace_path, "--trace");
-    write_chrome_trace(f, prog, trace, result.unit, sc.name);
+    write_chrome_trace(trace_file, prog, trace, result.unit, sc.name);
+    close_output(trace_file, opt.trace_path, "--trace");
   }
   if (!opt.gantt_path.empty()) {
-    std::ofstream f = open_output(opt.gantt_path, "--gantt");
-    write_svg_gantt(f, result);
+    write_svg_gantt(gantt_file, result);
+    close_output(gantt_file, opt.gantt_path, "--gantt");
   }
   const double t_report = clock.lap();
   if (opt.timing) {

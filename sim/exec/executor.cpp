@@ -9,10 +9,12 @@
 namespace bubblesim::sim {
 namespace {
 
-enum EventKind : uint32_t {
-  kOpEnd = 0,  // target: op id
-  kIssue = 1,  // target: a send/recv/collective op whose last dependency arrives now
+enum class EventKind : uint32_t {
+  kOpEnd,  // target: op id
+  kIssue,  // target: a send/recv/collective op whose last dependency arrives now
 };
+
+constexpr uint32_t code(EventKind k) { return static_cast<uint32_t>(k); }
 
 class Executor {
  public:
@@ -43,7 +45,7 @@ class Executor {
       const Event ev = queue_.pop();
       ++events;
       now_ = ev.time;
-      if (ev.kind == kOpEnd) {
+      if (ev.kind == code(EventKind::kOpEnd)) {
         finish(ev.target);
       } else {
         issue(ev.target);
@@ -68,9 +70,9 @@ class Executor {
     const Time start = max(now_, st.ready);
     if (st.group == kNone) {
       trace_.records[id].start = start;
-      queue_.push(start + st.duration, kOpEnd, id);
+      queue_.push(start + st.duration, code(EventKind::kOpEnd), id);
     } else if (start > now_) {
-      queue_.push(start, kIssue, id);  // the network must see the transfer begin in time order
+      queue_.push(start, code(EventKind::kIssue), id);  // the network must see the transfer begin in time order
     } else {
       issue(id);
     }
@@ -83,7 +85,7 @@ class Executor {
     const auto members = p_.members(g);
     if (++posted_[g] < members.size()) return;
     const Time end = now_ + cost_.group_time(p_, g);
-    for (OpId m : members) queue_.push(end, kOpEnd, m);
+    for (OpId m : members) queue_.push(end, code(EventKind::kOpEnd), m);
   }
 
   void finish(OpId id) {

@@ -45,12 +45,19 @@ DeviceId Program::add_device(std::string name) {
   return static_cast<DeviceId>(devices_.size() - 1);
 }
 
-StreamId Program::add_stream(DeviceId device, std::string name) {
+StreamId Program::add_stream(DeviceId device, StreamKind kind, std::string name) {
   BUBBLESIM_ASSERT(device < devices_.size(), "stream on unknown device");
-  streams_.push_back(Stream{device, std::move(name), {}});
+  streams_.push_back(Stream{device, kind, std::move(name), {}});
   const auto id = static_cast<StreamId>(streams_.size() - 1);
   devices_[device].streams.push_back(id);
   return id;
+}
+
+StreamId Program::compute_stream(DeviceId device) const {
+  for (StreamId s : devices_[device].streams) {
+    if (streams_[s].kind == StreamKind::Compute) return s;
+  }
+  return kNone;
 }
 
 void Program::reserve_ops(size_t n, size_t edges) {
@@ -70,11 +77,9 @@ OpId Program::add_op(Op op) {
 }
 
 uint32_t Program::latency_index(Time t) {
-  for (uint32_t i = 0; i < latencies_.size(); ++i) {
-    if (latencies_[i] == t) return i;
-  }
-  latencies_.push_back(t);
-  return static_cast<uint32_t>(latencies_.size() - 1);
+  const auto [it, added] = latency_ids_.try_emplace(t.count_ps(), static_cast<uint32_t>(latencies_.size()));
+  if (added) latencies_.push_back(t);
+  return it->second;
 }
 
 void Program::add_dep(OpId op, OpId on, Time latency) {

@@ -8,6 +8,7 @@
 #include <limits>
 #include <span>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -67,8 +68,12 @@ struct Edge {
   uint32_t latency_index;
 };
 
+/// Compute streams count as busy time; comm streams carry transfers that may overlap it.
+enum class StreamKind : uint8_t { Compute, Comm };
+
 struct Stream {
   DeviceId device;
+  StreamKind kind;
   std::string name;
   std::vector<OpId> ops;  // in issue order
 };
@@ -93,7 +98,9 @@ struct Group {
 class Program {
  public:
   DeviceId add_device(std::string name);
-  StreamId add_stream(DeviceId device, std::string name);
+  StreamId add_stream(DeviceId device, StreamKind kind, std::string name);
+  /// The device's first compute stream (kNone if it has none): the one whose ops count as busy.
+  StreamId compute_stream(DeviceId device) const;
   /// Appends `op` to the end of its stream (op.stream must exist). Returns its id.
   OpId add_op(Op op);
   /// `op` may start only `latency` after `on` has ended.
@@ -107,9 +114,7 @@ class Program {
   void reserve_stream(StreamId s, size_t n) { streams_[s].ops.reserve(n); }
 
   size_t num_ops() const { return ops_.size(); }
-  size_t num_edges() const { return dep_edges_.size() + pending_.size(); }
   const Op& op(OpId id) const { return ops_[id]; }
-  Op& mutable_op(OpId id) { return ops_[id]; }
   const std::vector<Op>& ops() const { return ops_; }
   const std::vector<Device>& devices() const { return devices_; }
   const std::vector<Stream>& streams() const { return streams_; }
@@ -148,6 +153,7 @@ class Program {
   std::vector<Group> groups_;
   std::vector<OpId> group_members_;
   std::vector<Time> latencies_;
+  std::unordered_map<int64_t, uint32_t> latency_ids_;  // ps -> index into latencies_
   std::vector<PendingEdge> pending_;
   std::vector<uint32_t> dep_offsets_;   // size ops+1
   std::vector<Edge> dep_edges_;

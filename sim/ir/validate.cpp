@@ -14,6 +14,16 @@ void check_groups(const Program& p, std::vector<std::string>& problems) {
     const Group& gr = p.groups()[g];
     auto members = p.members(g);
     const std::string where = std::string(to_string(gr.kind)) + " group #" + std::to_string(g);
+    if (gr.duration < Time::zero()) problems.push_back(where + " has a negative duration");
+    for (OpId m : members) {
+      if (p.op(m).group != g) problems.push_back(describe(p, m) + " is listed in " + where + " but belongs to another group");
+      for (const Edge& e : p.deps(m)) {
+        if (p.op(e.op).group == g) {
+          problems.push_back(describe(p, m) + " depends on " + describe(p, e.op) + " of its own " + where +
+                             ", which can only start together with it");
+        }
+      }
+    }
     if (gr.kind == GroupKind::SendRecv) {
       if (members.size() != 2) {
         problems.push_back(where + " has " + std::to_string(members.size()) + " ops; a send/recv pair needs 2");

@@ -88,8 +88,7 @@ Metrics compute_metrics(const Program& p, const Trace& t) {
   std::vector<int64_t> live(devices, 0);
   std::vector<uint8_t> seen(devices, 0);
   for (DeviceId d = 0; d < devices; ++d) {
-    BUBBLESIM_ASSERT(!p.devices()[d].streams.empty(), "device without streams");
-    compute_stream[d] = p.devices()[d].streams.front();
+    compute_stream[d] = p.compute_stream(d);  // kNone: the device has no busy time
     single_stream[d] = p.devices()[d].streams.size() == 1;
     m.devices[d].device = d;
   }
@@ -115,8 +114,8 @@ Metrics compute_metrics(const Program& p, const Trace& t) {
   }
   double idle_fraction_sum = 0;
   double span_fraction_sum = 0;
-  Time busy_total;
-  Time idle_total;
+  double busy_total = 0;  // seconds: a sum over thousands of devices can exceed int64 ps
+  double idle_total = 0;
   for (DeviceId d = 0; d < devices; ++d) {
     DeviceMetrics& dm = m.devices[d];
     if (!single_stream[d]) dm.peak_activation = peak_activation_sorted(p, t, p.devices()[d]);
@@ -125,8 +124,8 @@ Metrics compute_metrics(const Program& p, const Trace& t) {
     dm.span = dm.last_end - dm.first_start;
     if (m.makespan > Time::zero()) idle_fraction_sum += dm.idle.seconds() / m.makespan.seconds();
     if (dm.span > Time::zero()) span_fraction_sum += (dm.span - dm.busy).seconds() / dm.span.seconds();
-    busy_total += dm.busy;
-    idle_total += dm.idle;
+    busy_total += dm.busy.seconds();
+    idle_total += dm.idle.seconds();
     m.max_idle = max(m.max_idle, dm.idle);
     m.max_span_bubble = max(m.max_span_bubble, dm.span - dm.busy);
     if (dm.peak_activation > m.peak_activation) {
@@ -137,7 +136,7 @@ Metrics compute_metrics(const Program& p, const Trace& t) {
   const double n = static_cast<double>(std::max<size_t>(1, devices));
   m.idle_fraction = idle_fraction_sum / n;
   m.span_bubble_fraction = span_fraction_sum / n;
-  m.bubble_fraction_of_ideal = busy_total > Time::zero() ? idle_total.seconds() / busy_total.seconds() : 0.0;
+  m.bubble_fraction_of_ideal = busy_total > 0 ? idle_total / busy_total : 0.0;
   return m;
 }
 

@@ -10,11 +10,11 @@ namespace bubblesim::sim {
 
 void write_chrome_trace(std::ostream& out, const Program& p, const Trace& t, const TimeUnit& unit,
                         const std::string& title) {
-  // Perfetto reads microseconds; abstract units are written as if one unit were one second.
-  const double us_per_unit = 1e6 / unit.per_second;
+  // Perfetto reads microseconds; abstract units are stored, and so shown, as milliseconds.
+  constexpr double kMicrosPerSecond = 1e6;
   char buf[512];
   out << "{\"displayTimeUnit\":\"ms\",\"otherData\":{\"scenario\":" << nlohmann::json(title).dump() << ",\"time_unit\":\"" << unit.name
-      << "\",\"note\":\"1 " << unit.name << " is shown as " << (unit.name == "s" ? "1 s" : "1 s (abstract units)")
+      << "\",\"note\":\"1 " << unit.name << " is shown as " << format_time(Time::from_seconds(1.0 / unit.per_second))
       << "\"},\n\"traceEvents\":[\n";
   bool first = true;
   auto sep = [&]() -> const char* {
@@ -44,8 +44,8 @@ void write_chrome_trace(std::ostream& out, const Program& p, const Trace& t, con
                   "%s{\"ph\":\"X\",\"name\":\"%s\",\"cat\":\"%s\",\"pid\":%u,\"tid\":%u,\"ts\":%.6f,\"dur\":%.6f,"
                   "\"args\":{\"op\":%u,\"phase\":\"%s\",\"stage\":%d,\"chunk\":%d,\"microbatch\":%d",
                   sep(), short_name(p, id).c_str(), l.phase == Phase::None ? to_string(op.kind) : to_string(l.phase),
-                  op.device, op.stream, r.start.seconds() * unit.per_second * us_per_unit,
-                  (r.end - r.start).seconds() * unit.per_second * us_per_unit, id, to_string(l.phase), l.stage, l.chunk,
+                  op.device, op.stream, r.start.seconds() * kMicrosPerSecond,
+                  (r.end - r.start).seconds() * kMicrosPerSecond, id, to_string(l.phase), l.stage, l.chunk,
                   l.microbatch);
     out << buf;
     if (l.phase == Phase::FB) {

@@ -102,9 +102,11 @@ std::string ascii_gantt(const Program& p, const Trace& t, const TimeUnit& unit, 
     return static_cast<size_t>(std::llround(static_cast<double>(x.count_ps()) / t.makespan.count_ps() * cols));
   };
   std::string out;
-  for (const Device& d : p.devices()) {
+  static const std::vector<OpId> kNoOps;
+  for (DeviceId dev = 0; dev < p.devices().size(); ++dev) {
     std::string row(cols, '.');
-    for (OpId id : p.stream(d.streams.front()).ops) {
+    const StreamId cs = p.compute_stream(dev);
+    for (OpId id : cs == kNone ? kNoOps : p.stream(cs).ops) {
       const OpRecord& r = t.records[id];
       const size_t a = col_of(r.start);
       const size_t b = std::max(a + 1, col_of(r.end));
@@ -113,7 +115,7 @@ std::string ascii_gantt(const Program& p, const Trace& t, const TimeUnit& unit, 
       for (size_t k = a; k < b && k < cols; ++k) row[k] = k - a < text.size() ? text[k - a] : (exact ? '=' : c);
     }
     char name[24];
-    std::snprintf(name, sizeof name, "%4u |", d.streams.empty() ? 0u : p.stream(d.streams.front()).device);
+    std::snprintf(name, sizeof name, "%4u |", dev);
     out += name + row + "|\n";
   }
   out += "     0" + std::string(cols > 1 ? cols - 1 : 0, ' ') + num(unit.of(t.makespan)) + " " + unit.name + "\n";
@@ -123,16 +125,25 @@ std::string ascii_gantt(const Program& p, const Trace& t, const TimeUnit& unit, 
   return out;
 }
 
-void write_svg_gantt(std::ostream& out, const RunResult& r, size_t max_ops) {
+void check_svg_size(const Program& p) {
+  if (p.num_ops() > kMaxSvgOps) {
+    throw InputError("--gantt: " + std::to_string(p.num_ops()) + " ops are too many for an SVG (at most " +
+                     std::to_string(kMaxSvgOps) + "); use --trace for a Perfetto trace instead");
+  }
+}
+
+void write_svg_gantt(std::ostream& out, const RunResult& r) {
   const Program& p = *r.program;
   const Trace& t = *r.trace;
-  if (p.num_ops() > max_ops) {
-    throw InputError("--gantt: " + std::to_string(p.num_ops()) + " ops are too many for an SVG (at most " +
-                     std::to_string(max_ops) + "); use --trace for a Perfetto trace instead");
-  }
+  check_svg_size(p);
+  // Layout in pixels.
   constexpr double kLeft = 80, kTop = 56, kRow = 30, kGap = 8, kPlot = 1100, kRight = 30;
+  constexpr double kBottom = 70;       // axis labels and legend
+  constexpr double kCharWidth = 7.0;   // of the 11 px bar labels
+  constexpr double kLegendGap = 50;    // from the axis to the legend
+  constexpr double kLegendStep = 140;  // between legend entries
   const size_t rows = p.devices().size();
-  const double height = kTop + rows * (kRow + kGap) + 70;
+  const double height = kTop + rows * (kRow + kGap) + kBottom;
   const double width = kLeft + kPlot + kRight;
   const double span = std::max(1e-300, r.unit.of(t.makespan));
   auto x_of = [&](Time x) { return kLeft + r.unit.of(x) / span * kPlot; };
@@ -183,7 +194,7 @@ void write_svg_gantt(std::ostream& out, const RunResult& r, size_t max_ops) {
                       where_of(p.op(id)).c_str(), num(r.unit.of(rec.start)).c_str(), num(r.unit.of(rec.end)).c_str(),
                       r.unit.name.c_str());
         out << buf;
-        if (!label.empty() && w >= 7.0 * label.size() + 2) {
+        if (!label.empty() && w >= kCharWidth * label.size() + 2) {
           std::snprintf(buf, sizeof buf,
                         "<text x=\"%.2f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\" fill=\"white\">%s</text>\n",
                         x0 + w / 2, y + kRow / 2 + 4, label.c_str());
@@ -193,7 +204,7 @@ void write_svg_gantt(std::ostream& out, const RunResult& r, size_t max_ops) {
     }
   }
   // Legend.
-  const double ly = axis_y + 50;
+  const double ly = axis_y + kLegendGap;
   double lx = kLeft;
   const std::pair<const char*, const char*> legend[] = {{"#4c78a8", "F forward"},     {"#54a24b", "B backward"},
                                                         {"#72b7b2", "I input grad"},  {"#f58518", "W weight grad"},
@@ -204,7 +215,7 @@ void write_svg_gantt(std::ostream& out, const RunResult& r, size_t max_ops) {
                   "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\">%s</text>\n",
                   lx, ly - 11, colour, lx + 19, ly, text);
     out << buf;
-    lx += 140;
+    lx += kLegendStep;
   }
   std::snprintf(buf, sizeof buf,
                 "<rect x=\"%.1f\" y=\"%.1f\" width=\"14\" height=\"14\" fill=\"url(#idle)\" stroke=\"#ccc\"/>"

@@ -21,6 +21,14 @@ std::string pct(double x) {
   return buf;
 }
 
+/// RFC 4180: quote a field holding a comma, quote or line break; double inner quotes.
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
+  std::string out = "\"";
+  for (char c : s) out += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return out + "\"";
+}
+
 std::string pad(const std::string& s, size_t w) { return s.size() >= w ? s : std::string(w - s.size(), ' ') + s; }
 
 bool uniform_stages(const PipelineJob& job) {
@@ -52,11 +60,12 @@ RunResult make_result(const Scenario& sc, const PipelineJob& job, const Program&
   r.metrics = compute_metrics(prog, trace);
   if (job.latency != 0) {
     r.closed_form_note = "none with p2p latency > 0 (the static order stalls beyond any simple formula)";
-  } else if (!uniform_stages(job)) {
-    r.closed_form_note = "none for unequal stages";
+  } else if (job.graph.size() != canonical_stages(job.kind, job.shape).size() || !uniform_stages(job)) {
+    r.closed_form_note = "none for unequal stages or a layer placement of its own";
   } else {
     const StageCost& c = job.costs.front();
-    PassTimes t{c.f.seconds(), c.b.seconds(), c.i.seconds(), c.w.seconds(), 0};
+    const TimeUnit& u = r.unit;
+    PassTimes t{u.of(c.f), u.of(c.b), u.of(c.i), u.of(c.w), 0};
     t.fb = job.options.fb_ratio ? *job.options.fb_ratio * (t.f + t.b) : t.f + t.b;
     r.closed_form = closed_form(job.kind, job.shape, t);
     if (!r.closed_form) r.closed_form_note = "none in this regime of F, I, W (see algorithms.md 1.8-1.10)";
@@ -84,14 +93,16 @@ void write_text(std::ostream& out, const RunResult& r) {
   out << ", p2p latency " << num(job.latency) << " (" << u << ")\n";
   if (job.placement) {
     const LayerPlacement& lp = *job.placement;
-    out << "layers: " << lp.layers << " placed by " << lp.how << " in " << lp.stages << " stages, "
+    out << "layers: " << lp.layers << " placed by " << to_string(lp.source) << " in " << lp.stages << " stages, "
         << lp.hops_per_forward << " device hops per forward pass\n";
     for (size_t d = 0; d < lp.layers_of_device.size(); ++d) {
       out << "  device " << d << ": layers";
       for (int32_t l : lp.layers_of_device[d]) out << " " << l;
       out << "\n";
     }
-    if (!lp.contiguous && lp.by_schedule) {
+    if (!lp.contiguous && lp.by_schedule && job.kind == ScheduleKind::DualPipe) {
+      out << "  each device holds one stage of each direction, as dualpipe places them (two copies of the weights)\n";
+    } else if (!lp.contiguous && lp.by_schedule) {
       out << "  each device holds " << job.shape.v << " chunks of layers, as " << info(job.kind).name
           << " places them\n";
     } else if (!lp.contiguous) {
@@ -204,7 +215,7 @@ nlohmann::json to_json(const RunResult& r) {
   if (job.placement) {
     const LayerPlacement& lp = *job.placement;
     j["placement"] = {{"layers", lp.layers},
-                      {"how", lp.how},
+                      {"how", to_string(lp.source)},
                       {"stages", lp.stages},
                       {"hops_per_forward", lp.hops_per_forward},
                       {"contiguous", lp.contiguous},
@@ -221,7 +232,7 @@ void write_csv(std::ostream& out, const RunResult& r) {
   out << "scenario,schedule,stages,microbatches,virtual_stages,iteration_time,time_unit,device,busy,idle,span,"
          "idle_fraction,pipeline_bubble,p2p_wait,collective_wait,imbalance,peak_activation,ops\n";
   for (const DeviceMetrics& d : m.devices) {
-    out << r.scenario->name << "," << info(r.job->kind).name << "," << r.job->shape.p << "," << r.job->shape.m << ","
+    out << csv_field(r.scenario->name) << "," << info(r.job->kind).name << "," << r.job->shape.p << "," << r.job->shape.m << ","
         << r.job->shape.v << "," << num(r.unit.of(m.makespan)) << "," << r.unit.name << "," << d.device << ","
         << num(r.unit.of(d.busy)) << "," << num(r.unit.of(d.idle)) << "," << num(r.unit.of(d.span)) << ","
         << num(m.makespan > Time::zero() ? d.idle.seconds() / m.makespan.seconds() : 0) << ","

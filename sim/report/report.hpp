@@ -18,10 +18,10 @@
 namespace bubblesim::sim {
 
 /// How times are shown: `name` is the unit printed, `per_second` converts internal seconds.
-/// pipeline_only scenarios use abstract units (1 unit is stored as 1 s).
+/// pipeline_only scenarios use abstract units (one unit is stored as kSecondsPerUnit).
 struct TimeUnit {
   std::string name = "units";
-  double per_second = 1.0;
+  double per_second = 1.0 / kSecondsPerUnit;
   double of(Time t) const { return t.seconds() * per_second; }
 };
 
@@ -54,8 +54,14 @@ std::string ascii_gantt(const Program& p, const Trace& t, const TimeUnit& unit, 
 void write_chrome_trace(std::ostream& out, const Program& p, const Trace& t, const TimeUnit& unit,
                         const std::string& title);
 
+/// Most ops an SVG Gantt draws; larger programs belong in a Perfetto trace.
+inline constexpr size_t kMaxSvgOps = 50000;
+
+/// Throws InputError if `p` has more than kMaxSvgOps ops.
+void check_svg_size(const Program& p);
+
 /// SVG Gantt: ops coloured by phase, idle time hatched, microbatch numbers inside the bars,
-/// time axis in the scenario's unit. Throws InputError above `max_ops` ops (use a trace then).
-void write_svg_gantt(std::ostream& out, const RunResult& r, size_t max_ops = 50000);
+/// time axis in the scenario's unit. Calls check_svg_size() first.
+void write_svg_gantt(std::ostream& out, const RunResult& r);
 
 }  // namespace bubblesim::sim

@@ -132,6 +132,13 @@ class Loader {
       if (dot == std::string::npos) break;
       p.resize(dot);
     }
+    if (n.Mark().is_null()) {
+      // A map that only --set created: name an override below it.
+      for (const std::string& o : overridden_) {
+        if (o.rfind(path + ".", 0) == 0) return "--set " + o;
+      }
+      return source_;
+    }
     return source_ + ":" + std::to_string(n.Mark().line + 1);
   }
 
@@ -144,7 +151,8 @@ class Loader {
     if (!node.IsMap()) fail(node, prefix.empty() ? "(top level)" : prefix, "expected a map of keys");
     std::set<std::string> seen;
     for (const auto& kv : node) {
-      const std::string key = kv.first.as<std::string>();
+      if (!kv.first.IsScalar()) fail(kv.first, prefix.empty() ? "(top level)" : prefix, "keys must be plain names");
+      const std::string key = kv.first.Scalar();
       const std::string path = prefix.empty() ? key : prefix + "." + key;
       if (!seen.insert(key).second) fail(kv.first, path, "duplicate key");
       const KeySpec* spec = find_key(path);
@@ -256,6 +264,7 @@ class Loader {
     if (used == 0 || used != s.size() || v <= 0) {
       fail(n, path, "expected a positive token count such as 8192 or \"208K\", got \"" + n.Scalar() + "\"");
     }
+    if (v > INT64_MAX / scale) fail(n, path, "token count out of range (got \"" + n.Scalar() + "\")");
     return v * scale;
   }
 
@@ -312,11 +321,16 @@ std::string apply_override(YAML::Node& root, const std::string& assignment) {
   for (std::string part; std::getline(ss, part, '.');) parts.push_back(part);
   // Walk down, creating maps as needed. yaml-cpp nodes are handles; reset() rebinds a handle.
   YAML::Node node = root;
+  std::string walked;
   for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    walked += (walked.empty() ? "" : ".") + parts[i];
     YAML::Node child = node[parts[i]];
     if (!child.IsDefined() || child.IsNull()) {
       node[parts[i]] = YAML::Node(YAML::NodeType::Map);
       child = node[parts[i]];
+    }
+    if (!child.IsMap()) {
+      throw InputError("--set " + path + ": cannot set a key inside \"" + walked + "\", which is not a map");
     }
     node.reset(child);
   }
@@ -465,7 +479,9 @@ std::string Scenario::where(const std::string& key_path) const {
   return source;
 }
 
-Scenario parse_scenario(const std::string& text, const std::string& source, const std::vector<std::string>& overrides) {
+namespace {
+
+Scenario parse_checked(const std::string& text, const std::string& source, const std::vector<std::string>& overrides) {
   YAML::Node root;
   try {
     root = YAML::Load(text);
@@ -473,6 +489,7 @@ Scenario parse_scenario(const std::string& text, const std::string& source, cons
     throw InputError(source + ":" + std::to_string(e.mark.line + 1) + ": YAML syntax error: " + e.msg);
   }
   if (!root.IsDefined() || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  if (!root.IsMap()) throw InputError(source + ":1: the scenario must be a map of keys (name, pipeline_only, ...)");
   std::set<std::string> overridden;
   for (const std::string& o : overrides) overridden.insert(apply_override(root, o));
   const Loader loader(source, overridden);
@@ -497,6 +514,17 @@ Scenario parse_scenario(const std::string& text, const std::string& source, cons
   }
   extract_full(root, loader, sc);
   return sc;
+}
+
+}  // namespace
+
+Scenario parse_scenario(const std::string& text, const std::string& source, const std::vector<std::string>& overrides) {
+  try {
+    return parse_checked(text, source, overrides);
+  } catch (const YAML::Exception& e) {
+    // Anything yaml-cpp still objects to is bad input too, never an internal error.
+    throw InputError(source + ":" + std::to_string(e.mark.line + 1) + ": " + e.msg);
+  }
 }
 
 Scenario load_scenario(const std::string& path, const std::vector<std::string>& overrides) {

@@ -6,7 +6,9 @@
 namespace bubblesim::sim {
 namespace {
 
-bool same(double a, double b) { return std::fabs(a - b) <= 1e-9 * std::max(std::fabs(a), std::fabs(b)); }
+constexpr double kRelativeTolerance = 1e-9;  // times equal up to floating-point noise
+
+bool same(double a, double b) { return std::fabs(a - b) <= kRelativeTolerance * std::max(std::fabs(a), std::fabs(b)); }
 
 }  // namespace
 
@@ -50,6 +52,7 @@ std::optional<ClosedForm> closed_form(ScheduleKind kind, const PipelineShape& s,
       return c;
     case ScheduleKind::Interleaved:
     case ScheduleKind::LoopedBfs: {
+      if (m < p) return std::nullopt;  // fewer microbatches than ranks: no formula
       const double n = s.group_size == 0 ? p : s.group_size;
       c.bubble_formula = "(p-1)(f+b), f and b per chunk";
       c.bubble = (p - 1) * fb;
@@ -86,9 +89,9 @@ std::optional<ClosedForm> closed_form(ScheduleKind kind, const PipelineShape& s,
       c.peak = 2 * p - 1;
       return c;
     case ScheduleKind::ZbV:
-      if (!same(t.f, t.i) || !same(t.i, t.w)) return std::nullopt;
+      if (!same(t.f, t.i) || !same(t.i, t.w) || m < 2 * p - 1) return std::nullopt;
       c.measure = BubbleMeasure::SpanEveryRank;
-      c.regime += ", F = I = W per chunk";
+      c.regime += ", F = I = W per chunk, m >= 2p-1";
       c.bubble_formula = "0 (per span; makespan adds (p-1)F)";
       c.bubble = 0;
       c.relative_formula = "0";
@@ -98,7 +101,7 @@ std::optional<ClosedForm> closed_form(ScheduleKind kind, const PipelineShape& s,
       return c;
     case ScheduleKind::DualPipe:
     case ScheduleKind::DualPipeV: {
-      if (!same(t.f, t.i) || t.w > t.i * (1 + 1e-9)) return std::nullopt;
+      if (!same(t.f, t.i) || t.w > t.i * (1 + kRelativeTolerance)) return std::nullopt;
       const bool v_shape = kind == ScheduleKind::DualPipeV;
       c.measure = BubbleMeasure::MaxIdle;
       c.regime += ", F = I >= W";

@@ -17,9 +17,9 @@ struct DualRank {
   std::deque<Action> w;
   RankActions out;
 
-  void F(int ph) { out.push_back({Phase::F, stage[ph], f[ph]++}); }
+  void forward(int ph) { out.push_back({Phase::F, stage[ph], f[ph]++}); }
   /// Backward of phase `ph`: full B, or I with its W pushed to the FIFO when `zb`.
-  void B(int ph, bool zb) {
+  void backward(int ph, bool zb) {
     const int32_t k = b[ph]++;
     if (!zb) {
       out.push_back({Phase::B, stage[ph], k});
@@ -28,13 +28,13 @@ struct DualRank {
     out.push_back({Phase::I, stage[ph], k});
     w.push_back({Phase::W, stage[ph], k});
   }
-  void W() {
+  void weight_grad() {
     BUBBLESIM_ASSERT(!w.empty(), "dualpipe: W with an empty queue");
     out.push_back(w.front());
     w.pop_front();
   }
   /// Overlapped pair: forward of phase `fa`, full backward of phase `bb`.
-  void X(int fa, int bb) {
+  void overlapped(int fa, int bb) {
     out.push_back({Phase::FB, stage[fa], f[fa]++, stage[bb], b[bb]++});
   }
 };
@@ -44,30 +44,30 @@ RankActions dual_rank(int32_t half, int32_t hr, int32_t mb, int32_t stage0, int3
   d.stage[0] = stage0;
   d.stage[1] = stage1;
   const int32_t outer = half - hr - 1;
-  for (int32_t k = 0; k < 2 * outer; ++k) d.F(0);                       // 1
-  for (int32_t k = 0; k < hr + 1; ++k) { d.F(0); d.F(1); }              // 2
-  for (int32_t k = 0; k < outer; ++k) { d.B(1, true); d.W(); d.F(1); }  // 3
+  for (int32_t k = 0; k < 2 * outer; ++k) d.forward(0);                       // 1
+  for (int32_t k = 0; k < hr + 1; ++k) { d.forward(0); d.forward(1); }              // 2
+  for (int32_t k = 0; k < outer; ++k) { d.backward(1, true); d.weight_grad(); d.forward(1); }  // 3
   const int32_t steady = mb - 2 * half + hr + 1;                        // 4
   for (int32_t k = 0; k < steady; ++k) {
     if (k == 0 && hr == half - 1) {
-      d.F(0);
-      d.B(1, false);
+      d.forward(0);
+      d.backward(1, false);
     } else {
-      d.X(0, 1);
+      d.overlapped(0, 1);
     }
-    d.X(1, 0);
+    d.overlapped(1, 0);
   }
-  for (int32_t k = 0; k < outer; ++k) { d.B(1, false); d.X(1, 0); }    // 5
+  for (int32_t k = 0; k < outer; ++k) { d.backward(1, false); d.overlapped(1, 0); }    // 5
   bool zb = false;                                                       // 6
   for (int32_t i = 0; i < hr + 1; ++i) {
     const bool switch_now = i == (hr + 1) / 2;
     if (switch_now && hr % 2 == 1) zb = true;
-    d.B(1, zb);
+    d.backward(1, zb);
     if (switch_now && hr % 2 == 0) zb = true;
-    d.B(0, zb);
+    d.backward(0, zb);
   }
-  for (int32_t k = 0; k < outer; ++k) { d.W(); d.B(0, true); }          // 7
-  for (int32_t k = 0; k < hr + 1; ++k) d.W();                           // 8
+  for (int32_t k = 0; k < outer; ++k) { d.weight_grad(); d.backward(0, true); }          // 7
+  for (int32_t k = 0; k < hr + 1; ++k) d.weight_grad();                           // 8
   BUBBLESIM_ASSERT(d.w.empty(), "dualpipe: weight-grad queue not drained");
   return std::move(d.out);
 }

@@ -16,6 +16,7 @@ class Lowering {
     const size_t slots = g.size() * static_cast<size_t>(g.microbatches);
     assign_huge(fwd_, slots, kNone);
     assign_huge(bwd_, slots, kNone);
+    assign_huge(wgt_, slots, kNone);
   }
 
   Program run(const std::vector<RankActions>& actions) {
@@ -27,7 +28,7 @@ class Lowering {
     prog_.memory_unit = opt_.memory_unit;
     for (int32_t r = 0; r < g_.ranks; ++r) {
       const DeviceId d = prog_.add_device("rank " + std::to_string(r));
-      prog_.reserve_stream(prog_.add_stream(d, "compute"), actions[static_cast<size_t>(r)].size());
+      prog_.reserve_stream(prog_.add_stream(d, StreamKind::Compute, "compute"), actions[static_cast<size_t>(r)].size());
     }
     // Op ids interleave the ranks (op i of every rank, then op i+1): ops that run at about the
     // same time sit together in memory, which keeps the executor's working set in cache.
@@ -89,14 +90,14 @@ class Lowering {
       case Phase::W:
         op.duration = c.w;
         op.mem_free = c.activation_units;
+        claim(wgt_, a.stage, a.microbatch, id);
         break;
       case Phase::FB: {
         const StageCost& cb = costs_[static_cast<size_t>(a.b_stage)];
         BUBBLESIM_ASSERT(g_.device[static_cast<size_t>(a.b_stage)] == static_cast<int32_t>(stream),
                          "F&B pair across ranks");
         const Time sum = c.f + cb.b;
-        op.duration = opt_.fb_ratio ? Time::ps(std::llround(*opt_.fb_ratio * static_cast<double>(sum.count_ps())))
-                                    : sum;
+        op.duration = opt_.fb_ratio ? Time::from_seconds(*opt_.fb_ratio * sum.seconds()) : sum;
         op.label.b_stage = a.b_stage;
         op.label.b_microbatch = a.b_microbatch;
         op.label.b_chunk = g_.chunk[static_cast<size_t>(a.b_stage)];
@@ -152,6 +153,7 @@ class Lowering {
   Program prog_;
   std::vector<OpId> fwd_;  // per (stage, microbatch): the op running its forward
   std::vector<OpId> bwd_;  // per (stage, microbatch): the op running its B or I
+  std::vector<OpId> wgt_;  // per (stage, microbatch): the op running its W
 };
 
 }  // namespace

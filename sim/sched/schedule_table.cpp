@@ -57,6 +57,8 @@ std::vector<std::string> check_shape(ScheduleKind kind, const PipelineShape& s) 
   need(s.p >= 1, "stages must be >= 1 (got " + std::to_string(s.p) + ")");
   need(s.m >= 1, "microbatches must be >= 1 (got " + std::to_string(s.m) + ")");
   need(s.v >= 1, "virtual_stages must be >= 1 (got " + std::to_string(s.v) + ")");
+  need(s.v <= INT16_MAX, "virtual_stages must be at most " + std::to_string(INT16_MAX) + " (got " +
+                              std::to_string(s.v) + ")");
   if (!errors.empty()) return errors;
   const int fixed = info(kind).fixed_chunks;
   if (fixed != 0 && s.v != fixed) {

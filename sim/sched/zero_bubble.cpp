@@ -37,12 +37,12 @@ struct VRank {
   std::deque<int32_t> w[2];
   RankActions out;
 
-  void F(int c) { out.push_back({Phase::F, stage[c], f[c]++}); }
-  void I(int c) {
+  void forward(int c) { out.push_back({Phase::F, stage[c], f[c]++}); }
+  void input_grad(int c) {
     w[c].push_back(i[c]);
     out.push_back({Phase::I, stage[c], i[c]++});
   }
-  void W(int c) {
+  void weight_grad(int c) {
     BUBBLESIM_ASSERT(!w[c].empty(), "zb-v: W with no pending I");
     out.push_back({Phase::W, stage[c], w[c].front()});
     w[c].pop_front();
@@ -59,34 +59,34 @@ std::vector<RankActions> zero_bubble_v(const PipelineShape& s) {
     VRank v;
     v.stage[0] = r;
     v.stage[1] = 2 * p - 1 - r;
-    for (int32_t k = 0; k < 2 * (p - r) - 1; ++k) v.F(0);
+    for (int32_t k = 0; k < 2 * (p - r) - 1; ++k) v.forward(0);
     for (int32_t k = 0; k < r; ++k) {
-      v.F(1);
-      v.F(0);
+      v.forward(1);
+      v.forward(0);
     }
     for (int32_t k = 0; k < p - r; ++k) {
-      v.F(1);
-      v.I(1);
-      v.W(1);
+      v.forward(1);
+      v.input_grad(1);
+      v.weight_grad(1);
     }
     while (v.f[1] < v.f[0] || v.f[0] < n) {
-      if (v.f[0] < n) v.F(0);
-      v.I(0);
-      v.W(0);
-      v.F(1);
-      v.I(1);
-      v.W(1);
+      if (v.f[0] < n) v.forward(0);
+      v.input_grad(0);
+      v.weight_grad(0);
+      v.forward(1);
+      v.input_grad(1);
+      v.weight_grad(1);
     }
     for (int32_t k = 0; k < r; ++k) {
-      v.I(0);
-      v.I(1);
+      v.input_grad(0);
+      v.input_grad(1);
     }
     for (int32_t k = 0; k < p - r; ++k) {
-      v.I(0);
-      v.W(0);
+      v.input_grad(0);
+      v.weight_grad(0);
     }
-    while (!v.w[1].empty()) v.W(1);
-    while (!v.w[0].empty()) v.W(0);
+    while (!v.w[1].empty()) v.weight_grad(1);
+    while (!v.w[0].empty()) v.weight_grad(0);
     RankActions& a = out[static_cast<size_t>(r)];
     for (const Action& act : v.out) {
       if (act.microbatch < s.m) a.push_back(act);
