@@ -77,8 +77,11 @@ OpId Program::add_op(Op op) {
 }
 
 uint32_t Program::latency_index(Time t) {
+  // Consecutive edges mostly share a latency: check the last one before hashing.
+  if (!latencies_.empty() && latencies_[last_latency_] == t) return last_latency_;
   const auto [it, added] = latency_ids_.try_emplace(t.count_ps(), static_cast<uint32_t>(latencies_.size()));
   if (added) latencies_.push_back(t);
+  last_latency_ = it->second;
   return it->second;
 }
 

@@ -55,11 +55,12 @@ struct Op {
   GroupId group = kNone;    // the send/recv pair or collective this op belongs to
   Label label;
   Time duration;            // given duration (fixed-time scenarios); the cost model may ignore it
-  Flops flops;              // work for the compute cost model
-  Bytes bytes;              // bytes moved (memory traffic, or message size for send/recv)
   int32_t mem_alloc = 0;    // activation units allocated when the op starts
   int32_t mem_free = 0;     // activation units freed when the op ends
 };
+// One cache line per op: what a cost model needs beyond this (FLOPs, bytes, shapes) belongs
+// in a side table keyed by op id, so fixed-time programs of millions of ops stay small.
+static_assert(sizeof(Op) == 64, "Op should stay one cache line");
 
 /// One dependency edge as stored after finalize(): the other op and an index into the latency
 /// table (latencies repeat, so edges stay 8 bytes).
@@ -154,6 +155,7 @@ class Program {
   std::vector<OpId> group_members_;
   std::vector<Time> latencies_;
   std::unordered_map<int64_t, uint32_t> latency_ids_;  // ps -> index into latencies_
+  uint32_t last_latency_ = 0;                          // index returned last
   std::vector<PendingEdge> pending_;
   std::vector<uint32_t> dep_offsets_;   // size ops+1
   std::vector<Edge> dep_edges_;
