@@ -74,16 +74,24 @@ std::string where_of(const Op& op) {
   return s.empty() ? s : " (" + s + ")";
 }
 
+struct PhaseStyle {
+  Phase phase;
+  const char* colour;
+  const char* legend;  // XML-escaped
+};
+
+constexpr PhaseStyle kPhaseStyles[] = {{Phase::F, "#4c78a8", "F forward"},
+                                       {Phase::B, "#54a24b", "B backward"},
+                                       {Phase::I, "#72b7b2", "I input grad"},
+                                       {Phase::W, "#f58518", "W weight grad"},
+                                       {Phase::FB, "#b279a2", "F&amp;B overlapped"}};
+constexpr const char* kOtherColour = "#9d755d";  // ops without a pipeline phase
+
 const char* phase_colour(const Op& op) {
-  switch (op.label.phase) {
-    case Phase::F: return "#4c78a8";
-    case Phase::B: return "#54a24b";
-    case Phase::I: return "#72b7b2";
-    case Phase::W: return "#f58518";
-    case Phase::FB: return "#b279a2";
-    case Phase::None: break;
+  for (const PhaseStyle& s : kPhaseStyles) {
+    if (s.phase == op.label.phase) return s.colour;
   }
-  return "#9d755d";
+  return kOtherColour;
 }
 
 }  // namespace
@@ -132,96 +140,116 @@ void check_svg_size(const Program& p) {
   }
 }
 
-void write_svg_gantt(std::ostream& out, const RunResult& r) {
-  const Program& p = *r.program;
-  const Trace& t = *r.trace;
-  check_svg_size(p);
-  // Layout in pixels.
-  constexpr double kLeft = 80, kTop = 56, kRow = 30, kGap = 8, kPlot = 1100, kRight = 30;
-  constexpr double kBottom = 70;       // axis labels and legend
-  constexpr double kCharWidth = 7.0;   // of the 11 px bar labels
-  constexpr double kLegendGap = 50;    // from the axis to the legend
-  constexpr double kLegendStep = 140;  // between legend entries
-  const size_t rows = p.devices().size();
-  const double height = kTop + rows * (kRow + kGap) + kBottom;
-  const double width = kLeft + kPlot + kRight;
-  const double span = std::max(1e-300, r.unit.of(t.makespan));
-  auto x_of = [&](Time x) { return kLeft + r.unit.of(x) / span * kPlot; };
+namespace {
+
+/// Geometry of the SVG Gantt, in pixels.
+struct SvgLayout {
+  static constexpr double kLeft = 80, kTop = 56, kRow = 30, kGap = 8, kPlot = 1100, kRight = 30;
+  static constexpr double kBottom = 70;       // axis labels and legend
+  static constexpr double kCharWidth = 7.0;   // of the 11 px bar labels
+  static constexpr double kLegendGap = 50;    // from the axis to the legend
+  static constexpr double kLegendStep = 140;  // between legend entries
+  static constexpr int kTicks = 10;
+  size_t rows;
+  double span;  // makespan in the display unit
+  double axis_y() const { return kTop + rows * (kRow + kGap); }
+  double row_y(size_t row) const { return kTop + row * (kRow + kGap); }
+  double x_of(double v) const { return kLeft + v / span * kPlot; }
+};
+
+void svg_header(std::ostream& out, const RunResult& r, const SvgLayout& L) {
   char buf[512];
-  out << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
-      << "\" font-family=\"DejaVu Sans, Arial, sans-serif\">\n";
+  out << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << L.kLeft + L.kPlot + L.kRight << "\" height=\""
+      << L.axis_y() + L.kBottom << "\" font-family=\"DejaVu Sans, Arial, sans-serif\">\n";
   out << "<defs><pattern id=\"idle\" width=\"6\" height=\"6\" patternUnits=\"userSpaceOnUse\" "
          "patternTransform=\"rotate(45)\"><rect width=\"6\" height=\"6\" fill=\"#f4f4f4\"/>"
          "<line x1=\"0\" y1=\"0\" x2=\"0\" y2=\"6\" stroke=\"#d0d0d0\" stroke-width=\"2\"/></pattern></defs>\n";
   out << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  const std::string chunks = r.job->shape.v > 1 ? ", v=" + std::to_string(r.job->shape.v) : "";
   std::snprintf(buf, sizeof buf, "%s: %s, p=%d, m=%d%s; iteration %s %s, bubble %.1f%%", r.scenario->name.c_str(),
-                std::string(info(r.job->kind).name).c_str(), r.job->shape.p, r.job->shape.m,
-                r.job->shape.v > 1 ? (", v=" + std::to_string(r.job->shape.v)).c_str() : "",
-                num(r.unit.of(t.makespan)).c_str(), r.unit.name.c_str(), 100 * r.metrics.idle_fraction);
-  out << "<text x=\"" << kLeft << "\" y=\"24\" font-size=\"16\" font-weight=\"bold\">" << xml_escape(buf) << "</text>\n";
-  // Time axis with nice ticks in the scenario's unit.
-  const double step = nice_step(span, 10);
-  const double axis_y = kTop + rows * (kRow + kGap);
-  for (double v = 0; v <= span * (1 + 1e-9); v += step) {
-    const double x = kLeft + v / span * kPlot;
+                std::string(info(r.job->kind).name).c_str(), r.job->shape.p, r.job->shape.m, chunks.c_str(),
+                num(r.unit.of(r.trace->makespan)).c_str(), r.unit.name.c_str(), 100 * r.metrics.idle_fraction);
+  out << "<text x=\"" << L.kLeft << "\" y=\"24\" font-size=\"16\" font-weight=\"bold\">" << xml_escape(buf)
+      << "</text>\n";
+}
+
+/// Vertical grid lines with "nice" tick labels in the scenario's unit.
+void svg_axis(std::ostream& out, const RunResult& r, const SvgLayout& L) {
+  char buf[512];
+  const double step = nice_step(L.span, SvgLayout::kTicks);
+  for (int k = 0; k * step <= L.span * (1 + 1e-9); ++k) {
+    const double x = L.x_of(k * step);
     std::snprintf(buf, sizeof buf,
                   "<line x1=\"%.2f\" y1=\"%.1f\" x2=\"%.2f\" y2=\"%.1f\" stroke=\"#e0e0e0\"/>"
                   "<text x=\"%.2f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\" fill=\"#444\">%s</text>\n",
-                  x, kTop - 6, x, axis_y, x, axis_y + 16, num(v).c_str());
+                  x, L.kTop - 6, x, L.axis_y(), x, L.axis_y() + 16, num(k * step).c_str());
     out << buf;
-  }
-  std::snprintf(buf, sizeof buf, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" text-anchor=\"middle\">time (%s)</text>\n",
-                kLeft + kPlot / 2, axis_y + 34, r.unit.name.c_str());
-  out << buf;
-  for (size_t row = 0; row < rows; ++row) {
-    const Device& d = p.devices()[row];
-    const double y = kTop + row * (kRow + kGap);
-    std::snprintf(buf, sizeof buf,
-                  "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" text-anchor=\"end\">device %zu</text>\n"
-                  "<rect x=\"%.2f\" y=\"%.1f\" width=\"%.2f\" height=\"%.1f\" fill=\"url(#idle)\"/>\n",
-                  kLeft - 8, y + kRow / 2 + 4, row, kLeft, y, kPlot, kRow);
-    out << buf;
-    for (StreamId s : d.streams) {
-      for (OpId id : p.stream(s).ops) {
-        const OpRecord& rec = t.records[id];
-        const double x0 = x_of(rec.start);
-        const double w = std::max(0.5, x_of(rec.end) - x0);
-        const std::string label = bar_label(p, id);
-        std::snprintf(buf, sizeof buf,
-                      "<rect x=\"%.2f\" y=\"%.1f\" width=\"%.2f\" height=\"%.1f\" fill=\"%s\" stroke=\"white\" "
-                      "stroke-width=\"0.6\"><title>%s%s: %s to %s %s</title></rect>\n",
-                      x0, y, w, kRow, phase_colour(p.op(id)), xml_escape(short_name(p, id)).c_str(),
-                      where_of(p.op(id)).c_str(), num(r.unit.of(rec.start)).c_str(), num(r.unit.of(rec.end)).c_str(),
-                      r.unit.name.c_str());
-        out << buf;
-        if (!label.empty() && w >= kCharWidth * label.size() + 2) {
-          std::snprintf(buf, sizeof buf,
-                        "<text x=\"%.2f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\" fill=\"white\">%s</text>\n",
-                        x0 + w / 2, y + kRow / 2 + 4, label.c_str());
-          out << buf;
-        }
-      }
-    }
-  }
-  // Legend.
-  const double ly = axis_y + kLegendGap;
-  double lx = kLeft;
-  const std::pair<const char*, const char*> legend[] = {{"#4c78a8", "F forward"},     {"#54a24b", "B backward"},
-                                                        {"#72b7b2", "I input grad"},  {"#f58518", "W weight grad"},
-                                                        {"#b279a2", "F&amp;B overlapped"}};
-  for (const auto& [colour, text] : legend) {
-    std::snprintf(buf, sizeof buf,
-                  "<rect x=\"%.1f\" y=\"%.1f\" width=\"14\" height=\"14\" fill=\"%s\"/>"
-                  "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\">%s</text>\n",
-                  lx, ly - 11, colour, lx + 19, ly, text);
-    out << buf;
-    lx += kLegendStep;
   }
   std::snprintf(buf, sizeof buf,
-                "<rect x=\"%.1f\" y=\"%.1f\" width=\"14\" height=\"14\" fill=\"url(#idle)\" stroke=\"#ccc\"/>"
-                "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\">idle; numbers = microbatch (chunk letter)</text>\n",
-                lx, ly - 11, lx + 19, ly);
-  out << buf << "</svg>\n";
+                "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" text-anchor=\"middle\">time (%s)</text>\n",
+                L.kLeft + L.kPlot / 2, L.axis_y() + 34, r.unit.name.c_str());
+  out << buf;
+}
+
+/// One device: its hatched (idle) background, then a bar per op with its microbatch inside.
+void svg_device(std::ostream& out, const RunResult& r, const SvgLayout& L, DeviceId dev) {
+  const Program& p = *r.program;
+  char buf[512];
+  const double y = L.row_y(dev);
+  std::snprintf(buf, sizeof buf,
+                "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" text-anchor=\"end\">device %u</text>\n"
+                "<rect x=\"%.2f\" y=\"%.1f\" width=\"%.2f\" height=\"%.1f\" fill=\"url(#idle)\"/>\n",
+                L.kLeft - 8, y + L.kRow / 2 + 4, dev, L.kLeft, y, L.kPlot, L.kRow);
+  out << buf;
+  for (StreamId s : p.devices()[dev].streams) {
+    for (OpId id : p.stream(s).ops) {
+      const OpRecord& rec = r.trace->records[id];
+      const double x0 = L.x_of(r.unit.of(rec.start));
+      const double w = std::max(0.5, L.x_of(r.unit.of(rec.end)) - x0);
+      std::snprintf(buf, sizeof buf,
+                    "<rect x=\"%.2f\" y=\"%.1f\" width=\"%.2f\" height=\"%.1f\" fill=\"%s\" stroke=\"white\" "
+                    "stroke-width=\"0.6\"><title>%s%s: %s to %s %s</title></rect>\n",
+                    x0, y, w, L.kRow, phase_colour(p.op(id)), xml_escape(short_name(p, id)).c_str(),
+                    where_of(p.op(id)).c_str(), num(r.unit.of(rec.start)).c_str(), num(r.unit.of(rec.end)).c_str(),
+                    r.unit.name.c_str());
+      out << buf;
+      const std::string label = bar_label(p, id);
+      if (label.empty() || w < L.kCharWidth * label.size() + 2) continue;
+      std::snprintf(buf, sizeof buf,
+                    "<text x=\"%.2f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\" fill=\"white\">%s</text>\n",
+                    x0 + w / 2, y + L.kRow / 2 + 4, label.c_str());
+      out << buf;
+    }
+  }
+}
+
+void svg_legend(std::ostream& out, const SvgLayout& L) {
+  char buf[512];
+  const double ly = L.axis_y() + L.kLegendGap;
+  double lx = L.kLeft;
+  const char* kEntry =
+      "<rect x=\"%.1f\" y=\"%.1f\" width=\"14\" height=\"14\" fill=\"%s\" stroke=\"#ccc\"/>"
+      "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\">%s</text>\n";
+  for (const PhaseStyle& s : kPhaseStyles) {
+    std::snprintf(buf, sizeof buf, kEntry, lx, ly - 11, s.colour, lx + 19, ly, s.legend);
+    out << buf;
+    lx += L.kLegendStep;
+  }
+  std::snprintf(buf, sizeof buf, kEntry, lx, ly - 11, "url(#idle)", lx + 19, ly,
+                "idle; numbers = microbatch (chunk letter)");
+  out << buf;
+}
+
+}  // namespace
+
+void write_svg_gantt(std::ostream& out, const RunResult& r) {
+  check_svg_size(*r.program);
+  const SvgLayout layout{r.program->devices().size(), std::max(1e-300, r.unit.of(r.trace->makespan))};
+  svg_header(out, r, layout);
+  svg_axis(out, r, layout);
+  for (DeviceId d = 0; d < r.program->devices().size(); ++d) svg_device(out, r, layout, d);
+  svg_legend(out, layout);
+  out << "</svg>\n";
 }
 
 }  // namespace bubblesim::sim

@@ -73,11 +73,10 @@ RunResult make_result(const Scenario& sc, const PipelineJob& job, const Program&
   return r;
 }
 
-void write_text(std::ostream& out, const RunResult& r) {
+namespace {
+
+void text_header(std::ostream& out, const RunResult& r) {
   const PipelineJob& job = *r.job;
-  const Metrics& m = r.metrics;
-  const Program& p = *r.program;
-  const std::string u = r.unit.name;
   out << "bubblesim: " << r.scenario->name << "\n";
   out << "schedule " << info(job.kind).name << ": p=" << job.shape.p << " ranks, m=" << job.shape.m
       << " microbatches";
@@ -90,28 +89,34 @@ void write_text(std::ostream& out, const RunResult& r) {
     out << " B=" << num(job.b);
   }
   if (job.fb_given) out << " FB=" << num(job.fb);
-  out << ", p2p latency " << num(job.latency) << " (" << u << ")\n";
-  if (job.placement) {
-    const LayerPlacement& lp = *job.placement;
-    out << "layers: " << lp.layers << " placed by " << to_string(lp.source) << " in " << lp.stages << " stages, "
-        << lp.hops_per_forward << " device hops per forward pass\n";
-    for (size_t d = 0; d < lp.layers_of_device.size(); ++d) {
-      out << "  device " << d << ": layers";
-      for (int32_t l : lp.layers_of_device[d]) out << " " << l;
-      out << "\n";
-    }
-    if (!lp.contiguous && lp.by_schedule && job.kind == ScheduleKind::DualPipe) {
-      out << "  each device holds one stage of each direction, as dualpipe places them (two copies of the weights)\n";
-    } else if (!lp.contiguous && lp.by_schedule) {
-      out << "  each device holds " << job.shape.v << " chunks of layers, as " << info(job.kind).name
-          << " places them\n";
-    } else if (!lp.contiguous) {
-      out << "  placement is NOT contiguous: each hop is a transfer (" << lp.hops_per_forward << " per forward, "
-          << lp.hops_per_forward << " per backward, vs " << job.shape.p - 1
-          << " for contiguous stages), and each device waits for the others between its layers\n";
-    }
+  out << ", p2p latency " << num(job.latency) << " (" << r.unit.name << ")\n";
+}
+
+void text_placement(std::ostream& out, const PipelineJob& job) {
+  if (!job.placement) return;
+  const LayerPlacement& lp = *job.placement;
+  out << "layers: " << lp.layers << " placed by " << to_string(lp.source) << " in " << lp.stages << " stages, "
+      << lp.hops_per_forward << " device hops per forward pass\n";
+  for (size_t d = 0; d < lp.layers_of_device.size(); ++d) {
+    out << "  device " << d << ": layers";
+    for (int32_t l : lp.layers_of_device[d]) out << " " << l;
+    out << "\n";
   }
-  out << "\n";
+  if (lp.contiguous) return;
+  if (lp.by_schedule && job.kind == ScheduleKind::DualPipe) {
+    out << "  each device holds one stage of each direction, as dualpipe places them (two copies of the weights)\n";
+  } else if (lp.by_schedule) {
+    out << "  each device holds " << job.shape.v << " chunks of layers, as " << info(job.kind).name
+        << " places them\n";
+  } else {
+    out << "  placement is NOT contiguous: each hop is a transfer (" << lp.hops_per_forward << " per forward, "
+        << lp.hops_per_forward << " per backward, vs " << job.shape.p - 1
+        << " for contiguous stages), and each device waits for the others between its layers\n";
+  }
+}
+
+void text_devices(std::ostream& out, const RunResult& r) {
+  const Metrics& m = r.metrics;
   out << pad("device", 6) << pad("busy", 10) << pad("idle", 10) << pad("span", 10) << pad("idle%", 8)
       << pad("bubble", 10) << pad("p2p_wait", 10) << pad("peak act.", 11) << pad("ops", 7) << "\n";
   for (const DeviceMetrics& d : m.devices) {
@@ -122,9 +127,14 @@ void write_text(std::ostream& out, const RunResult& r) {
         << pad(num(r.unit.of(d.idle_breakdown.p2p_wait)), 10) << pad(std::to_string(d.peak_activation), 11)
         << pad(std::to_string(d.ops), 7) << "\n";
   }
-  out << "\n";
-  out << "iteration time (makespan): " << num(r.unit.of(m.makespan)) << " " << u << "\n";
+}
+
+/// The bubble in both conventions, each beside its closed form where one applies.
+void text_bubbles(std::ostream& out, const RunResult& r) {
+  const Metrics& m = r.metrics;
+  const std::string& u = r.unit.name;
   const auto& cf = r.closed_form;
+  out << "iteration time (makespan): " << num(r.unit.of(m.makespan)) << " " << u << "\n";
   out << "bubble fraction, of total time (idle / makespan, mean over devices): " << num(m.idle_fraction);
   if (cf && cf->fraction) out << "   closed form " << *cf->fraction_formula << " = " << num(*cf->fraction);
   out << "\n";
@@ -142,11 +152,22 @@ void write_text(std::ostream& out, const RunResult& r) {
   } else {
     out << "closed form: " << r.closed_form_note << "\n";
   }
-  out << "peak activations: " << m.peak_activation << " (unit: " << p.memory_unit << ", on device "
+  out << "peak activations: " << m.peak_activation << " (unit: " << r.program->memory_unit << ", on device "
       << m.peak_activation_device << ")";
-  if (cf && cf->peak && !job.placement) out << "   closed form " << *cf->peak_formula << " = " << num(*cf->peak);
+  if (cf && cf->peak && !r.job->placement) out << "   closed form " << *cf->peak_formula << " = " << num(*cf->peak);
   out << "\n";
-  const std::string gantt = ascii_gantt(p, *r.trace, r.unit);
+}
+
+}  // namespace
+
+void write_text(std::ostream& out, const RunResult& r) {
+  text_header(out, r);
+  text_placement(out, *r.job);
+  out << "\n";
+  text_devices(out, r);
+  out << "\n";
+  text_bubbles(out, r);
+  const std::string gantt = ascii_gantt(*r.program, *r.trace, r.unit);
   if (!gantt.empty()) out << "\n" << gantt;
 }
 
