@@ -114,7 +114,20 @@ TEST_CASE("cluster scenarios are checked but not yet simulated, and say so", "[c
   const fs::path f = temp("cluster.yaml");
   std::ofstream(f) << "cluster: {gpu: a800-sxm4-80gb, nodes: 1, gpus_per_node: 8}\nmodel: {preset: llama3-8b}\n"
                       "training: {seq_len: 8K}\nparallel: {ulysses: 8}\n";
-  expect_input_error("run " + f.string(), "simulates only pipeline_only scenarios");
+  expect_input_error("run " + f.string(), "passes every check");
+  expect_input_error("run scenarios/cluster/usp-llama3-8b-2x8-a800-208k.yaml", "simulates only pipeline_only");
+  expect_input_error("run scenarios/cluster/usp-llama3-8b-2x8-a800-208k.yaml --set parallel.ring=4",
+                     "= 32 but the cluster has 2 x 8 = 16 GPUs");
+}
+
+TEST_CASE("bubblesim presets lists every GPU and model with sources", "[cli]") {
+  const Result r = cli("presets");
+  REQUIRE(r.code == 0);
+  for (const char* id : {"a100-sxm4-80gb", "a800-sxm4-80gb", "h100-sxm5-80gb", "h800-sxm5-80gb", "h200-sxm-141gb",
+                         "l20-pcie-48gb", "llama2-7b", "llama2-13b", "llama3-8b", "llama3-70b", "gpt3-175b"}) {
+    CHECK_THAT(r.out, Catch::Contains(id));
+  }
+  CHECK_THAT(r.out, Catch::Contains("[A100ds]") && Catch::Contains("[ncclTopo]"));
 }
 
 TEST_CASE("--format json prints exactly one object with the v1 keys", "[cli]") {
@@ -214,12 +227,11 @@ TEST_CASE("--format csv prints a header and one row per device", "[cli][report]"
 
 TEST_CASE("every shipped scenario runs and matches its golden report", "[cli][golden]") {
   const bool update = std::getenv("BUBBLESIM_UPDATE_GOLDEN") != nullptr;
-  const fs::path root = fs::path(BUBBLESIM_SOURCE_DIR) / "scenarios";
+  const fs::path root = fs::path(BUBBLESIM_SOURCE_DIR) / "scenarios" / "teaching";
   size_t checked = 0;
   for (const auto& entry : fs::recursive_directory_iterator(root)) {
     if (entry.path().extension() != ".yaml") continue;
     const fs::path rel = fs::relative(entry.path(), BUBBLESIM_SOURCE_DIR);
-    if (rel.string().find("bench") != std::string::npos) continue;
     INFO(rel.string());
     const Result r = cli("run " + rel.string() + " --format json");
     REQUIRE(r.code == 0);

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "sim/core/error.hpp"
+#include "sim/scenario/cluster_job.hpp"
 #include "sim/scenario/pipeline_job.hpp"
 
 using namespace bubblesim;
@@ -182,4 +183,53 @@ TEST_CASE("odd YAML shapes are input errors, not crashes", "[scenario]") {
   CHECK_THAT(error_of(kBase, {"parallel.zero=1"}), Catch::Contains("no meaning in a pipeline_only scenario"));
   CHECK_THAT(error_of(kBase, {"parallel.schedule=interleaved-1f1b", "parallel.virtual_stages=40000"}),
              Catch::Contains("at most 32767"));
+}
+
+namespace {
+
+const std::string kCluster =
+    "cluster: {gpu: h100-sxm5-80gb, nodes: 4, gpus_per_node: 8}\n"
+    "model: {preset: llama3-70b}\n"
+    "training: {seq_len: 8192, micro_batch_size: 1, global_batch_size: 64}\n"
+    "parallel: {tp: 8, pp: 4, dp: 1, schedule: 1f1b}\n";
+
+std::string cluster_error(const std::vector<std::string>& sets) {
+  try {
+    plan_cluster(parse_scenario(kCluster, "c.yaml", sets));
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+}  // namespace
+
+TEST_CASE("a cluster scenario resolves its presets and overrides", "[scenario][cluster]") {
+  const ClusterJob job = plan_cluster(parse_scenario(kCluster, "c.yaml", {"model.layers=40"}));
+  CHECK(job.cluster.world() == 32);
+  CHECK(job.cluster.gpu->bf16_flops.value == Approx(989e12));
+  CHECK(job.cluster.intra_bandwidth.bytes_per_s == Approx(450e9));
+  CHECK(job.cluster.nics_per_node == 8);
+  CHECK(job.model.layers == 40);
+  CHECK(job.model.kv_heads == 8);
+  CHECK(job.shape.m == 64);
+  CHECK(job.shape.p == 4);
+}
+
+TEST_CASE("cluster scenarios refuse what cannot run, naming the numbers", "[scenario][cluster]") {
+  CHECK_THAT(cluster_error({"parallel.dp=2"}), Catch::Contains("= 64 but the cluster has 4 x 8 = 32 GPUs"));
+  CHECK_THAT(cluster_error({"parallel.tp=16", "parallel.pp=2"}),
+             Catch::Contains("tp 16 must divide") && Catch::Contains("valid: 1, 2, 4, 8"));
+  CHECK_THAT(cluster_error({"parallel.pp=3", "parallel.tp=8", "cluster.nodes=3"}),
+             Catch::Contains("does not divide the 80 layers"));
+  CHECK_THAT(cluster_error({"cluster.gpu=h100"}), Catch::Contains("closest: h100-sxm5-80gb"));
+  CHECK_THAT(cluster_error({"model.preset=llama3-7b"}), Catch::Contains("closest:") && Catch::Contains("llama3-8b"));
+  CHECK_THAT(cluster_error({"training.micro_batch_size=2", "training.global_batch_size=63"}), Catch::Contains("not a multiple"));
+  CHECK_THAT(cluster_error({"parallel.schedule=dualpipe", "training.global_batch_size=6"}),
+             Catch::Contains("dualpipe needs microbatches >= 2 x ranks"));
+  CHECK_THAT(cluster_error({"cluster.nodes=1000000"}), Catch::Contains("at most 1048576 GPUs"));
+  CHECK_THAT(cluster_error({"cluster.intra_node.bandwidth=0 GB/s"}), Catch::Contains("must be > 0"));
+  CHECK_THAT(cluster_error({"parallel.partition=[0, 40, 40, 1]"}), Catch::Contains("sums to 81"));
+  CHECK_THAT(cluster_error({"parallel.partition=[20, 0, 40, 20]"}), Catch::Contains("only the first and last"));
+  CHECK_THAT(cluster_error({"model.heads=60"}), Catch::Contains("do not divide hidden"));
 }

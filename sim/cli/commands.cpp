@@ -11,6 +11,7 @@
 #include "sim/exec/executor.hpp"
 #include "sim/ir/validate.hpp"
 #include "sim/report/report.hpp"
+#include "sim/scenario/cluster_job.hpp"
 #include "sim/scenario/pipeline_job.hpp"
 
 namespace bubblesim::sim {
@@ -49,8 +50,11 @@ void run_scenario(const RunOptions& opt, std::ostream& out, std::ostream& err) {
   Stopwatch clock;
   const Scenario sc = load_scenario(opt.scenario, opt.overrides);
   if (!sc.pipeline_only) {
-    throw InputError(opt.scenario + ": cluster scenarios (cluster, model, training) are read with their keys, types "
-                                    "and units checked, but this version simulates only pipeline_only scenarios");
+    const ClusterJob cj = plan_cluster(sc);  // every rule that needs no cost model, or an error
+    throw InputError(opt.scenario + ": this cluster scenario passes every check (" + std::to_string(cj.cluster.world()) +
+                     " x " + cj.cluster.gpu->id.data() + ", " + cj.model.preset + " " + std::to_string(cj.model.layers) +
+                     " layers, " + std::to_string(cj.shape.m) + " microbatches), but this version simulates only "
+                     "pipeline_only scenarios");
   }
   const PipelineJob job = plan_pipeline(sc);
   const double t_plan = clock.lap();
@@ -104,6 +108,40 @@ void print_schedules(std::ostream& out) {
     char buf[256];
     std::snprintf(buf, sizeof buf, "%-18s %s%s%s\n", std::string(s.name).c_str(), std::string(s.description).c_str(),
                   s.fixed_chunks == 2 ? " [2 chunks per rank]" : "", s.splits_backward ? " [needs I and W times]" : "");
+    out << buf;
+  }
+}
+
+void print_presets(std::ostream& out) {
+  char buf[512];
+  auto line = [&](const char* what, double value, const char* unit, std::string_view source) {
+    std::snprintf(buf, sizeof buf, "  %-26s %12.6g %-8s %s\n", what, value, unit, std::string(source).c_str());
+    out << buf;
+  };
+  out << "GPU presets (figure, value, unit, source; GB = 1e9 bytes)\n";
+  for (const GpuPreset& g : gpu_presets()) {
+    out << g.id << "  " << g.name << "\n";
+    line("dense bf16/fp16 tensor", g.bf16_flops.value / 1e12, "TFLOP/s", g.bf16_flops.source);
+    line("dense tf32 tensor", g.tf32_flops.value / 1e12, "TFLOP/s", g.tf32_flops.source);
+    line("memory", g.hbm_bytes.value / 1e9, "GB", g.hbm_bytes.source);
+    line("memory bandwidth", g.hbm_bandwidth.value / 1e9, "GB/s", g.hbm_bandwidth.source);
+    line("SMs", g.sms.value, "", g.sms.source);
+    line("NVLink per GPU per dir", g.nvlink_per_dir.value / 1e9, "GB/s", g.nvlink_per_dir.source);
+    line("NVLink NCCL ceiling", g.nvlink_nccl.value / 1e9, "GB/s", g.nvlink_nccl.source);
+    line("NVLink/PCIe hop latency", g.nvlink_latency.seconds() * 1e6, "us",
+         g.nvlink_per_dir.value > 0 ? "NCCL Simple NVLink hop 3.4 us [ncclTune]" : "NCCL Simple PCIe hop 5.7 us [ncclTune]");
+    line("PCIe per dir", g.pcie_per_dir.value / 1e9, "GB/s",
+         std::string("gen ") .append(std::to_string(g.pcie_gen)).append("; ").append(g.pcie_per_dir.source));
+    line("best GEMM efficiency", g.gemm_efficiency.value, "", g.gemm_efficiency.source);
+    line("NICs per node", g.nic.nics_per_node, "", g.nic.source);
+    line("NIC line rate per dir", g.nic.per_nic.bytes_per_s / 1e9, "GB/s", g.nic.source);
+    line("NIC as NCCL achieves", g.nic.per_nic_nccl.bytes_per_s / 1e9, "GB/s", g.nic.source);
+  }
+  out << "\nModel presets (layers, hidden, heads, kv_heads, ffn_hidden, vocab, activation, embeddings)\n";
+  for (const ModelPreset& m : model_presets()) {
+    std::snprintf(buf, sizeof buf, "%-12s %3d %6d %3d %3d %6d %7d %-7s %-6s %s\n", std::string(m.id).c_str(), m.layers,
+                  m.hidden, m.heads, m.kv_heads, m.ffn_hidden, m.vocab, std::string(m.activation).c_str(),
+                  m.tied_embeddings ? "tied" : "untied", std::string(m.source).c_str());
     out << buf;
   }
 }

@@ -24,5 +24,7 @@ struct RunOptions {
 void run_scenario(const RunOptions& opt, std::ostream& out, std::ostream& err);
 void print_schedules(std::ostream& out);
 void print_keys(std::ostream& out);
+/// Every GPU and model preset with its figures and their sources.
+void print_presets(std::ostream& out);
 
 }  // namespace bubblesim::sim

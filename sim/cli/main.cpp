@@ -22,6 +22,7 @@ const char* kUsage =
     "                              [--trace out.json] [--gantt out.svg] [--timing]\n"
     "       bubblesim schedules          list the pipeline schedules\n"
     "       bubblesim keys               list every scenario key with its type\n"
+    "       bubblesim presets            list the GPU and model presets with their sources\n"
     "       bubblesim --version\n";
 
 int run_command(const std::vector<std::string>& args) {
@@ -82,13 +83,14 @@ int main(int argc, char** argv) {
       return kExitOk;
     }
     if (cmd == "presets") {
-      throw InputError("presets: GPU and model presets are not in this version yet; pipeline_only scenarios need none");
+      print_presets(std::cout);
+      return kExitOk;
     }
     if (cmd == "keys") {
       print_keys(std::cout);
       return kExitOk;
     }
-    throw InputError("unknown command \"" + cmd + "\" (valid: run, schedules, keys; see bubblesim --help)");
+    throw InputError("unknown command \"" + cmd + "\" (valid: run, schedules, keys, presets; see bubblesim --help)");
   } catch (const InputError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return kExitInput;
