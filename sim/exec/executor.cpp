@@ -10,15 +10,16 @@ namespace bubblesim::sim {
 namespace {
 
 enum class EventKind : uint32_t {
-  kOpEnd,  // target: op id
-  kIssue,  // target: a send/recv/collective op whose last dependency arrives now
+  kOpEnd,    // target: op id
+  kIssue,    // target: a send/recv/collective op whose last dependency arrives now
+  kNetwork,  // target: the network's version when this wake-up was set (stale if it moved on)
 };
 
 constexpr uint32_t code(EventKind k) { return static_cast<uint32_t>(k); }
 
 class Executor {
  public:
-  Executor(const Program& p, const CostModel& cost) : p_(p), cost_(cost) {
+  Executor(const Program& p, const CostModel& cost, NetworkModel* net) : p_(p), cost_(cost), net_(net) {
     const size_t n = p.num_ops();
     // Everything the event loop touches per op, packed; compute durations are static per op,
     // so they are asked of the cost model once, here, in one sequential pass.
@@ -47,8 +48,10 @@ class Executor {
       now_ = ev.time;
       if (ev.kind == code(EventKind::kOpEnd)) {
         finish(ev.target);
-      } else {
+      } else if (ev.kind == code(EventKind::kIssue)) {
         issue(ev.target);
+      } else if (ev.target == net_->version()) {
+        network_wake();
       }
     }
     if (completed_ != p_.num_ops()) throw DeadlockError(deadlock_report());
@@ -84,8 +87,28 @@ class Executor {
     const GroupId g = state_[id].group;
     const auto members = p_.members(g);
     if (++posted_[g] < members.size()) return;
+    if (net_ != nullptr && !p_.transfers(g).empty()) {
+      net_->start(p_, g, now_);
+      schedule_network();
+      return;
+    }
     const Time end = now_ + cost_.group_time(p_, g);
     for (OpId m : members) queue_.push(end, code(EventKind::kOpEnd), m);
+  }
+
+  /// One wake-up at the network's next event, tagged with its version (older ones are stale).
+  void schedule_network() {
+    const Time next = net_->next_event();
+    if (next != Time::max()) queue_.push(max(next, now_), code(EventKind::kNetwork), net_->version());
+  }
+
+  void network_wake() {
+    finished_groups_.clear();
+    net_->advance(now_, finished_groups_);
+    for (GroupId g : finished_groups_) {
+      for (OpId m : p_.members(g)) queue_.push(now_, code(EventKind::kOpEnd), m);
+    }
+    schedule_network();
   }
 
   void finish(OpId id) {
@@ -143,6 +166,8 @@ class Executor {
 
   const Program& p_;
   const CostModel& cost_;
+  NetworkModel* net_;                     // null: groups take cost_.group_time()
+  std::vector<GroupId> finished_groups_;  // scratch for network_wake()
   EventQueue queue_;
   struct OpState {
     Time duration;      // compute ops: from the cost model
@@ -162,9 +187,9 @@ class Executor {
 
 }  // namespace
 
-Trace simulate(const Program& p, const CostModel& cost) {
+Trace simulate(const Program& p, const CostModel& cost, NetworkModel* network) {
   BUBBLESIM_ASSERT(p.finalized(), "simulate() needs a finalized program");
-  return Executor(p, cost).run();
+  return Executor(p, cost, network).run();
 }
 
 }  // namespace bubblesim::sim

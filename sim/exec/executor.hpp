@@ -7,12 +7,15 @@
 #include "sim/exec/trace.hpp"
 #include "sim/ir/program.hpp"
 #include "sim/model/cost_model.hpp"
+#include "sim/model/network.hpp"
 
 namespace bubblesim::sim {
 
-/// Simulates one iteration of `p` (finalized and valid) from t = 0. Deterministic: the same
-/// inputs give the identical trace. Throws DeadlockError naming every blocked op and what it
-/// waits for if the queue drains with ops pending. O((ops + edges) log queue).
-Trace simulate(const Program& p, const CostModel& cost);
+/// Simulates one iteration of `p` (finalized and valid) from t = 0. Groups with transfers go
+/// over `network` when one is given; otherwise every group takes cost.group_time(). Deterministic:
+/// the same inputs give the identical trace. Throws DeadlockError naming every blocked op and
+/// what it waits for if the queue drains with ops pending. O((ops + edges) log queue), plus the
+/// network's cost per transfer start and finish.
+Trace simulate(const Program& p, const CostModel& cost, NetworkModel* network = nullptr);
 
 }  // namespace bubblesim::sim

@@ -36,6 +36,7 @@ const char* to_string(GroupKind k) {
     case GroupKind::AllGather: return "all-gather";
     case GroupKind::ReduceScatter: return "reduce-scatter";
     case GroupKind::AllToAll: return "all-to-all";
+    case GroupKind::RingSendRecv: return "ring send/recv";
   }
   return "?";
 }
@@ -101,6 +102,13 @@ GroupId Program::add_group(GroupKind kind, std::span<const OpId> members, Bytes 
     ops_[m].group = id;
   }
   return id;
+}
+
+void Program::set_transfers(GroupId g, std::span<const Transfer> transfers) {
+  BUBBLESIM_ASSERT(g < groups_.size() && groups_[g].transfer_count == 0, "transfers set twice");
+  groups_[g].transfer_begin = static_cast<uint32_t>(transfers_.size());
+  groups_[g].transfer_count = static_cast<uint32_t>(transfers.size());
+  transfers_.insert(transfers_.end(), transfers.begin(), transfers.end());
 }
 
 std::span<const OpId> Program::members(GroupId g) const {

@@ -28,7 +28,7 @@ enum class OpKind : uint8_t { Compute, Send, Recv, Collective };
 /// backward, FB an overlapped forward-and-backward pair (DualPipe "F&B").
 enum class Phase : uint8_t { None, F, B, I, W, FB };
 
-enum class GroupKind : uint8_t { SendRecv, AllReduce, AllGather, ReduceScatter, AllToAll };
+enum class GroupKind : uint8_t { SendRecv, AllReduce, AllGather, ReduceScatter, AllToAll, RingSendRecv };
 
 const char* to_string(OpKind k);
 const char* to_string(Phase p);
@@ -84,14 +84,25 @@ struct Device {
   std::vector<StreamId> streams;
 };
 
+/// One point-to-point transfer of a group, between two devices of the Program. A network model
+/// carries it over the route between the GPUs those devices run on.
+struct Transfer {
+  DeviceId from;
+  DeviceId to;
+  Bytes bytes;
+};
+
 /// A rendezvous: all member ops start together once every member has been issued on its
-/// stream (NCCL semantics), and end together.
+/// stream (NCCL semantics), and end together: after `duration`, or, under a network model,
+/// when the last of its transfers has arrived.
 struct Group {
   GroupKind kind;
   uint32_t member_begin;  // into member table
   uint32_t member_count;
   Bytes bytes;            // message size (send/recv) or buffer size (collective)
   Time duration;          // given duration (fixed-time scenarios)
+  uint32_t transfer_begin = 0;
+  uint32_t transfer_count = 0;
 };
 
 /// Builder and container. Adding is O(1) amortised; finalize() sorts the dependency edges into
@@ -122,6 +133,11 @@ class Program {
   const Stream& stream(StreamId s) const { return streams_[s]; }
   const std::vector<Group>& groups() const { return groups_; }
   std::span<const OpId> members(GroupId g) const;
+  /// Sets the transfers of group `g` (once per group).
+  void set_transfers(GroupId g, std::span<const Transfer> transfers);
+  std::span<const Transfer> transfers(GroupId g) const {
+    return {transfers_.data() + groups_[g].transfer_begin, groups_[g].transfer_count};
+  }
 
   /// Ops that `id` waits for (finalized programs only).
   std::span<const Edge> deps(OpId id) const {
@@ -153,6 +169,7 @@ class Program {
   std::vector<Stream> streams_;
   std::vector<Group> groups_;
   std::vector<OpId> group_members_;
+  std::vector<Transfer> transfers_;
   std::vector<Time> latencies_;
   std::unordered_map<int64_t, uint32_t> latency_ids_;  // ps -> index into latencies_
   uint32_t last_latency_ = 0;                          // index returned last

@@ -1,0 +1,166 @@
+#include "sim/model/collectives.hpp"
+
+#include <map>
+
+#include "sim/core/error.hpp"
+
+namespace bubblesim::sim {
+namespace {
+
+constexpr std::pair<CollectiveOp, std::string_view> kNames[] = {{CollectiveOp::AllReduce, "all-reduce"},
+                                                                {CollectiveOp::AllGather, "all-gather"},
+                                                                {CollectiveOp::ReduceScatter, "reduce-scatter"},
+                                                                {CollectiveOp::AllToAll, "all-to-all"},
+                                                                {CollectiveOp::SendRecv, "sendrecv"}};
+
+GroupKind group_kind(CollectiveOp op) {
+  switch (op) {
+    case CollectiveOp::AllReduce: return GroupKind::AllReduce;
+    case CollectiveOp::AllGather: return GroupKind::AllGather;
+    case CollectiveOp::ReduceScatter: return GroupKind::ReduceScatter;
+    case CollectiveOp::AllToAll: return GroupKind::AllToAll;
+    case CollectiveOp::SendRecv: return GroupKind::RingSendRecv;
+  }
+  return GroupKind::AllReduce;
+}
+
+/// Builds steps for subsets of the spec's ranks; remembers each rank's last op.
+class Expander {
+ public:
+  Expander(Program& p, const CollectiveSpec& s) : p_(p), s_(s), last_(s.ranks.size(), kNone) {}
+
+  /// One step over `members` (indices into the spec's ranks): member i sends `bytes` to
+  /// member (i + shift) mod size.
+  void step(const std::vector<size_t>& members, int64_t bytes, size_t shift) {
+    std::vector<OpId> ops;
+    std::vector<Transfer> transfers;
+    const size_t n = members.size();
+    for (size_t i = 0; i < n; ++i) {
+      const size_t r = members[i];
+      Op op;
+      op.kind = OpKind::Collective;
+      op.stream = s_.streams[r];
+      const OpId id = p_.add_op(op);
+      if (last_[r] != kNone) p_.add_dep(id, last_[r]);
+      last_[r] = id;
+      ops.push_back(id);
+      transfers.push_back({s_.ranks[r], s_.ranks[members[(i + shift) % n]], Bytes{bytes}});
+    }
+    const GroupId g = p_.add_group(group_kind(s_.op), ops, Bytes{bytes * static_cast<int64_t>(n)});
+    p_.set_transfers(g, transfers);
+  }
+
+  /// `steps` ring steps of `bytes` each over `members`.
+  void ring(const std::vector<size_t>& members, int64_t bytes, int steps) {
+    for (int k = 0; k < steps; ++k) step(members, bytes, 1);
+  }
+
+  std::vector<OpId> done() { return last_; }
+
+ private:
+  Program& p_;
+  const CollectiveSpec& s_;
+  std::vector<OpId> last_;
+};
+
+}  // namespace
+
+const char* to_string(CollectiveOp op) {
+  for (const auto& [o, name] : kNames) {
+    if (o == op) return name.data();
+  }
+  return "?";
+}
+
+CollectiveOp parse_collective(std::string_view name) {
+  std::string valid;
+  for (const auto& [o, n] : kNames) {
+    if (n == name) return o;
+    valid += (valid.empty() ? "" : ", ") + std::string(n);
+  }
+  throw InputError("--op: unknown collective \"" + std::string(name) + "\" (valid: " + valid + ")");
+}
+
+CollectiveAlgo parse_algorithm(std::string_view name) {
+  if (name == "ring") return CollectiveAlgo::Ring;
+  if (name == "two-level") return CollectiveAlgo::TwoLevel;
+  throw InputError("--algo: unknown algorithm \"" + std::string(name) + "\" (valid: ring, two-level)");
+}
+
+double busbw_factor(CollectiveOp op, int n) {
+  const double nn = n;
+  switch (op) {
+    case CollectiveOp::AllReduce: return 2 * (nn - 1) / nn;
+    case CollectiveOp::AllGather:
+    case CollectiveOp::ReduceScatter:
+    case CollectiveOp::AllToAll: return (nn - 1) / nn;
+    case CollectiveOp::SendRecv: return 1;
+  }
+  return 1;
+}
+
+std::vector<OpId> expand_collective(Program& p, const CollectiveSpec& s) {
+  const size_t n = s.ranks.size();
+  BUBBLESIM_ASSERT(n >= 1 && s.streams.size() == n, "collective needs a stream per rank");
+  Expander e(p, s);
+  if (n == 1) return e.done();
+  std::vector<size_t> all(n);
+  for (size_t i = 0; i < n; ++i) all[i] = i;
+  const int64_t chunk = s.size.value / static_cast<int64_t>(n);
+  const int steps = static_cast<int>(n) - 1;
+  if (s.algo == CollectiveAlgo::TwoLevel && s.op == CollectiveOp::AllReduce) {
+    BUBBLESIM_ASSERT(s.node_of.size() == n, "two-level needs each rank's node");
+    std::map<int32_t, std::vector<size_t>> nodes;
+    for (size_t i = 0; i < n; ++i) nodes[s.node_of[i]].push_back(i);
+    const size_t g = nodes.begin()->second.size();
+    for (const auto& [node, members] : nodes) {
+      if (members.size() != g) throw InputError("two-level all-reduce needs the same number of ranks on every node");
+    }
+    const int64_t intra_chunk = s.size.value / static_cast<int64_t>(g);
+    for (const auto& [node, members] : nodes) e.ring(members, intra_chunk, static_cast<int>(g) - 1);  // RS
+    const int64_t inter_chunk = intra_chunk / static_cast<int64_t>(nodes.size());
+    for (size_t local = 0; local < g; ++local) {  // all-reduce of each rank's shard across nodes
+      std::vector<size_t> rail;
+      for (const auto& [node, members] : nodes) rail.push_back(members[local]);
+      e.ring(rail, inter_chunk, 2 * (static_cast<int>(rail.size()) - 1));
+    }
+    for (const auto& [node, members] : nodes) e.ring(members, intra_chunk, static_cast<int>(g) - 1);  // AG
+    return e.done();
+  }
+  switch (s.op) {
+    case CollectiveOp::AllReduce: e.ring(all, chunk, 2 * steps); break;
+    case CollectiveOp::AllGather:
+    case CollectiveOp::ReduceScatter: e.ring(all, chunk, steps); break;
+    case CollectiveOp::AllToAll:
+      for (int k = 1; k <= steps; ++k) e.step(all, chunk, static_cast<size_t>(k));
+      break;
+    case CollectiveOp::SendRecv: e.step(all, s.size.value, 1); break;
+  }
+  return e.done();
+}
+
+Time alpha_beta_time(CollectiveOp op, Bytes size, int n, Bandwidth bw, Time alpha) {
+  if (n <= 1) return Time::zero();
+  const double s = static_cast<double>(size.value);
+  const double frac = static_cast<double>(n - 1) / n;
+  switch (op) {
+    case CollectiveOp::AllReduce: return alpha * (2 * (n - 1)) + Time::from_seconds(2 * frac * s / bw.bytes_per_s);
+    case CollectiveOp::AllGather:
+    case CollectiveOp::ReduceScatter:
+    case CollectiveOp::AllToAll: return alpha * (n - 1) + Time::from_seconds(frac * s / bw.bytes_per_s);
+    case CollectiveOp::SendRecv: return alpha + Time::from_seconds(s / bw.bytes_per_s);
+  }
+  return Time::zero();
+}
+
+Time two_level_all_reduce_time(Bytes size, int g, int nodes, Bandwidth intra, Time alpha_intra, Bandwidth inter,
+                               Time alpha_inter) {
+  const double s = static_cast<double>(size.value);
+  const Time intra_part = alpha_intra * (2 * (g - 1)) +
+                          Time::from_seconds(2.0 * (g - 1) / g * s / intra.bytes_per_s);
+  if (nodes <= 1) return intra_part;
+  return intra_part + alpha_inter * (2 * (nodes - 1)) +
+         Time::from_seconds(2.0 * (nodes - 1) / nodes * (s / g) / inter.bytes_per_s);
+}
+
+}  // namespace bubblesim::sim

@@ -1,0 +1,55 @@
+// Collectives as their algorithms' point-to-point steps (ring all-reduce / all-gather /
+// reduce-scatter, pairwise all-to-all, ring send/recv, and the two-level all-reduce: intra-node
+// reduce-scatter, inter-node all-reduce, intra-node all-gather), appended to a Program; and the
+// alpha-beta closed forms of algorithms.md section 3 for the fast mode. Sizes follow nccl-tests.
+// Not a network: the steps' transfers go over whatever NetworkModel the executor is given.
+#pragma once
+
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sim/core/units.hpp"
+#include "sim/ir/program.hpp"
+
+namespace bubblesim::sim {
+
+enum class CollectiveOp : uint8_t { AllReduce, AllGather, ReduceScatter, AllToAll, SendRecv };
+enum class CollectiveAlgo : uint8_t { Ring, TwoLevel };
+
+const char* to_string(CollectiveOp op);
+/// Throws InputError listing the valid names.
+CollectiveOp parse_collective(std::string_view name);
+CollectiveAlgo parse_algorithm(std::string_view name);
+
+/// nccl-tests' busbw / algbw factor for `n` ranks (doc/PERFORMANCE.md).
+double busbw_factor(CollectiveOp op, int n);
+
+/// One collective over `ranks` (Program devices, in ring order), each issuing on its stream in
+/// `streams`. `size` is nccl-tests' S: all-reduce buffer, all-gather total output, reduce-scatter
+/// total input, all-to-all per-rank send buffer, send/recv message. For TwoLevel, `node_of` gives
+/// each rank's node; every node must hold the same number of ranks.
+struct CollectiveSpec {
+  CollectiveOp op = CollectiveOp::AllReduce;
+  CollectiveAlgo algo = CollectiveAlgo::Ring;
+  Bytes size;
+  std::vector<DeviceId> ranks;
+  std::vector<StreamId> streams;
+  std::vector<int32_t> node_of;
+};
+
+/// Appends the collective's steps (one group per step and per ring) and returns, per rank, its
+/// last op (kNone for a single rank). Steps on a rank run in order on its stream.
+std::vector<OpId> expand_collective(Program& p, const CollectiveSpec& spec);
+
+/// Alpha-beta time (algorithms.md 3.1) with per-rank link bandwidth `bw` and per-step latency
+/// `alpha`, for the ring algorithms (all-to-all pairwise, send/recv one hop).
+Time alpha_beta_time(CollectiveOp op, Bytes size, int n, Bandwidth bw, Time alpha);
+
+/// Two-level all-reduce (algorithms.md 3.3): g ranks per node at `intra`, N nodes at `inter`.
+Time two_level_all_reduce_time(Bytes size, int g, int nodes, Bandwidth intra, Time alpha_intra, Bandwidth inter,
+                               Time alpha_inter);
+
+}  // namespace bubblesim::sim

@@ -1,0 +1,137 @@
+#include "sim/topo/topology.hpp"
+
+#include <boost/graph/adjacency_list.hpp>
+#include <boost/graph/breadth_first_search.hpp>
+#include <boost/graph/filtered_graph.hpp>
+#include <algorithm>
+
+#include "sim/core/error.hpp"
+
+namespace bubblesim::sim {
+
+const char* to_string(LinkClass c) {
+  switch (c) {
+    case LinkClass::NvLink: return "nvlink";
+    case LinkClass::Pcie: return "pcie";
+    case LinkClass::Nic: return "nic";
+  }
+  return "?";
+}
+
+struct Topology::Graph {
+  struct VertexProps {
+    bool is_gpu = false;
+  };
+  struct EdgeProps {
+    LinkId link = 0;
+  };
+  using G = boost::adjacency_list<boost::vecS, boost::vecS, boost::directedS, VertexProps, EdgeProps>;
+  using Vertex = G::vertex_descriptor;
+  using EdgeDesc = G::edge_descriptor;
+  G g;
+  std::vector<Vertex> gpu_vertex;
+};
+
+namespace {
+
+/// Keeps the BFS from passing through GPUs other than the route's ends.
+template <class G>
+struct NoTransitGpu {
+  const G* g = nullptr;
+  typename G::vertex_descriptor from{}, to{};
+  bool operator()(typename G::vertex_descriptor v) const { return !(*g)[v].is_gpu || v == from || v == to; }
+};
+
+}  // namespace
+
+Topology::Topology(const ResolvedCluster& c) : graph_(std::make_unique<Graph>()) {
+  gpus_ = c.world();
+  gpus_per_node_ = c.gpus_per_node;
+  auto& g = graph_->g;
+  auto add_link = [&](Graph::Vertex a, Graph::Vertex b, Bandwidth bw, Time lat, LinkClass cls, std::string name) {
+    BUBBLESIM_ASSERT(bw.bytes_per_s > 0, "link without bandwidth: " + name);
+    links_.push_back(Link{bw, lat, cls, std::move(name)});
+    boost::add_edge(a, b, Graph::EdgeProps{static_cast<LinkId>(links_.size() - 1)}, g);
+  };
+  const bool nvlink = c.gpu->nvlink_per_dir.value > 0;
+  const Bandwidth pcie{c.gpu->pcie_per_dir.value};
+  const auto fabric = boost::add_vertex(Graph::VertexProps{false}, g);
+  for (int32_t n = 0; n < c.nodes; ++n) {
+    const std::string node = "node" + std::to_string(n);
+    const auto sw = boost::add_vertex(Graph::VertexProps{false}, g);
+    const std::string sw_name = node + (nvlink ? "/nvswitch" : "/pcie-switch");
+    std::vector<Graph::Vertex> nics;
+    for (int32_t k = 0; k < c.nics_per_node; ++k) {
+      const auto nic = boost::add_vertex(Graph::VertexProps{false}, g);
+      const std::string name = node + "/nic" + std::to_string(k);
+      add_link(nic, fabric, c.inter_bandwidth, c.inter_latency, LinkClass::Nic, name + "->fabric");
+      add_link(fabric, nic, c.inter_bandwidth, Time::zero(), LinkClass::Nic, "fabric->" + name);
+      nics.push_back(nic);
+    }
+    for (int32_t i = 0; i < c.gpus_per_node; ++i) {
+      const auto gpu = boost::add_vertex(Graph::VertexProps{true}, g);
+      graph_->gpu_vertex.push_back(gpu);
+      const std::string name = node + "/gpu" + std::to_string(i);
+      const LinkClass intra = nvlink ? LinkClass::NvLink : LinkClass::Pcie;
+      add_link(gpu, sw, c.intra_bandwidth, c.intra_latency, intra, name + "->" + sw_name.substr(node.size() + 1));
+      add_link(sw, gpu, c.intra_bandwidth, Time::zero(), intra, sw_name + "->gpu" + std::to_string(i));
+      if (nics.empty()) continue;
+      const auto nic = nics[static_cast<size_t>(i) * nics.size() / static_cast<size_t>(c.gpus_per_node)];
+      add_link(gpu, nic, pcie, Time::zero(), LinkClass::Pcie, name + "->nic");
+      add_link(nic, gpu, pcie, Time::zero(), LinkClass::Pcie, "nic->" + name);
+    }
+  }
+}
+
+Topology::~Topology() = default;
+Topology::Topology(Topology&&) noexcept = default;
+Topology& Topology::operator=(Topology&&) noexcept = default;
+
+const std::vector<LinkId>& Topology::route(int32_t a, int32_t b) const {
+  BUBBLESIM_ASSERT(a != b && a >= 0 && b >= 0 && a < gpus_ && b < gpus_, "route between invalid GPUs");
+  const uint64_t key = (static_cast<uint64_t>(a) << 32) | static_cast<uint32_t>(b);
+  if (auto it = routes_.find(key); it != routes_.end()) return it->second;
+  using G = Graph::G;
+  const G& g = graph_->g;
+  const auto src = graph_->gpu_vertex[static_cast<size_t>(a)];
+  const auto dst = graph_->gpu_vertex[static_cast<size_t>(b)];
+  NoTransitGpu<G> keep{&g, src, dst};
+  boost::filtered_graph<G, boost::keep_all, NoTransitGpu<G>> fg(g, boost::keep_all{}, keep);
+  std::vector<Graph::EdgeDesc> via(boost::num_vertices(g));
+  std::vector<bool> reached(boost::num_vertices(g), false);
+  reached[src] = true;
+  struct Recorder : boost::default_bfs_visitor {
+    std::vector<Graph::EdgeDesc>* via;
+    std::vector<bool>* reached;
+    void tree_edge(Graph::EdgeDesc e, const boost::filtered_graph<G, boost::keep_all, NoTransitGpu<G>>& fg) const {
+      (*via)[boost::target(e, fg)] = e;
+      (*reached)[boost::target(e, fg)] = true;
+    }
+  };
+  Recorder rec;
+  rec.via = &via;
+  rec.reached = &reached;
+  boost::breadth_first_search(fg, src, boost::visitor(rec));
+  if (!reached[dst]) {
+    throw InputError("no route from GPU " + std::to_string(a) + " to GPU " + std::to_string(b) +
+                     " (a node without NICs cannot reach the others)");
+  }
+  std::vector<LinkId> path;
+  for (auto v = dst; v != src; v = boost::source(via[v], g)) path.push_back(g[via[v]].link);
+  std::reverse(path.begin(), path.end());
+  return routes_.emplace(key, std::move(path)).first->second;
+}
+
+Time Topology::route_latency(int32_t a, int32_t b) const {
+  Time t;
+  for (LinkId l : route(a, b)) t += links_[l].latency;
+  return t;
+}
+
+Bandwidth Topology::route_bandwidth(int32_t a, int32_t b) const {
+  double bw = std::numeric_limits<double>::infinity();
+  for (LinkId l : route(a, b)) bw = std::min(bw, links_[l].bandwidth.bytes_per_s);
+  return Bandwidth{bw};
+}
+
+}  // namespace bubblesim::sim

@@ -1,0 +1,162 @@
+// Topology routes, the flow-level network (max-min sharing, latency) and the collective
+// algorithms against the closed forms and exact values of algorithms.md 3 and 5.6.
+#include <catch2/catch.hpp>
+
+#include "sim/exec/executor.hpp"
+#include "sim/ir/validate.hpp"
+#include "sim/model/collectives.hpp"
+#include "sim/model/network.hpp"
+#include "sim/preset/presets.hpp"
+#include "sim/topo/topology.hpp"
+
+using namespace bubblesim;
+using namespace bubblesim::sim;
+
+namespace {
+
+constexpr int64_t kS = int64_t{1} << 30;
+
+ResolvedCluster cluster(int nodes, int gpn, double intra_gbs, double inter_gbs, double alpha_us, int nics = 8,
+                        const char* gpu = "h100-sxm5-80gb") {
+  ResolvedCluster c;
+  c.gpu = &find_gpu(gpu, "test");
+  c.nodes = nodes;
+  c.gpus_per_node = gpn;
+  c.intra_bandwidth = Bandwidth{intra_gbs * 1e9};
+  c.intra_latency = Time::from_seconds(alpha_us * 1e-6);
+  c.nics_per_node = nics;
+  c.inter_bandwidth = Bandwidth{inter_gbs * 1e9};
+  c.inter_latency = Time::from_seconds(alpha_us * 1e-6);
+  return c;
+}
+
+/// Simulates one collective over GPUs `gpus` of `topo` in flow mode; returns its time in s.
+double flow_time(const Topology& topo, CollectiveOp op, CollectiveAlgo algo, int64_t size, const std::vector<int>& gpus) {
+  Program p;
+  CollectiveSpec spec{op, algo, Bytes{size}, {}, {}, {}};
+  for (size_t i = 0; i < gpus.size(); ++i) {
+    const DeviceId d = p.add_device("gpu " + std::to_string(gpus[i]));
+    spec.ranks.push_back(d);
+    spec.streams.push_back(p.add_stream(d, StreamKind::Comm, "comm"));
+    spec.node_of.push_back(topo.node_of(gpus[i]));
+  }
+  expand_collective(p, spec);
+  p.finalize();
+  REQUIRE(validate(p).empty());
+  FlowNetwork net(topo, std::vector<int32_t>(gpus.begin(), gpus.end()));
+  return simulate(p, GivenTimes{}, &net).makespan.seconds();
+}
+
+std::vector<int> first(int n) {
+  std::vector<int> v(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) v[static_cast<size_t>(i)] = i;
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("routes stay inside a node over NVSwitch and cross nodes through the GPUs' own NICs", "[topo]") {
+  const Topology t(cluster(2, 8, 450, 50, 2, 4));
+  CHECK(t.route(0, 5).size() == 2);
+  CHECK(t.link(t.route(0, 5)[0]).cls == LinkClass::NvLink);
+  const auto& cross = t.route(3, 12);
+  REQUIRE(cross.size() == 4);
+  CHECK(t.link(cross[0]).name == "node0/gpu3->nic");
+  CHECK(t.link(cross[1]).name == "node0/nic1->fabric");  // 4 NICs for 8 GPUs: GPU 3 uses NIC 1
+  CHECK(t.link(cross[3]).name == "nic->node1/gpu4");
+  CHECK(t.route_bandwidth(3, 12).bytes_per_s == Approx(50e9));
+  CHECK(t.route_latency(0, 5) == Time::from_seconds(2e-6));
+  CHECK(&t.route(0, 5) == &t.route(0, 5));  // computed once
+}
+
+TEST_CASE("uncontended ring collectives match algorithms.md 5.6 exactly", "[network][collective]") {
+  const Topology t(cluster(1, 8, 100, 50, 5));
+  CHECK(flow_time(t, CollectiveOp::AllReduce, CollectiveAlgo::Ring, kS, first(8)) == Approx(0.01886048192).epsilon(1e-9));
+  for (CollectiveOp op : {CollectiveOp::AllGather, CollectiveOp::ReduceScatter, CollectiveOp::AllToAll}) {
+    INFO(to_string(op));
+    CHECK(flow_time(t, op, CollectiveAlgo::Ring, kS, first(8)) == Approx(0.00943024096).epsilon(1e-9));
+  }
+  CHECK(flow_time(t, CollectiveOp::SendRecv, CollectiveAlgo::Ring, kS, first(8)) == Approx(0.01074241824).epsilon(1e-9));
+  // busbw = algbw x factor; with alpha = 0 the ring reaches the link bandwidth exactly.
+  const Topology t0(cluster(1, 8, 100, 50, 0));
+  const double time = flow_time(t0, CollectiveOp::AllReduce, CollectiveAlgo::Ring, kS, first(8));
+  CHECK(kS / time * busbw_factor(CollectiveOp::AllReduce, 8) == Approx(100e9));
+}
+
+TEST_CASE("two nodes: two-level all-reduce and the flat ring gated by one NIC (5.6)", "[network][collective]") {
+  const Topology t(cluster(2, 8, 300, 50, 0));
+  CHECK(flow_time(t, CollectiveOp::AllReduce, CollectiveAlgo::TwoLevel, kS, first(16)) ==
+        Approx(0.0089478485).epsilon(1e-8));
+  CHECK(flow_time(t, CollectiveOp::AllReduce, CollectiveAlgo::Ring, kS, first(16)) == Approx(0.0402653184).epsilon(1e-9));
+  CHECK(two_level_all_reduce_time(Bytes{kS}, 8, 2, Bandwidth{300e9}, Time::zero(), Bandwidth{50e9}, Time::zero())
+            .seconds() == Approx(0.0089478485).epsilon(1e-8));
+}
+
+TEST_CASE("flows sharing a link split it max-min fairly", "[network]") {
+  // Two nodes with one NIC each: two GPUs of node 0 send to node 1 at once through one NIC.
+  const Topology t(cluster(2, 2, 300, 40, 1, 1));
+  Program p;
+  std::vector<OpId> ends;
+  for (int i = 0; i < 4; ++i) p.add_stream(p.add_device("d"), StreamKind::Comm, "comm");
+  for (int i = 0; i < 2; ++i) {
+    Op a;
+    a.kind = OpKind::Collective;
+    a.stream = static_cast<StreamId>(i);
+    Op b = a;
+    b.stream = static_cast<StreamId>(i + 2);
+    const OpId members[] = {p.add_op(a), p.add_op(b)};
+    const GroupId g = p.add_group(GroupKind::AllToAll, members, Bytes{4'000'000'000});
+    const Transfer tr[] = {{static_cast<DeviceId>(i), static_cast<DeviceId>(i + 2), Bytes{4'000'000'000}}};
+    p.set_transfers(g, tr);
+    ends.push_back(members[0]);
+  }
+  p.finalize();
+  FlowNetwork net(t, {0, 1, 2, 3});
+  const Trace tr = simulate(p, GivenTimes{}, &net);
+  // Each gets 20 GB/s of the 40 GB/s NIC: 4 GB in 0.2 s, plus 1 us of fabric latency.
+  CHECK(tr.records[ends[0]].end.seconds() == Approx(0.2 + 1e-6).epsilon(1e-9));
+  CHECK(tr.records[ends[1]].end.seconds() == Approx(0.2 + 1e-6).epsilon(1e-9));
+  CHECK(net.link_bytes()[t.route(0, 2)[1]] == Approx(8e9));  // both flows crossed node 0's NIC
+}
+
+TEST_CASE("a flow that starts later gets the bandwidth left when the first one ends", "[network]") {
+  const Topology t(cluster(2, 2, 300, 40, 0, 1));
+  Program p;
+  for (int i = 0; i < 4; ++i) p.add_stream(p.add_device("d"), StreamKind::Comm, "comm");
+  auto transfer = [&](int from, int to, int64_t bytes) {
+    Op a;
+    a.kind = OpKind::Collective;
+    a.stream = static_cast<StreamId>(from);
+    Op b = a;
+    b.stream = static_cast<StreamId>(to);
+    const OpId members[] = {p.add_op(a), p.add_op(b)};
+    const GroupId g = p.add_group(GroupKind::AllToAll, members, Bytes{bytes});
+    const Transfer tr[] = {{static_cast<DeviceId>(from), static_cast<DeviceId>(to), Bytes{bytes}}};
+    p.set_transfers(g, tr);
+    return members[0];
+  };
+  const OpId big = transfer(0, 2, 8'000'000'000);    // alone 0.2 s at 40 GB/s
+  const OpId small = transfer(1, 3, 2'000'000'000);  // shares the NIC from t = 0
+  p.finalize();
+  FlowNetwork net(t, {0, 1, 2, 3});
+  const Trace tr = simulate(p, GivenTimes{}, &net);
+  // Both at 20 GB/s until the small one ends at 0.1 s (2 GB), then the big one alone at 40 GB/s
+  // for its last 6 GB: 0.1 + 0.15 = 0.25 s.
+  CHECK(tr.records[small].end.seconds() == Approx(0.1).epsilon(1e-9));
+  CHECK(tr.records[big].end.seconds() == Approx(0.25).epsilon(1e-9));
+}
+
+TEST_CASE("the alpha-beta mode agrees with the flow mode on uncontended collectives", "[network][collective]") {
+  for (int n : {2, 3, 4, 8}) {
+    const Topology t(cluster(1, n, 150, 50, 3));
+    for (CollectiveOp op : {CollectiveOp::AllReduce, CollectiveOp::AllGather, CollectiveOp::ReduceScatter,
+                            CollectiveOp::AllToAll, CollectiveOp::SendRecv}) {
+      for (int64_t size : {int64_t{8} * n, int64_t{1} << 20, int64_t{1} << 28}) {
+        INFO(to_string(op) << " n=" << n << " size=" << size);
+        const double flow = flow_time(t, op, CollectiveAlgo::Ring, size, first(n));
+        const double ab = alpha_beta_time(op, Bytes{size}, n, Bandwidth{150e9}, Time::from_seconds(3e-6)).seconds();
+        CHECK(flow == Approx(ab).epsilon(1e-6));
+      }
+    }
+  }
+}
