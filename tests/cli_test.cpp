@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -263,4 +264,41 @@ TEST_CASE("4.2 million ops (1F1B, p=512, m=4096) simulate within 1 GiB", "[cli][
   INFO(r.err);
   CHECK(mib < 1024.0);
   CHECK_THAT(r.err, Catch::Contains("4194304 ops"));
+}
+
+TEST_CASE("bubblesim collective prints nccl-tests columns, flow and analytic agreeing inside a node", "[cli][collective]") {
+  const std::string base = "collective scenarios/cluster/usp-llama3-8b-2x8-a800-208k.yaml --group intra --sizes 1M:64M "
+                           "--format csv --op ";
+  for (const char* op : {"all-reduce", "all-gather", "reduce-scatter", "all-to-all", "sendrecv"}) {
+    INFO(op);
+    const Result flow = cli(base + op);
+    const Result analytic = cli(base + op + " --mode analytic");
+    REQUIRE(flow.code == 0);
+    REQUIRE(analytic.code == 0);
+    CHECK(std::count(flow.out.begin(), flow.out.end(), '\n') == 8);  // header + 1M..64M
+    // Same numbers but for the mode column.
+    std::string f = flow.out;
+    std::string a = analytic.out;
+    for (std::string* s : {&f, &a}) {
+      for (const char* m : {",flow,", ",analytic,"}) {
+        for (size_t pos; (pos = s->find(m)) != std::string::npos;) s->replace(pos, std::strlen(m), ",");
+      }
+    }
+    CHECK(f == a);
+  }
+  const Result big = cli("collective scenarios/cluster/usp-llama3-8b-2x8-a800-208k.yaml --group intra --sizes 1G");
+  REQUIRE(big.code == 0);
+  CHECK_THAT(big.out, Catch::Contains("busbw(GB/s)") && Catch::Contains("1073741824"));
+  // A800 NVLink as NCCL achieves it: 160 GB/s, the ceiling of a large all-reduce's busbw.
+  CHECK_THAT(big.out, Catch::Contains("  159.") || Catch::Contains("  160.00"));
+}
+
+TEST_CASE("bubblesim collective refuses bad sizes, groups and ranks", "[cli][collective]") {
+  const std::string s = "collective scenarios/cluster/usp-llama3-8b-2x8-a800-208k.yaml";
+  expect_input_error(s + " --sizes 8X:1G", "not a size");
+  expect_input_error(s + " --sizes 1G:8", "below the start");
+  expect_input_error(s + " --group rack", "unknown group");
+  expect_input_error(s + " --group intra --ranks 9", "9 ranks do not fit");
+  expect_input_error(s + " --op broadcast", "valid: all-reduce");
+  expect_input_error(s + " --op all-gather --algo two-level", "all-reduce only");
 }

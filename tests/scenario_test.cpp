@@ -208,7 +208,8 @@ TEST_CASE("a cluster scenario resolves its presets and overrides", "[scenario][c
   const ClusterJob job = plan_cluster(parse_scenario(kCluster, "c.yaml", {"model.layers=40"}));
   CHECK(job.cluster.world() == 32);
   CHECK(job.cluster.gpu->bf16_flops.value == Approx(989e12));
-  CHECK(job.cluster.intra_bandwidth.bytes_per_s == Approx(450e9));
+  CHECK(job.cluster.intra_bandwidth.bytes_per_s == Approx(371e9));  // NCCL's effective NVLink, not 450
+  CHECK(job.cluster.inter_bandwidth.bytes_per_s == Approx(47.5e9));
   CHECK(job.cluster.nics_per_node == 8);
   CHECK(job.model.layers == 40);
   CHECK(job.model.kv_heads == 8);

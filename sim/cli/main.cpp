@@ -3,6 +3,7 @@
 #include <boost/program_options.hpp>
 #include <iostream>
 
+#include "sim/cli/collective.hpp"
 #include "sim/cli/commands.hpp"
 #include "sim/core/error.hpp"
 
@@ -20,10 +21,34 @@ constexpr int kExitDeadlock = 3;
 const char* kUsage =
     "usage: bubblesim run SCENARIO [--set key.path=value ...] [--format text|json|csv]\n"
     "                              [--trace out.json] [--gantt out.svg] [--timing]\n"
+    "       bubblesim collective SCENARIO --op all-reduce|all-gather|reduce-scatter|all-to-all|sendrecv\n"
+    "                            [--ranks N] [--group intra|inter|all] [--sizes 8B:8GB]\n"
+    "                            [--algo ring|two-level] [--mode flow|analytic] [--format text|csv]\n"
     "       bubblesim schedules          list the pipeline schedules\n"
     "       bubblesim keys               list every scenario key with its type\n"
     "       bubblesim presets            list the GPU and model presets with their sources\n"
     "       bubblesim --version\n";
+
+int collective_command(const std::vector<std::string>& args) {
+  CollectiveOptions co;
+  po::options_description opts("collective options");
+  opts.add_options()("scenario", po::value<std::string>(&co.scenario), "scenario YAML with a cluster section")(
+      "op", po::value<std::string>(&co.op)->default_value(co.op), "all-reduce | all-gather | reduce-scatter | all-to-all | sendrecv")(
+      "ranks", po::value<int>(&co.ranks)->default_value(0), "number of GPUs (0: the whole group)")(
+      "group", po::value<std::string>(&co.group)->default_value(co.group), "intra | inter | all")(
+      "sizes", po::value<std::string>(&co.sizes)->default_value(co.sizes), "BEGIN:END, doubling, e.g. 8B:8GB")(
+      "algo", po::value<std::string>(&co.algo)->default_value(co.algo), "ring | two-level (all-reduce)")(
+      "mode", po::value<std::string>(&co.mode)->default_value(co.mode), "flow | analytic")(
+      "format", po::value<std::string>(&co.format)->default_value(co.format), "text | csv");
+  po::positional_options_description pos;
+  pos.add("scenario", 1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(opts).positional(pos).run(), vm);
+  po::notify(vm);
+  if (co.scenario.empty()) throw InputError("collective: missing SCENARIO file (see bubblesim --help)");
+  run_collective(co, std::cout);
+  return kExitOk;
+}
 
 int run_command(const std::vector<std::string>& args) {
   po::options_description opts("run options");
@@ -78,6 +103,7 @@ int main(int argc, char** argv) {
     const std::string cmd = args[0];
     args.erase(args.begin());
     if (cmd == "run") return run_command(args);
+    if (cmd == "collective") return collective_command(args);
     if (cmd == "schedules") {
       print_schedules(std::cout);
       return kExitOk;
@@ -90,7 +116,7 @@ int main(int argc, char** argv) {
       print_keys(std::cout);
       return kExitOk;
     }
-    throw InputError("unknown command \"" + cmd + "\" (valid: run, schedules, keys, presets; see bubblesim --help)");
+    throw InputError("unknown command \"" + cmd + "\" (valid: run, collective, schedules, keys, presets; see bubblesim --help)");
   } catch (const InputError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return kExitInput;

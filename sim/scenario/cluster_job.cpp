@@ -31,31 +31,6 @@ std::string divisors_up_to(int32_t n, int32_t limit) {
   return s;
 }
 
-ResolvedCluster resolve_cluster(const Scenario& sc) {
-  const ClusterSpec& c = *sc.cluster;
-  if (c.gpu.empty()) fail(sc, "cluster", "missing key \"gpu\" (a GPU preset id; see bubblesim presets)");
-  ResolvedCluster r;
-  try {
-    r.gpu = &find_gpu(c.gpu, "cluster.gpu");
-  } catch (const InputError& e) {
-    throw InputError(sc.where("cluster.gpu") + ": " + e.what());
-  }
-  r.nodes = c.nodes;
-  r.gpus_per_node = c.gpus_per_node;
-  if (static_cast<int64_t>(c.nodes) * c.gpus_per_node > kMaxWorld) {
-    fail(sc, "cluster.nodes", "at most " + std::to_string(kMaxWorld) + " GPUs in all (got " +
-                                  std::to_string(static_cast<int64_t>(c.nodes) * c.gpus_per_node) + ")");
-  }
-  const GpuPreset& g = *r.gpu;
-  const bool nvlink = g.nvlink_per_dir.value > 0;
-  r.intra_bandwidth = c.intra_bandwidth.value_or(Bandwidth{nvlink ? g.nvlink_per_dir.value : g.pcie_per_dir.value});
-  r.intra_latency = c.intra_latency.value_or(g.nvlink_latency);
-  r.nics_per_node = c.nics_per_node.value_or(g.nic.nics_per_node);
-  r.inter_bandwidth = c.inter_bandwidth.value_or(g.nic.per_nic);
-  r.inter_latency = c.inter_latency.value_or(g.nic.latency);
-  return r;
-}
-
 ResolvedModel resolve_model(const Scenario& sc) {
   const ModelSpec& m = *sc.model;
   ResolvedModel r;
@@ -170,6 +145,34 @@ void check_training(const Scenario& sc, ClusterJob& job) {
 }
 
 }  // namespace
+
+ResolvedCluster resolve_cluster(const Scenario& sc) {
+  if (!sc.cluster) throw InputError(sc.source + ": the scenario has no cluster section");
+  const ClusterSpec& c = *sc.cluster;
+  if (c.gpu.empty()) fail(sc, "cluster", "missing key \"gpu\" (a GPU preset id; see bubblesim presets)");
+  ResolvedCluster r;
+  try {
+    r.gpu = &find_gpu(c.gpu, "cluster.gpu");
+  } catch (const InputError& e) {
+    throw InputError(sc.where("cluster.gpu") + ": " + e.what());
+  }
+  r.nodes = c.nodes;
+  r.gpus_per_node = c.gpus_per_node;
+  if (static_cast<int64_t>(c.nodes) * c.gpus_per_node > kMaxWorld) {
+    fail(sc, "cluster.nodes", "at most " + std::to_string(kMaxWorld) + " GPUs in all (got " +
+                                  std::to_string(static_cast<int64_t>(c.nodes) * c.gpus_per_node) + ")");
+  }
+  const GpuPreset& g = *r.gpu;
+  const bool nvlink = g.nvlink_per_dir.value > 0;
+  // Defaults are what NCCL achieves on these links (hardware.md), not line rates; a scenario's
+  // own figures are taken as given.
+  r.intra_bandwidth = c.intra_bandwidth.value_or(Bandwidth{nvlink ? g.nvlink_nccl.value : g.pcie_per_dir.value});
+  r.intra_latency = c.intra_latency.value_or(g.nvlink_latency);
+  r.nics_per_node = c.nics_per_node.value_or(g.nic.nics_per_node);
+  r.inter_bandwidth = c.inter_bandwidth.value_or(g.nic.per_nic_nccl);
+  r.inter_latency = c.inter_latency.value_or(g.nic.latency);
+  return r;
+}
 
 ClusterJob plan_cluster(const Scenario& sc) {
   BUBBLESIM_ASSERT(sc.cluster && sc.model && sc.training, "plan_cluster() needs a full scenario");

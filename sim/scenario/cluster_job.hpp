@@ -23,7 +23,7 @@ struct ResolvedModel {
 struct ResolvedCluster {
   const GpuPreset* gpu = nullptr;
   int32_t nodes = 1, gpus_per_node = 1;
-  Bandwidth intra_bandwidth;  // per GPU per direction; 0 when GPUs share PCIe only
+  Bandwidth intra_bandwidth;  // per GPU per direction (NVLink, or PCIe for PCIe-only GPUs)
   Time intra_latency;
   int32_t nics_per_node = 0;
   Bandwidth inter_bandwidth;  // per NIC per direction
@@ -43,5 +43,8 @@ struct ClusterJob {
 /// Resolves presets and checks every rule; throws InputError naming the key (file:line), the
 /// values and the rule, with valid alternatives where there are some.
 ClusterJob plan_cluster(const Scenario& sc);
+
+/// The cluster alone (for commands that need no model), with the preset's figures filled in.
+ResolvedCluster resolve_cluster(const Scenario& sc);
 
 }  // namespace bubblesim::sim

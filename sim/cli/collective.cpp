@@ -1,0 +1,164 @@
+#include "sim/cli/collective.hpp"
+
+#include <cctype>
+#include <cstdio>
+#include <vector>
+
+#include "sim/core/error.hpp"
+#include "sim/exec/executor.hpp"
+#include "sim/model/collectives.hpp"
+#include "sim/model/network.hpp"
+#include "sim/scenario/cluster_job.hpp"
+#include "sim/topo/topology.hpp"
+
+namespace bubblesim::sim {
+namespace {
+
+constexpr int64_t kMaxSize = int64_t{1} << 40;
+constexpr int kFloatBytes = 4;
+
+int64_t parse_size(std::string s) {
+  const std::string original = s;
+  for (const char* suffix : {"iB", "B"}) {
+    const std::string suf = suffix;
+    if (s.size() > suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0) {
+      s.resize(s.size() - suf.size());
+      break;
+    }
+  }
+  int64_t scale = 1;
+  if (!s.empty()) {
+    switch (std::toupper(static_cast<unsigned char>(s.back()))) {
+      case 'K': scale = int64_t{1} << 10; break;
+      case 'M': scale = int64_t{1} << 20; break;
+      case 'G': scale = int64_t{1} << 30; break;
+      case 'T': scale = int64_t{1} << 40; break;
+      default: break;
+    }
+    if (scale != 1) s.pop_back();
+  }
+  size_t used = 0;
+  long long v = 0;
+  try {
+    v = std::stoll(s, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != s.size() || v <= 0 || v > kMaxSize / scale) {
+    throw InputError("--sizes: \"" + original + "\" is not a size such as 8B, 64K or 8G (at most 1 TiB)");
+  }
+  return v * scale;
+}
+
+std::vector<int> choose_gpus(const CollectiveOptions& opt, const ResolvedCluster& c) {
+  const int avail = opt.group == "intra" ? c.gpus_per_node : opt.group == "inter" ? c.nodes : c.world();
+  if (opt.group != "intra" && opt.group != "inter" && opt.group != "all") {
+    throw InputError("--group: unknown group \"" + opt.group + "\" (valid: intra, inter, all)");
+  }
+  const int n = opt.ranks == 0 ? avail : opt.ranks;
+  if (n < 1 || n > avail) {
+    throw InputError("--ranks: " + std::to_string(n) + " ranks do not fit the " + opt.group + " group of this cluster (" +
+                     std::to_string(avail) + " available)");
+  }
+  std::vector<int> gpus;
+  for (int i = 0; i < n; ++i) gpus.push_back(opt.group == "inter" ? i * c.gpus_per_node : i);
+  return gpus;
+}
+
+double flow_seconds(const Topology& topo, const CollectiveSpec& base, const std::vector<int>& gpus) {
+  Program p;
+  CollectiveSpec spec = base;
+  for (int gpu : gpus) {
+    const DeviceId d = p.add_device("gpu " + std::to_string(gpu));
+    spec.ranks.push_back(d);
+    spec.streams.push_back(p.add_stream(d, StreamKind::Comm, "comm"));
+    spec.node_of.push_back(topo.node_of(gpu));
+  }
+  expand_collective(p, spec);
+  p.finalize();
+  FlowNetwork net(topo, std::vector<int32_t>(gpus.begin(), gpus.end()));
+  return simulate(p, GivenTimes{}, &net).makespan.seconds();
+}
+
+}  // namespace
+
+std::vector<int64_t> parse_size_range(const std::string& text) {
+  const auto colon = text.find(':');
+  const int64_t begin = parse_size(colon == std::string::npos ? text : text.substr(0, colon));
+  const int64_t end = colon == std::string::npos ? begin : parse_size(text.substr(colon + 1));
+  if (end < begin) throw InputError("--sizes: the end " + std::to_string(end) + " is below the start " + std::to_string(begin));
+  std::vector<int64_t> sizes;
+  for (int64_t s = begin; s <= end; s *= 2) sizes.push_back(s);
+  return sizes;
+}
+
+void run_collective(const CollectiveOptions& opt, std::ostream& out) {
+  const CollectiveOp op = parse_collective(opt.op);
+  const CollectiveAlgo algo = parse_algorithm(opt.algo);
+  if (opt.mode != "flow" && opt.mode != "analytic") {
+    throw InputError("--mode: unknown mode \"" + opt.mode + "\" (valid: flow, analytic)");
+  }
+  if (opt.format != "text" && opt.format != "csv") {
+    throw InputError("--format: unknown format \"" + opt.format + "\" (valid: text, csv)");
+  }
+  const std::vector<int64_t> sizes = parse_size_range(opt.sizes);
+  const Scenario sc = load_scenario(opt.scenario);
+  const ResolvedCluster cluster = resolve_cluster(sc);
+  const Topology topo(cluster);
+  const std::vector<int> gpus = choose_gpus(opt, cluster);
+  const int n = static_cast<int>(gpus.size());
+  const bool crosses = n > 1 && topo.node_of(gpus.front()) != topo.node_of(gpus.back());
+  if (algo == CollectiveAlgo::TwoLevel && op != CollectiveOp::AllReduce) {
+    throw InputError("--algo two-level exists for all-reduce only");
+  }
+  // The analytic mode uses one link bandwidth and latency: the narrowest route of the ring.
+  Bandwidth bw{std::numeric_limits<double>::infinity()};
+  Time alpha;
+  for (int i = 0; i + 1 < n || (n > 1 && i < n); ++i) {
+    const int a = gpus[static_cast<size_t>(i)];
+    const int b = gpus[static_cast<size_t>((i + 1) % n)];
+    if (bw.bytes_per_s > topo.route_bandwidth(a, b).bytes_per_s) bw = topo.route_bandwidth(a, b);
+    alpha = max(alpha, topo.route_latency(a, b));
+  }
+  const bool text = opt.format == "text";
+  if (text) {
+    out << "# bubblesim collective: " << to_string(op) << " over " << n << " GPU(s) of " << sc.name << " ("
+        << cluster.nodes << " x " << cluster.gpus_per_node << " " << cluster.gpu->id << "), group " << opt.group
+        << (crosses ? ", crossing nodes" : ", inside one node") << "; algorithm " << opt.algo << ", " << opt.mode
+        << " model\n";
+    out << "# sizes in bytes (K/M/G binary, as nccl-tests); algbw = size / time, busbw = algbw x "
+        << busbw_factor(op, n) << " (nccl-tests factors); GB/s = 1e9 B/s\n";
+    out << "#       size         count    type   redop    root     time(us)  algbw(GB/s)  busbw(GB/s)\n";
+  } else {
+    out << "op,ranks,algorithm,mode,size_bytes,count,time_us,algbw_gbs,busbw_gbs\n";
+  }
+  for (int64_t size : sizes) {
+    double seconds = 0;
+    if (n > 1 && opt.mode == "flow") {
+      CollectiveSpec spec{op, algo, Bytes{size}, {}, {}, {}};
+      seconds = flow_seconds(topo, spec, gpus);
+    } else if (n > 1 && algo == CollectiveAlgo::TwoLevel) {
+      const int nodes = topo.node_of(gpus.back()) - topo.node_of(gpus.front()) + 1;
+      seconds = two_level_all_reduce_time(Bytes{size}, n / nodes, nodes, cluster.intra_bandwidth, cluster.intra_latency,
+                                          cluster.inter_bandwidth, cluster.inter_latency).seconds();
+    } else if (n > 1) {
+      seconds = alpha_beta_time(op, Bytes{size}, n, bw, alpha).seconds();
+    }
+    const double algbw = seconds > 0 ? static_cast<double>(size) / seconds / 1e9 : 0;
+    const double busbw = algbw * busbw_factor(op, n);
+    char buf[256];
+    if (text) {
+      std::snprintf(buf, sizeof buf, "%14lld  %12lld   float     %s      -1  %11.2f  %11.2f  %11.2f\n",
+                    static_cast<long long>(size), static_cast<long long>(size / kFloatBytes),
+                    op == CollectiveOp::AllReduce || op == CollectiveOp::ReduceScatter ? "sum " : "none",
+                    seconds * 1e6, algbw, busbw);
+    } else {
+      std::snprintf(buf, sizeof buf, "%s,%d,%s,%s,%lld,%lld,%.4f,%.4f,%.4f\n", to_string(op), n, opt.algo.c_str(),
+                    opt.mode.c_str(), static_cast<long long>(size), static_cast<long long>(size / kFloatBytes),
+                    seconds * 1e6, algbw, busbw);
+    }
+    out << buf;
+  }
+}
+
+}  // namespace bubblesim::sim
