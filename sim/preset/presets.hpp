@@ -28,6 +28,7 @@ struct NicPreset {
 struct GpuPreset {
   std::string_view id;
   std::string_view name;
+  std::string_view arch;    // "ampere", "hopper" or "ada": picks the attention-kernel curves
   Sourced bf16_flops;       // dense tensor-core peak, FLOP/s (FP16 the same)
   Sourced tf32_flops;
   Sourced hbm_bytes;

@@ -1,0 +1,106 @@
+#include "sim/model/compute.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "sim/core/error.hpp"
+
+namespace bubblesim::sim {
+namespace {
+
+constexpr int64_t kTile = 128;     // CTA tile of cuBLAS bf16 kernels on Ampere/Hopper
+constexpr int64_t kMinTile = 16;   // skinny shapes get kernels with tiles down to this
+constexpr double kHalfEfficiencyK = 128;  // K at which the main loop reaches half its speed
+constexpr double kMemoryEfficiency = 0.85;  // of HBM bandwidth, STREAM-like copies (hardware.md 5)
+constexpr double kLaunchSeconds = 4e-6;     // per kernel
+constexpr int kBf16Bytes = 2;
+
+bool is_hopper(const GpuPreset& g) { return g.arch == "hopper"; }
+
+/// FlashAttention efficiency (fraction of dense peak) by sequence length, hd128:
+/// Hopper from FA3 (fwd; bwd from the third-party transcription), others from FA2 on A100
+/// (fwd+bwd figure, applied to both directions). hardware.md 2.2.
+EfficiencyCurve fwd_curve(const GpuPreset& g) {
+  if (is_hopper(g)) {
+    return {{{512, 467 / 989.0}, {1024, 565 / 989.0}, {2048, 625 / 989.0}, {4096, 638 / 989.0},
+             {8192, 646 / 989.0}, {16384, 648 / 989.0}}};
+  }
+  return {{{512, 150 / 312.0}, {1024, 173 / 312.0}, {2048, 187 / 312.0}, {4096, 196 / 312.0},
+           {8192, 201 / 312.0}, {16384, 203 / 312.0}}};
+}
+
+EfficiencyCurve bwd_curve(const GpuPreset& g) {
+  if (is_hopper(g)) {
+    return {{{512, 316 / 989.0}, {1024, 424 / 989.0}, {2048, 501 / 989.0}, {4096, 542 / 989.0},
+             {8192, 559 / 989.0}, {16384, 561 / 989.0}}};
+  }
+  return fwd_curve(g);
+}
+
+}  // namespace
+
+double EfficiencyCurve::at(double length) const {
+  BUBBLESIM_ASSERT(!points.empty(), "empty efficiency curve");
+  if (length <= points.front().first) return points.front().second * std::max(0.05, length / points.front().first);
+  if (length >= points.back().first) return points.back().second;
+  for (size_t i = 1; i < points.size(); ++i) {
+    if (length <= points[i].first) {
+      const double x0 = std::log2(points[i - 1].first);
+      const double x1 = std::log2(points[i].first);
+      const double w = (std::log2(length) - x0) / (x1 - x0);
+      return points[i - 1].second + w * (points[i].second - points[i - 1].second);
+    }
+  }
+  return points.back().second;
+}
+
+RooflineCompute::RooflineCompute(const GpuPreset& gpu) : gpu_(gpu), attention_fwd_(fwd_curve(gpu)), attention_bwd_(bwd_curve(gpu)) {}
+
+double RooflineCompute::gemm_efficiency(const GemmShape& s) const {
+  const auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
+  // cuBLAS picks smaller tiles for a dimension shorter than a full tile.
+  const auto tile_for = [](int64_t dim) {
+    int64_t t = kMinTile;
+    while (t < kTile && t < dim) t *= 2;
+    return t;
+  };
+  const int64_t tm = tile_for(s.m);
+  const int64_t tn = tile_for(s.n);
+  const int64_t tiles_m = ceil_div(s.m, tm);
+  const int64_t tiles_n = ceil_div(s.n, tn);
+  const double tile_q = static_cast<double>(s.m * s.n) / static_cast<double>(tiles_m * tm * tiles_n * tn);
+  const int64_t tiles = tiles_m * tiles_n * s.batch;
+  const auto sms = static_cast<int64_t>(gpu_.sms.value);
+  const double wave_q = static_cast<double>(tiles) / static_cast<double>(ceil_div(tiles, sms) * sms);
+  const double k_eff = static_cast<double>(s.k) / (static_cast<double>(s.k) + kHalfEfficiencyK);
+  return gpu_.gemm_efficiency.value * tile_q * wave_q * k_eff;
+}
+
+Time RooflineCompute::gemm(const GemmShape& s) const {
+  const double flops = 2.0 * static_cast<double>(s.m) * static_cast<double>(s.n) * static_cast<double>(s.k) *
+                       static_cast<double>(s.batch);
+  const double bytes = kBf16Bytes * static_cast<double>(s.batch) * static_cast<double>(s.m * s.k + s.k * s.n + s.m * s.n);
+  const double compute = flops / (gpu_.bf16_flops.value * gemm_efficiency(s));
+  const double memory = bytes / (gpu_.hbm_bandwidth.value * kMemoryEfficiency);
+  return Time::from_seconds(kLaunchSeconds + std::max(compute, memory));
+}
+
+Time RooflineCompute::attention(const AttentionShape& s) const {
+  // FLOPs as FlashAttention counts them: 4 b q kv h d forward, 2.5x that backward.
+  constexpr double kBackwardFactor = 2.5;
+  const double pairs = static_cast<double>(s.q_len) * static_cast<double>(s.kv_len) * s.causal_fraction;
+  const double flops = 4.0 * static_cast<double>(s.batch * s.heads * s.head_dim) * pairs *
+                       (s.backward ? kBackwardFactor : 1.0);
+  // The kernels' efficiency follows the sequence length they see; a block of q x kv behaves
+  // like a square of their geometric mean.
+  const double length = std::sqrt(static_cast<double>(s.q_len) * static_cast<double>(s.kv_len));
+  const double eff = (s.backward ? attention_bwd_ : attention_fwd_).at(length);
+  return Time::from_seconds(kLaunchSeconds + flops / (gpu_.bf16_flops.value * eff));
+}
+
+Time RooflineCompute::memory_bound(Bytes bytes) const {
+  return Time::from_seconds(kLaunchSeconds +
+                            static_cast<double>(bytes.value) / (gpu_.hbm_bandwidth.value * kMemoryEfficiency));
+}
+
+}  // namespace bubblesim::sim
