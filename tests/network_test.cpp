@@ -36,14 +36,14 @@ double flow_time(const Topology& topo, CollectiveOp op, CollectiveAlgo algo, int
   CollectiveSpec spec{op, algo, Bytes{size}, {}, {}, {}};
   for (size_t i = 0; i < gpus.size(); ++i) {
     const DeviceId d = p.add_device("gpu " + std::to_string(gpus[i]));
-    spec.ranks.push_back(d);
+    spec.gpus.push_back(gpus[i]);
     spec.streams.push_back(p.add_stream(d, StreamKind::Comm, "comm"));
     spec.node_of.push_back(topo.node_of(gpus[i]));
   }
   expand_collective(p, spec);
   p.finalize();
   REQUIRE(validate(p).empty());
-  FlowNetwork net(topo, std::vector<int32_t>(gpus.begin(), gpus.end()));
+  FlowNetwork net(topo);
   return simulate(p, GivenTimes{}, &net).makespan.seconds();
 }
 
@@ -106,12 +106,12 @@ TEST_CASE("flows sharing a link split it max-min fairly", "[network]") {
     b.stream = static_cast<StreamId>(i + 2);
     const OpId members[] = {p.add_op(a), p.add_op(b)};
     const GroupId g = p.add_group(GroupKind::AllToAll, members, Bytes{4'000'000'000});
-    const Transfer tr[] = {{static_cast<DeviceId>(i), static_cast<DeviceId>(i + 2), Bytes{4'000'000'000}}};
+    const Transfer tr[] = {{i, i + 2, Bytes{4'000'000'000}}};
     p.set_transfers(g, tr);
     ends.push_back(members[0]);
   }
   p.finalize();
-  FlowNetwork net(t, {0, 1, 2, 3});
+  FlowNetwork net(t);
   const Trace tr = simulate(p, GivenTimes{}, &net);
   // Each gets 20 GB/s of the 40 GB/s NIC: 4 GB in 0.2 s, plus 1 us of fabric latency.
   CHECK(tr.records[ends[0]].end.seconds() == Approx(0.2 + 1e-6).epsilon(1e-9));
@@ -131,14 +131,14 @@ TEST_CASE("a flow that starts later gets the bandwidth left when the first one e
     b.stream = static_cast<StreamId>(to);
     const OpId members[] = {p.add_op(a), p.add_op(b)};
     const GroupId g = p.add_group(GroupKind::AllToAll, members, Bytes{bytes});
-    const Transfer tr[] = {{static_cast<DeviceId>(from), static_cast<DeviceId>(to), Bytes{bytes}}};
+    const Transfer tr[] = {{from, to, Bytes{bytes}}};
     p.set_transfers(g, tr);
     return members[0];
   };
   const OpId big = transfer(0, 2, 8'000'000'000);    // alone 0.2 s at 40 GB/s
   const OpId small = transfer(1, 3, 2'000'000'000);  // shares the NIC from t = 0
   p.finalize();
-  FlowNetwork net(t, {0, 1, 2, 3});
+  FlowNetwork net(t);
   const Trace tr = simulate(p, GivenTimes{}, &net);
   // Both at 20 GB/s until the small one ends at 0.1 s (2 GB), then the big one alone at 40 GB/s
   // for its last 6 GB: 0.1 + 0.15 = 0.25 s.
@@ -159,4 +159,25 @@ TEST_CASE("the alpha-beta mode agrees with the flow mode on uncontended collecti
       }
     }
   }
+}
+
+TEST_CASE("a collective simulated on one representative GPU takes the time of the full ring", "[network][collective]") {
+  const Topology t(cluster(2, 8, 300, 50, 2));
+  const double full = flow_time(t, CollectiveOp::AllReduce, CollectiveAlgo::TwoLevel, kS, first(16));
+  Program p;
+  CollectiveSpec spec{CollectiveOp::AllReduce, CollectiveAlgo::TwoLevel, Bytes{kS}, {}, {}, {}};
+  const StreamId only = p.add_stream(p.add_device("gpu 0"), StreamKind::Comm, "comm");
+  for (int g = 0; g < 16; ++g) {
+    spec.gpus.push_back(g);
+    spec.streams.push_back(g == 0 ? only : kNone);
+    spec.node_of.push_back(t.node_of(g));
+  }
+  const auto last = expand_collective(p, spec);
+  CHECK(last[0] != kNone);
+  CHECK(last[1] == kNone);
+  p.finalize();
+  REQUIRE(validate(p).empty());
+  FlowNetwork net(t);
+  CHECK(simulate(p, GivenTimes{}, &net).makespan.seconds() == Approx(full).epsilon(1e-12));
+  CHECK(p.num_ops() == 7 + 2 + 7);  // intra RS, inter all-reduce, intra AG steps of GPU 0
 }

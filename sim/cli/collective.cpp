@@ -70,13 +70,13 @@ double flow_seconds(const Topology& topo, const CollectiveSpec& base, const std:
   CollectiveSpec spec = base;
   for (int gpu : gpus) {
     const DeviceId d = p.add_device("gpu " + std::to_string(gpu));
-    spec.ranks.push_back(d);
+    spec.gpus.push_back(gpu);
     spec.streams.push_back(p.add_stream(d, StreamKind::Comm, "comm"));
     spec.node_of.push_back(topo.node_of(gpu));
   }
   expand_collective(p, spec);
   p.finalize();
-  FlowNetwork net(topo, std::vector<int32_t>(gpus.begin(), gpus.end()));
+  FlowNetwork net(topo);
   return simulate(p, GivenTimes{}, &net).makespan.seconds();
 }
 

@@ -84,11 +84,12 @@ struct Device {
   std::vector<StreamId> streams;
 };
 
-/// One point-to-point transfer of a group, between two devices of the Program. A network model
-/// carries it over the route between the GPUs those devices run on.
+/// One point-to-point transfer of a group, between two GPUs of the cluster (topology indices).
+/// A group may carry transfers of GPUs the Program does not simulate: a representative rank's
+/// collective moves the bytes of its whole ring, so the network sees all the traffic.
 struct Transfer {
-  DeviceId from;
-  DeviceId to;
+  int32_t from_gpu;
+  int32_t to_gpu;
   Bytes bytes;
 };
 

@@ -27,7 +27,9 @@ GroupKind group_kind(CollectiveOp op) {
 /// Builds steps for subsets of the spec's ranks; remembers each rank's last op.
 class Expander {
  public:
-  Expander(Program& p, const CollectiveSpec& s) : p_(p), s_(s), last_(s.ranks.size(), kNone) {}
+  Expander(Program& p, const CollectiveSpec& s, std::span<const OpId> after) : p_(p), s_(s), last_(s.gpus.size(), kNone) {
+    for (size_t i = 0; i < after.size() && i < last_.size(); ++i) last_[i] = after[i];
+  }
 
   /// One step over `members` (indices into the spec's ranks): member i sends `bytes` to
   /// member (i + shift) mod size.
@@ -37,6 +39,8 @@ class Expander {
     const size_t n = members.size();
     for (size_t i = 0; i < n; ++i) {
       const size_t r = members[i];
+      transfers.push_back({s_.gpus[r], s_.gpus[members[(i + shift) % n]], Bytes{bytes}});
+      if (s_.streams[r] == kNone) continue;  // a twin the Program does not simulate
       Op op;
       op.kind = OpKind::Collective;
       op.stream = s_.streams[r];
@@ -44,8 +48,8 @@ class Expander {
       if (last_[r] != kNone) p_.add_dep(id, last_[r]);
       last_[r] = id;
       ops.push_back(id);
-      transfers.push_back({s_.ranks[r], s_.ranks[members[(i + shift) % n]], Bytes{bytes}});
     }
+    if (ops.empty()) return;
     const GroupId g = p_.add_group(group_kind(s_.op), ops, Bytes{bytes * static_cast<int64_t>(n)});
     p_.set_transfers(g, transfers);
   }
@@ -99,10 +103,10 @@ double busbw_factor(CollectiveOp op, int n) {
   return 1;
 }
 
-std::vector<OpId> expand_collective(Program& p, const CollectiveSpec& s) {
-  const size_t n = s.ranks.size();
-  BUBBLESIM_ASSERT(n >= 1 && s.streams.size() == n, "collective needs a stream per rank");
-  Expander e(p, s);
+std::vector<OpId> expand_collective(Program& p, const CollectiveSpec& s, std::span<const OpId> after) {
+  const size_t n = s.gpus.size();
+  BUBBLESIM_ASSERT(n >= 1 && s.streams.size() == n, "collective needs a stream (or kNone) per GPU");
+  Expander e(p, s, after);
   if (n == 1) return e.done();
   std::vector<size_t> all(n);
   for (size_t i = 0; i < n; ++i) all[i] = i;

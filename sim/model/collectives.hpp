@@ -27,22 +27,25 @@ CollectiveAlgo parse_algorithm(std::string_view name);
 /// nccl-tests' busbw / algbw factor for `n` ranks (doc/PERFORMANCE.md).
 double busbw_factor(CollectiveOp op, int n);
 
-/// One collective over `ranks` (Program devices, in ring order), each issuing on its stream in
-/// `streams`. `size` is nccl-tests' S: all-reduce buffer, all-gather total output, reduce-scatter
-/// total input, all-to-all per-rank send buffer, send/recv message. For TwoLevel, `node_of` gives
-/// each rank's node; every node must hold the same number of ranks.
+/// One collective over the GPUs `gpus` (in ring order). `streams[i]` is the stream on which
+/// position i issues, or kNone for a GPU the Program does not simulate (its transfers still go
+/// over the network, as a symmetric twin of a simulated one). `size` is nccl-tests' S: all-reduce
+/// buffer, all-gather total output, reduce-scatter total input, all-to-all per-rank send buffer,
+/// send/recv message. For TwoLevel, `node_of` gives each position's node; every node must hold
+/// the same number of positions.
 struct CollectiveSpec {
   CollectiveOp op = CollectiveOp::AllReduce;
   CollectiveAlgo algo = CollectiveAlgo::Ring;
   Bytes size;
-  std::vector<DeviceId> ranks;
+  std::vector<int32_t> gpus;
   std::vector<StreamId> streams;
   std::vector<int32_t> node_of;
 };
 
-/// Appends the collective's steps (one group per step and per ring) and returns, per rank, its
-/// last op (kNone for a single rank). Steps on a rank run in order on its stream.
-std::vector<OpId> expand_collective(Program& p, const CollectiveSpec& spec);
+/// Appends the collective's steps (one group per step and per ring) and returns, per position,
+/// its last op (kNone where not simulated, or for a single GPU). A position's steps run in
+/// order on its stream; `after[i]`, when given, is an op position i's first step waits for.
+std::vector<OpId> expand_collective(Program& p, const CollectiveSpec& spec, std::span<const OpId> after = {});
 
 /// Alpha-beta time (algorithms.md 3.1) with per-rank link bandwidth `bw` and per-step latency
 /// `alpha`, for the ring algorithms (all-to-all pairwise, send/recv one hop).

@@ -13,8 +13,7 @@ constexpr double kDrainedBytes = 1e-6;  // float residue below which a flow has 
 
 }  // namespace
 
-FlowNetwork::FlowNetwork(const Topology& topo, std::vector<int32_t> gpu_of_device)
-    : topo_(topo), gpu_of_device_(std::move(gpu_of_device)) {
+FlowNetwork::FlowNetwork(const Topology& topo) : topo_(topo) {
   link_bytes_.assign(topo.links(), 0.0);
   link_left_.assign(topo.links(), 0.0);
   link_users_.assign(topo.links(), 0);
@@ -27,8 +26,12 @@ void FlowNetwork::start(const Program& p, GroupId g, Time now) {
   BUBBLESIM_ASSERT(!transfers.empty(), "network asked to carry a group without transfers");
   pending_[g] = static_cast<uint32_t>(transfers.size());
   for (const Transfer& t : transfers) {
-    const int32_t a = gpu_of_device_.at(t.from);
-    const int32_t b = gpu_of_device_.at(t.to);
+    const int32_t a = t.from_gpu;
+    const int32_t b = t.to_gpu;
+    if (a < 0 || b < 0 || a >= topo_.gpus() || b >= topo_.gpus()) {
+      throw InputError("transfer between GPUs " + std::to_string(a) + " and " + std::to_string(b) +
+                       " of a cluster with " + std::to_string(topo_.gpus()));
+    }
     if (a == b) {  // same GPU: a local copy, free at this level of detail
       tails_.push_back({now, g});
       continue;

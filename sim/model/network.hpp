@@ -32,8 +32,7 @@ class NetworkModel {
 /// all rates by progressive filling, O(flows x route length x bottleneck rounds).
 class FlowNetwork final : public NetworkModel {
  public:
-  /// `gpu_of_device[d]` is the GPU (Topology index) that Program device d runs on.
-  FlowNetwork(const Topology& topo, std::vector<int32_t> gpu_of_device);
+  explicit FlowNetwork(const Topology& topo);
 
   void start(const Program& p, GroupId g, Time now) override;
   Time next_event() const override;
@@ -60,7 +59,6 @@ class FlowNetwork final : public NetworkModel {
   void finish_transfer(GroupId g, std::vector<GroupId>& finished);
 
   const Topology& topo_;
-  std::vector<int32_t> gpu_of_device_;
   std::vector<Flow> flows_;         // draining
   std::vector<Tail> tails_;         // drained, in flight for their route latency
   std::vector<uint32_t> pending_;   // per group: transfers not yet arrived
