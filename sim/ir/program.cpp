@@ -37,6 +37,7 @@ const char* to_string(GroupKind k) {
     case GroupKind::ReduceScatter: return "reduce-scatter";
     case GroupKind::AllToAll: return "all-to-all";
     case GroupKind::RingSendRecv: return "ring send/recv";
+    case GroupKind::Transfer: return "transfer";
   }
   return "?";
 }

@@ -28,7 +28,9 @@ enum class OpKind : uint8_t { Compute, Send, Recv, Collective };
 /// backward, FB an overlapped forward-and-backward pair (DualPipe "F&B").
 enum class Phase : uint8_t { None, F, B, I, W, FB };
 
-enum class GroupKind : uint8_t { SendRecv, AllReduce, AllGather, ReduceScatter, AllToAll, RingSendRecv };
+/// SendRecv pairs a send with its recv (both block, as NCCL); Transfer is one-sided: a recv whose
+/// bytes the sender pushes without blocking its own streams (pipeline activations).
+enum class GroupKind : uint8_t { SendRecv, AllReduce, AllGather, ReduceScatter, AllToAll, RingSendRecv, Transfer };
 
 const char* to_string(OpKind k);
 const char* to_string(Phase p);
@@ -116,6 +118,11 @@ class Program {
   StreamId compute_stream(DeviceId device) const;
   /// Appends `op` to the end of its stream (op.stream must exist). Returns its id.
   OpId add_op(Op op);
+  /// Adds activation units that `id` allocates when it starts and frees when it ends.
+  void add_memory(OpId id, int32_t alloc_at_start, int32_t free_at_end) {
+    ops_[id].mem_alloc += alloc_at_start;
+    ops_[id].mem_free += free_at_end;
+  }
   /// `op` may start only `latency` after `on` has ended.
   void add_dep(OpId op, OpId on, Time latency = Time::zero());
   /// Makes `members` one rendezvous group (a send and its recv, or a collective).

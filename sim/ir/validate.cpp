@@ -24,6 +24,12 @@ void check_groups(const Program& p, std::vector<std::string>& problems) {
         }
       }
     }
+    if (gr.kind == GroupKind::Transfer) {
+      if (members.size() != 1 || p.op(members[0]).kind != OpKind::Recv) {
+        problems.push_back(where + " must hold exactly one recv op");
+      }
+      continue;
+    }
     if (gr.kind == GroupKind::SendRecv) {
       if (members.size() != 2) {
         problems.push_back(where + " has " + std::to_string(members.size()) + " ops; a send/recv pair needs 2");

@@ -29,7 +29,11 @@ void attribute_gap(const Program& p, const Trace& t, OpId id, Time gap_start, Id
   }
   const OpKind kind = p.op(binding->op).kind;
   if (kind == OpKind::Send || kind == OpKind::Recv) {
-    ib.p2p_wait += gap;
+    // Until the transfer began, the device waited for the sender's work (a bubble); then for
+    // the bytes themselves.
+    const Time before = std::clamp(t.records[binding->op].start - gap_start, Time::zero(), gap);
+    ib.pipeline_bubble += before;
+    ib.p2p_wait += gap - before;
     return;
   }
   if (kind == OpKind::Collective) {
@@ -106,8 +110,15 @@ Metrics compute_metrics(const Program& p, const Trace& t) {
     BUBBLESIM_ASSERT(r.start >= cursor[d], "op ids do not follow stream order");
     if (!seen[d]) dm.first_start = r.start;
     seen[d] = 1;
-    dm.busy += r.end - r.start;
     attribute_gap(p, t, id, cursor[d], dm.idle_breakdown);
+    // A collective or transfer the compute stream waits on (tensor parallelism) is not work.
+    if (op.kind == OpKind::Compute) {
+      dm.busy += r.end - r.start;
+    } else if (op.kind == OpKind::Collective) {
+      dm.idle_breakdown.collective_wait += r.end - r.start;
+    } else {
+      dm.idle_breakdown.p2p_wait += r.end - r.start;
+    }
     cursor[d] = r.end;
     dm.last_end = r.end;
     ++dm.ops;

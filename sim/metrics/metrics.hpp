@@ -20,7 +20,7 @@ struct IdleBreakdown {
 struct DeviceMetrics {
   DeviceId device = 0;
   size_t ops = 0;
-  Time busy;   // time the compute stream runs an op
+  Time busy;   // time the compute stream runs a compute op (collectives on it count as waiting)
   Time idle;   // makespan - busy
   Time span;   // last end - first start on the compute stream
   Time first_start;

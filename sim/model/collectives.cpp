@@ -40,6 +40,7 @@ class Expander {
     for (size_t i = 0; i < n; ++i) {
       const size_t r = members[i];
       transfers.push_back({s_.gpus[r], s_.gpus[members[(i + shift) % n]], Bytes{bytes}});
+      for (const auto& twin : s_.twins) transfers.push_back({twin[r], twin[members[(i + shift) % n]], Bytes{bytes}});
       if (s_.streams[r] == kNone) continue;  // a twin the Program does not simulate
       Op op;
       op.kind = OpKind::Collective;

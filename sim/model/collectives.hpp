@@ -40,6 +40,9 @@ struct CollectiveSpec {
   std::vector<int32_t> gpus;
   std::vector<StreamId> streams;
   std::vector<int32_t> node_of;
+  /// Rings of other GPUs running the same collective at the same time (e.g. the other
+  /// tensor-parallel ranks' data-parallel rings): their transfers ride on each step's group.
+  std::vector<std::vector<int32_t>> twins;
 };
 
 /// Appends the collective's steps (one group per step and per ring) and returns, per position,

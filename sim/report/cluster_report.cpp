@@ -1,0 +1,128 @@
+#include "sim/report/cluster_report.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdio>
+
+namespace bubblesim::sim {
+namespace {
+
+constexpr double kGB = 1e9;
+
+std::string fmt(const char* f, double x) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, x);
+  return buf;
+}
+
+}  // namespace
+
+ClusterResult make_cluster_result(const Scenario& sc, const ClusterJob& job, const TrainingPlan& plan, const Trace& t) {
+  ClusterResult r;
+  r.scenario = &sc;
+  r.job = &job;
+  r.plan = &plan;
+  r.trace = &t;
+  r.metrics = compute_metrics(plan.program, t);
+  r.iteration_s = t.makespan.seconds();
+  const double world = job.cluster.world();
+  r.tokens_per_s = r.iteration_s > 0 ? static_cast<double>(plan.tokens) / r.iteration_s : 0;
+  r.tflops_per_gpu = r.iteration_s > 0 ? plan.model_flops / r.iteration_s / world / 1e12 : 0;
+  r.mfu = r.tflops_per_gpu * 1e12 / job.cluster.gpu->bf16_flops.value;
+  r.gpu_memory_bytes = job.cluster.gpu->hbm_bytes.value;
+  for (size_t d = 0; d < r.metrics.devices.size(); ++d) {
+    const MemoryEstimate& m = plan.memory[d];
+    const double activations = static_cast<double>(r.metrics.devices[d].peak_activation) * plan.activation_unit_bytes;
+    r.peak_memory_bytes.push_back(m.params + m.grads + m.optimizer + activations);
+  }
+  return r;
+}
+
+void write_text(std::ostream& out, const ClusterResult& r) {
+  const ClusterJob& j = *r.job;
+  const ParallelSpec& ps = j.parallel;
+  out << "bubblesim: " << r.scenario->name << "\n";
+  out << j.cluster.nodes << " x " << j.cluster.gpus_per_node << " " << j.cluster.gpu->id << "; " << j.model.preset
+      << " (" << j.model.layers << " layers, hidden " << j.model.hidden << "); seq " << j.training.seq_len
+      << ", global batch " << j.training.global_batch_size << ", " << j.shape.m << " microbatches of "
+      << j.training.micro_batch_size << "\n";
+  out << "parallel: dp " << ps.dp << " x tp " << ps.tp << " x pp " << ps.pp << ", schedule " << info(j.schedule).name
+      << ", ZeRO-" << ps.zero << ", recompute " << j.training.recompute << "\n";
+  for (const std::string& n : r.plan->notes) out << "  " << n << "\n";
+  out << "simulated: one representative GPU per pipeline stage (tensor- and data-parallel ranks are symmetric; their "
+         "traffic is carried)\n\n";
+  out << "device  busy(s)   idle(s)  bubble   p2p_wait  coll_wait  peak memory\n";
+  for (size_t d = 0; d < r.metrics.devices.size(); ++d) {
+    const DeviceMetrics& m = r.metrics.devices[d];
+    out << fmt("%6.0f", static_cast<double>(d)) << fmt("%9.4f", m.busy.seconds()) << fmt("%10.4f", m.idle.seconds())
+        << fmt("%8.4f", m.idle_breakdown.pipeline_bubble.seconds()) << fmt("%11.4f", m.idle_breakdown.p2p_wait.seconds())
+        << fmt("%11.4f", m.idle_breakdown.collective_wait.seconds())
+        << fmt("%10.2f GB", r.peak_memory_bytes[d] / kGB) << "\n";
+  }
+  const double peak = *std::max_element(r.peak_memory_bytes.begin(), r.peak_memory_bytes.end());
+  out << "\niteration time " << fmt("%.4f", r.iteration_s) << " s; " << fmt("%.0f", r.tokens_per_s) << " tokens/s; "
+      << fmt("%.1f", r.tflops_per_gpu) << " TFLOPS/GPU; MFU " << fmt("%.3f", r.mfu)
+      << " (model FLOPs as Megatron-LM counts them: matmuls, causal attention as half, no recompute)\n";
+  out << "bubble fraction (idle / iteration, mean over stages) " << fmt("%.3f", r.metrics.idle_fraction) << "\n";
+  out << "peak memory " << fmt("%.2f", peak / kGB) << " GB of " << fmt("%.2f", r.gpu_memory_bytes / kGB) << " GB: "
+      << (peak <= r.gpu_memory_bytes ? "fits" : "DOES NOT FIT, over by " + fmt("%.2f", (peak - r.gpu_memory_bytes) / kGB) + " GB")
+      << " (parameters, gradients, optimizer states, activations of the in-flight microbatches)\n";
+}
+
+nlohmann::json to_json(const ClusterResult& r) {
+  using nlohmann::json;
+  json devices = json::array();
+  for (size_t d = 0; d < r.metrics.devices.size(); ++d) {
+    const DeviceMetrics& m = r.metrics.devices[d];
+    const MemoryEstimate& mem = r.plan->memory[d];
+    devices.push_back({{"device", d},
+                       {"gpu", r.plan->gpu_of_device[d]},
+                       {"busy", m.busy.seconds()},
+                       {"idle", m.idle.seconds()},
+                       {"span", m.span.seconds()},
+                       {"idle_breakdown",
+                        {{"pipeline_bubble", m.idle_breakdown.pipeline_bubble.seconds()},
+                         {"p2p_wait", m.idle_breakdown.p2p_wait.seconds()},
+                         {"collective_wait", m.idle_breakdown.collective_wait.seconds()},
+                         {"imbalance", m.idle_breakdown.imbalance.seconds()}}},
+                       {"peak_memory_bytes", r.peak_memory_bytes[d]},
+                       {"memory",
+                        {{"parameters", mem.params},
+                         {"gradients", mem.grads},
+                         {"optimizer", mem.optimizer},
+                         {"activations", r.peak_memory_bytes[d] - mem.params - mem.grads - mem.optimizer}}}});
+  }
+  const double peak = *std::max_element(r.peak_memory_bytes.begin(), r.peak_memory_bytes.end());
+  return {{"scenario", r.scenario->name},
+          {"iteration_time_s", r.iteration_s},
+          {"tokens_per_s", r.tokens_per_s},
+          {"tflops_per_gpu", r.tflops_per_gpu},
+          {"mfu", r.mfu},
+          {"idle_fraction", r.metrics.idle_fraction},
+          {"bubble_fraction", r.metrics.idle_fraction},
+          {"peak_memory_bytes", peak},
+          {"fits", peak <= r.gpu_memory_bytes},
+          {"over_memory_bytes", std::max(0.0, peak - r.gpu_memory_bytes)},
+          {"gpu_memory_bytes", r.gpu_memory_bytes},
+          {"flops_accounting", "megatron: matmul FLOPs, causal attention as half, no recompute"},
+          {"time_unit", "s"},
+          {"simulated_devices", "one representative GPU per pipeline stage"},
+          {"notes", r.plan->notes},
+          {"devices", devices}};
+}
+
+void write_csv(std::ostream& out, const ClusterResult& r) {
+  out << "scenario,device,gpu,busy_s,idle_s,pipeline_bubble_s,p2p_wait_s,collective_wait_s,peak_memory_bytes,"
+         "iteration_time_s,tokens_per_s,tflops_per_gpu,mfu\n";
+  for (size_t d = 0; d < r.metrics.devices.size(); ++d) {
+    const DeviceMetrics& m = r.metrics.devices[d];
+    out << r.scenario->name << "," << d << "," << r.plan->gpu_of_device[d] << "," << m.busy.seconds() << ","
+        << m.idle.seconds() << "," << m.idle_breakdown.pipeline_bubble.seconds() << ","
+        << m.idle_breakdown.p2p_wait.seconds() << "," << m.idle_breakdown.collective_wait.seconds() << ","
+        << r.peak_memory_bytes[d] << "," << r.iteration_s << "," << r.tokens_per_s << "," << r.tflops_per_gpu << ","
+        << r.mfu << "\n";
+  }
+}
+
+}  // namespace bubblesim::sim

@@ -1,0 +1,400 @@
+#include "sim/sched/training.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "sim/core/error.hpp"
+#include "sim/model/collectives.hpp"
+#include "sim/sched/schedule.hpp"
+#include "sim/workload/transformer.hpp"
+
+namespace bubblesim::sim {
+namespace {
+
+constexpr int64_t kParamBytes = 2;        // bf16 weights
+constexpr int64_t kGradBytes = 4;         // fp32 main gradients, reduced in fp32 (Megatron with bf16)
+constexpr int64_t kOptimizerBytes = 12;   // fp32 master weights, Adam m and v
+constexpr int64_t kOptimizerTraffic = 34; // HBM bytes per local parameter in one Adam step
+constexpr int64_t kBf16 = 2;
+constexpr double kKiB = 1024;
+
+/// Layers and extra work of one pipeline stage (in model order).
+struct StageLayout {
+  int32_t layers = 0;
+  int32_t first_layer = 0;
+  bool embedding = false;
+  bool head = false;
+};
+
+/// A dependency to add once every op exists: `op` waits for the last op of a pass.
+struct PendingDep {
+  OpId op;
+  bool backward;  // wait for the B/I of (stage, mb), else for its F
+  int32_t stage;
+  int32_t mb;
+};
+
+class Builder {
+ public:
+  Builder(const ClusterJob& job, const Topology& topo, const ComputeModel& compute)
+      : job_(job), topo_(topo), compute_(compute), place_(job), shape_(layer_shape(job)) {}
+
+  TrainingPlan run() {
+    const PipelineShape ps = job_.shape;
+    graph_ = canonical_stages(job_.schedule, ps);
+    layout_stages();
+    const int32_t ranks = ps.p;
+    for (int32_t r = 0; r < ranks; ++r) {
+      const int32_t gpu = place_.gpu(0, 0, r);
+      const DeviceId d = p_.add_device("stage " + std::to_string(r) + " (gpu " + std::to_string(gpu) + ")");
+      compute_stream_.push_back(p_.add_stream(d, StreamKind::Compute, "compute"));
+      recv_stream_.push_back(p_.add_stream(d, StreamKind::Comm, "p2p"));
+      dp_stream_.push_back(p_.add_stream(d, StreamKind::Comm, "dp"));
+      plan_.gpu_of_device.push_back(gpu);
+    }
+    const size_t slots = graph_.size() * static_cast<size_t>(graph_.microbatches);
+    fwd_last_.assign(slots, kNone);
+    bwd_last_.assign(slots, kNone);
+    const auto actions = generate(job_.schedule, ps, graph_);
+    for (int32_t r = 0; r < ranks; ++r) emit_rank(static_cast<DeviceId>(r), actions[static_cast<size_t>(r)]);
+    for (const PendingDep& d : pending_) {
+      const OpId on = (d.backward ? bwd_last_ : fwd_last_)[slot(d.stage, d.mb)];
+      BUBBLESIM_ASSERT(on != kNone, "training: a pass depends on one never scheduled");
+      p_.add_dep(d.op, on);
+    }
+    p_.memory_unit = "KiB";
+    p_.chunk_names = job_.schedule == ScheduleKind::DualPipe ? std::vector<std::string>{"f", "r"}
+                                                             : std::vector<std::string>{};
+    p_.finalize();
+    finish_plan();
+    plan_.program = std::move(p_);
+    return std::move(plan_);
+  }
+
+ private:
+  size_t slot(int32_t stage, int32_t mb) const {
+    return static_cast<size_t>(mb) * graph_.size() + static_cast<size_t>(stage);
+  }
+
+  void layout_stages() {
+    const ResolvedModel& m = job_.model;
+    const bool dual = job_.schedule == ScheduleKind::DualPipe;
+    const size_t per_path = dual ? graph_.size() / 2 : graph_.size();
+    std::vector<int32_t> part = job_.parallel.partition;
+    if (part.empty()) part.assign(per_path, m.layers / static_cast<int32_t>(per_path));
+    stages_.resize(graph_.size());
+    for (size_t s = 0; s < graph_.size(); ++s) {
+      const size_t j = s % per_path;
+      StageLayout& st = stages_[s];
+      st.layers = part[j];
+      st.first_layer = std::accumulate(part.begin(), part.begin() + static_cast<ptrdiff_t>(j), 0);
+      st.embedding = graph_.prev[s] < 0;
+      st.head = graph_.next[s] < 0;
+    }
+  }
+
+  /// The tensor-parallel ring around rank (dp, pp), in tp order.
+  std::vector<int32_t> tp_ring(int32_t dp, int32_t pp) const {
+    std::vector<int32_t> g;
+    for (int32_t t = 0; t < job_.parallel.tp; ++t) g.push_back(place_.gpu(t, dp, pp));
+    return g;
+  }
+
+  std::vector<int32_t> dp_ring(int32_t tp, int32_t pp) const {
+    std::vector<int32_t> g;
+    for (int32_t d = 0; d < job_.parallel.dp; ++d) g.push_back(place_.gpu(tp, d, pp));
+    return g;
+  }
+
+  Time duration(const LayerOp& op) const {
+    switch (op.kind) {
+      case LayerOpKind::Gemm: return compute_.gemm(op.gemm);
+      case LayerOpKind::Attention: return compute_.attention(op.attn);
+      case LayerOpKind::Memory: return compute_.memory_bound(op.bytes);
+      default: return Time::zero();
+    }
+  }
+
+  /// Appends one op of the workload to device d's compute stream; returns the last op added.
+  OpId add(DeviceId d, const LayerOp& op, Label label) {
+    if (op.kind == LayerOpKind::TpAllGather || op.kind == LayerOpKind::TpReduceScatter) {
+      const auto ring = tp_ring(0, static_cast<int32_t>(d));
+      CollectiveSpec spec{op.kind == LayerOpKind::TpAllGather ? CollectiveOp::AllGather : CollectiveOp::ReduceScatter,
+                          CollectiveAlgo::Ring, op.bytes, ring, {}, {}, {}};
+      spec.streams.assign(ring.size(), kNone);
+      spec.streams[0] = compute_stream_[d];
+      return expand_collective(p_, spec)[0];
+    }
+    Op o;
+    o.stream = compute_stream_[d];
+    o.label = label;
+    o.duration = duration(op);
+    return p_.add_op(o);
+  }
+
+  /// Runs `ops` for every layer of the stage (in `reverse` order for backward passes).
+  OpId add_layers(DeviceId d, const StageLayout& st, Pass pass, Label label, bool reverse, OpId& first) {
+    const auto ops = layer_ops(shape_, pass, job_.training.recompute);
+    OpId last = kNone;
+    for (int32_t i = 0; i < st.layers; ++i) {
+      const int32_t layer = st.first_layer + (reverse ? st.layers - 1 - i : i);
+      label.layer = layer;
+      for (const LayerOp& op : ops) {
+        last = add(d, op, label);
+        if (first == kNone) first = last;
+      }
+      if (pass == Pass::WeightGrad || pass == Pass::InputGrad) after_layer_grad(d, pass, label);
+    }
+    return last;
+  }
+
+  void add_extra(DeviceId d, const std::vector<LayerOp>& ops, Label label, OpId& first, OpId& last) {
+    for (const LayerOp& op : ops) {
+      last = add(d, op, label);
+      if (first == kNone) first = last;
+    }
+  }
+
+  /// The activations (or their gradients) of microbatch `mb` arriving from the stage `from`.
+  void receive(DeviceId d, int32_t from, int32_t mb, bool backward, OpId consumer) {
+    const auto src_rank = graph_.device[static_cast<size_t>(from)];
+    if (src_rank == static_cast<int32_t>(d)) {
+      pending_.push_back({consumer, backward, from, mb});
+      return;
+    }
+    Op recv;
+    recv.kind = OpKind::Recv;
+    recv.stream = recv_stream_[d];
+    recv.label.phase = backward ? Phase::B : Phase::F;
+    recv.label.microbatch = mb;
+    const OpId id = p_.add_op(recv);
+    const OpId members[] = {id};
+    const int64_t bytes = shape_.tokens() / shape_.tp * shape_.hidden * kBf16;  // sequence-parallel shard
+    const GroupId g = p_.add_group(GroupKind::Transfer, members, Bytes{bytes});
+    std::vector<Transfer> transfers;
+    const auto from_ring = tp_ring(0, src_rank);
+    const auto to_ring = tp_ring(0, static_cast<int32_t>(d));
+    for (size_t t = 0; t < from_ring.size(); ++t) transfers.push_back({from_ring[t], to_ring[t], Bytes{bytes}});
+    p_.set_transfers(g, transfers);
+    pending_.push_back({id, backward, from, mb});
+    p_.add_dep(consumer, id);
+  }
+
+  /// A placeholder first op so dependencies have something to attach to before the real ops.
+  OpId open_pass(DeviceId d, Label label) {
+    Op o;
+    o.stream = compute_stream_[d];
+    o.label = label;
+    o.label.layer = -1;
+    return p_.add_op(o);
+  }
+
+  void forward(DeviceId d, int32_t s, int32_t mb) {
+    const StageLayout& st = stages_[static_cast<size_t>(s)];
+    Label label{Phase::F, graph_.chunk[static_cast<size_t>(s)], -1, s, mb};
+    OpId first = open_pass(d, label);
+    if (graph_.prev[static_cast<size_t>(s)] >= 0) receive(d, graph_.prev[static_cast<size_t>(s)], mb, false, first);
+    zero3_gather(d, st, first);
+    OpId last = first;
+    if (st.embedding) add_extra(d, embedding_ops(shape_, Pass::Forward), label, first, last);
+    const OpId l = add_layers(d, st, Pass::Forward, label, false, first);
+    if (l != kNone) last = l;
+    if (st.head) add_extra(d, head_ops(shape_, job_.model.vocab, Pass::Forward), label, first, last);
+    p_.add_memory(first, static_cast<int32_t>(activation_kib(st)), 0);
+    fwd_last_[slot(s, mb)] = last;
+  }
+
+  /// B (with W) or I of (s, mb).
+  void backward(DeviceId d, int32_t s, int32_t mb, bool with_weights) {
+    const StageLayout& st = stages_[static_cast<size_t>(s)];
+    Label label{with_weights ? Phase::B : Phase::I, graph_.chunk[static_cast<size_t>(s)], -1, s, mb};
+    OpId first = open_pass(d, label);
+    pending_.push_back({first, false, s, mb});
+    if (graph_.next[static_cast<size_t>(s)] >= 0) receive(d, graph_.next[static_cast<size_t>(s)], mb, true, first);
+    zero3_gather(d, st, first);
+    OpId last = first;
+    if (st.head) add_extra(d, head_ops(shape_, job_.model.vocab, Pass::InputGrad), label, first, last);
+    const OpId l = add_layers(d, st, Pass::InputGrad, label, true, first);
+    if (l != kNone) last = l;
+    bwd_last_[slot(s, mb)] = last;
+    if (with_weights) weights(d, s, mb, label);
+  }
+
+  void weights(DeviceId d, int32_t s, int32_t mb, Label label) {
+    const StageLayout& st = stages_[static_cast<size_t>(s)];
+    label.phase = label.phase == Phase::I ? Phase::W : label.phase;
+    OpId first = kNone;
+    OpId last = kNone;
+    const bool final_pass = --weight_passes_left_[static_cast<size_t>(s)] == 0;
+    grad_sync_ = final_pass;
+    if (st.head) add_extra(d, head_ops(shape_, job_.model.vocab, Pass::WeightGrad), label, first, last);
+    const OpId l = add_layers(d, st, Pass::WeightGrad, label, true, first);
+    if (l != kNone) last = l;
+    if (st.embedding) add_extra(d, embedding_ops(shape_, Pass::WeightGrad), label, first, last);
+    grad_sync_ = false;
+    if (last != kNone) p_.add_memory(last, 0, static_cast<int32_t>(activation_kib(st)));
+    (void)mb;
+  }
+
+  /// After a layer's weight gradients of the last microbatch: reduce them over data parallelism.
+  void after_layer_grad(DeviceId d, Pass pass, const Label& label) {
+    if (pass != Pass::WeightGrad || !grad_sync_ || job_.parallel.dp == 1) return;
+    const int64_t bytes = layer_params(job_.model) / job_.parallel.tp * kGradBytes;
+    const CollectiveOp op = job_.parallel.zero >= 1 ? CollectiveOp::ReduceScatter : CollectiveOp::AllReduce;
+    dp_collective(d, op, bytes, last_compute(d));
+    (void)label;
+  }
+
+  OpId last_compute(DeviceId d) const { return p_.stream(compute_stream_[d]).ops.back(); }
+
+  OpId dp_collective(DeviceId d, CollectiveOp op, int64_t bytes, OpId after) {
+    CollectiveSpec spec{op, CollectiveAlgo::Ring, Bytes{bytes}, dp_ring(0, static_cast<int32_t>(d)), {}, {}, {}};
+    spec.streams.assign(spec.gpus.size(), kNone);
+    spec.streams[0] = dp_stream_[d];
+    for (int32_t t = 1; t < job_.parallel.tp; ++t) spec.twins.push_back(dp_ring(t, static_cast<int32_t>(d)));
+    const size_t before = p_.num_ops();
+    const OpId last = expand_collective(p_, spec)[0];
+    if (before < p_.num_ops()) p_.add_dep(static_cast<OpId>(before), after);
+    return last;
+  }
+
+  /// ZeRO-3: gather the stage's parameters before each pass (no caching across microbatches).
+  void zero3_gather(DeviceId d, const StageLayout& st, OpId consumer) {
+    if (job_.parallel.zero < 3 || job_.parallel.dp == 1) return;
+    const int64_t bytes = stage_params(st) / job_.parallel.tp * kParamBytes;
+    CollectiveSpec spec{CollectiveOp::AllGather, CollectiveAlgo::Ring, Bytes{bytes}, dp_ring(0, static_cast<int32_t>(d)),
+                        {}, {}, {}};
+    spec.streams.assign(spec.gpus.size(), kNone);
+    spec.streams[0] = dp_stream_[d];
+    for (int32_t t = 1; t < job_.parallel.tp; ++t) spec.twins.push_back(dp_ring(t, static_cast<int32_t>(d)));
+    const OpId last = expand_collective(p_, spec)[0];
+    if (last != kNone) p_.add_dep(consumer, last);
+  }
+
+  int64_t stage_params(const StageLayout& st) const {
+    const int64_t emb = static_cast<int64_t>(job_.model.vocab) * job_.model.hidden;
+    return st.layers * layer_params(job_.model) + (st.embedding ? emb : 0) + (st.head ? emb : 0);
+  }
+
+  /// Activations one microbatch keeps alive on a stage (sequence- and tensor-parallel shards,
+  /// FlashAttention: no score matrices): per token per layer 2(5h + 2h_kv + 4i)/t bytes of
+  /// layer inputs, Q/K/V, attention output, MLP inputs and intermediates; only the layer input
+  /// (2h/t) with full recompute.
+  double activation_bytes(const StageLayout& st) const {
+    const ResolvedModel& m = job_.model;
+    const double h = m.hidden;
+    const double h_kv = static_cast<double>(m.kv_heads) * (h / m.heads);
+    const double per_token = job_.training.recompute == "full" ? 2 * h : 2 * (5 * h + 2 * h_kv + 4.0 * m.ffn_hidden);
+    return per_token * static_cast<double>(shape_.tokens()) / job_.parallel.tp * st.layers;
+  }
+
+  double activation_kib(const StageLayout& st) const { return std::ceil(activation_bytes(st) / kKiB); }
+
+  void emit_rank(DeviceId d, const RankActions& actions) {
+    weight_passes_left_.assign(graph_.size(), 0);
+    for (size_t s = 0; s < graph_.size(); ++s) {
+      if (graph_.device[s] == static_cast<int32_t>(d)) weight_passes_left_[s] = graph_.microbatches;
+    }
+    for (const Action& a : actions) {
+      switch (a.phase) {
+        case Phase::F: forward(d, a.stage, a.microbatch); break;
+        case Phase::B: backward(d, a.stage, a.microbatch, true); break;
+        case Phase::I: backward(d, a.stage, a.microbatch, false); break;
+        case Phase::W: {
+          Label label{Phase::W, graph_.chunk[static_cast<size_t>(a.stage)], -1, a.stage, a.microbatch};
+          weights(d, a.stage, a.microbatch, label);
+          break;
+        }
+        case Phase::FB:
+          forward(d, a.stage, a.microbatch);
+          backward(d, a.b_stage, a.b_microbatch, true);
+          break;
+        case Phase::None: break;
+      }
+    }
+    optimizer(d);
+  }
+
+  /// The optimizer step after every gradient reduction, then ZeRO's parameter all-gather.
+  void optimizer(DeviceId d) {
+    int64_t params = 0;
+    for (size_t s = 0; s < graph_.size(); ++s) {
+      if (graph_.device[s] == static_cast<int32_t>(d)) params += stage_params(stages_[s]) / job_.parallel.tp;
+    }
+    const int64_t local = job_.parallel.zero >= 1 ? params / job_.parallel.dp : params;
+    Op o;
+    o.stream = compute_stream_[d];
+    o.duration = compute_.memory_bound(Bytes{local * kOptimizerTraffic});
+    const OpId opt = p_.add_op(o);
+    const auto& dp_ops = p_.stream(dp_stream_[d]).ops;
+    if (!dp_ops.empty()) p_.add_dep(opt, dp_ops.back());
+    if (job_.parallel.zero >= 1 && job_.parallel.dp > 1) dp_collective(d, CollectiveOp::AllGather, params * kParamBytes, opt);
+    MemoryEstimate mem;
+    const double dp = job_.parallel.dp;
+    mem.params = static_cast<double>(params) * kParamBytes / (job_.parallel.zero >= 3 ? dp : 1);
+    mem.grads = static_cast<double>(params) * kGradBytes / (job_.parallel.zero >= 2 ? dp : 1);
+    mem.optimizer = static_cast<double>(params) * kOptimizerBytes / (job_.parallel.zero >= 1 ? dp : 1);
+    plan_.memory.push_back(mem);
+  }
+
+  void finish_plan() {
+    const int64_t sequences = job_.training.global_batch_size;
+    plan_.tokens = sequences * job_.training.seq_len;
+    plan_.model_flops = model_flops_per_iteration(job_.model, job_.training.seq_len, sequences);
+    for (const char* dim : {"tp", "dp", "pp"}) {
+      if (place_.crosses_nodes(dim, topo_)) plan_.notes.push_back(std::string(dim) + " groups cross nodes");
+    }
+  }
+
+  const ClusterJob& job_;
+  const Topology& topo_;
+  const ComputeModel& compute_;
+  RankPlacement place_;
+  LayerShape shape_;
+  Program p_;
+  StageGraph graph_;
+  std::vector<StageLayout> stages_;
+  std::vector<StreamId> compute_stream_, recv_stream_, dp_stream_;
+  std::vector<OpId> fwd_last_, bwd_last_;
+  std::vector<PendingDep> pending_;
+  std::vector<int32_t> weight_passes_left_;
+  bool grad_sync_ = false;
+  TrainingPlan plan_;
+};
+
+}  // namespace
+
+RankPlacement::RankPlacement(const ClusterJob& job) {
+  const ParallelSpec& ps = job.parallel;
+  tp_ = ps.tp;
+  dp_ = ps.dp;
+  pp_ = ps.pp;
+  int32_t stride = 1;
+  for (const std::string& dim : ps.placement) {
+    if (dim == "tp") stride_tp_ = stride, stride *= ps.tp;
+    else if (dim == "dp") stride_dp_ = stride, stride *= ps.dp;
+    else if (dim == "pp") stride_pp_ = stride, stride *= ps.pp;
+    else if (dim == "ulysses") stride *= ps.ulysses;
+    else if (dim == "ring") stride *= ps.ring;
+  }
+}
+
+int32_t RankPlacement::gpu(int32_t tp, int32_t dp, int32_t pp) const {
+  return tp * stride_tp_ + dp * stride_dp_ + pp * stride_pp_;
+}
+
+bool RankPlacement::crosses_nodes(const std::string& dim, const Topology& topo) const {
+  const int32_t n = dim == "tp" ? tp_ : dim == "dp" ? dp_ : pp_;
+  const int32_t last = dim == "tp" ? gpu(n - 1, 0, 0) : dim == "dp" ? gpu(0, n - 1, 0) : gpu(0, 0, n - 1);
+  return topo.node_of(gpu(0, 0, 0)) != topo.node_of(last);
+}
+
+TrainingPlan build_training(const ClusterJob& job, const Topology& topo, const ComputeModel& compute) {
+  if (job.parallel.ulysses > 1 || job.parallel.ring > 1) {
+    throw InputError("parallel.ulysses / parallel.ring: sequence parallelism is not simulated in this version yet");
+  }
+  return Builder(job, topo, compute).run();
+}
+
+}  // namespace bubblesim::sim

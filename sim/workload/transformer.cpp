@@ -1,0 +1,168 @@
+#include "sim/workload/transformer.hpp"
+
+#include <algorithm>
+
+namespace bubblesim::sim {
+namespace {
+
+constexpr int64_t kBf16 = 2;
+
+LayerOp gemm_op(std::string_view name, int64_t m, int64_t n, int64_t k) {
+  return {LayerOpKind::Gemm, name, GemmShape{m, n, k}, {}, {}};
+}
+
+LayerOp memory_op(std::string_view name, int64_t bytes) { return {LayerOpKind::Memory, name, {}, {}, Bytes{bytes}}; }
+
+/// A TP collective on the layer's activations: nccl-tests size = the whole gathered tensor.
+LayerOp tp_op(LayerOpKind kind, std::string_view name, const LayerShape& s) {
+  return {kind, name, {}, {}, Bytes{s.tokens() * s.hidden * kBf16}};
+}
+
+struct Gemm {
+  std::string_view name;
+  int64_t m, n, k;
+};
+
+/// The forward GEMMs of a layer on one TP rank, in order.
+std::vector<Gemm> forward_gemms(const LayerShape& s) {
+  const int64_t T = s.tokens();
+  const int64_t qkv = (s.heads + 2 * s.kv_heads) * s.head_dim() / s.tp;
+  const int64_t up = (s.swiglu ? 2 : 1) * s.ffn / s.tp;
+  return {{"qkv", T, qkv, s.hidden}, {"o_proj", T, s.hidden, s.hidden / s.tp},
+          {"gate_up", T, up, s.hidden}, {"down", T, s.hidden, s.ffn / s.tp}};
+}
+
+AttentionShape attention(const LayerShape& s, bool backward) {
+  const double causal = (static_cast<double>(s.seq) + 1) / (2.0 * static_cast<double>(s.seq));
+  return {s.batch, s.seq, s.seq, s.heads / s.tp, s.head_dim(), causal, backward};
+}
+
+int64_t activation_bytes(const LayerShape& s) { return (s.swiglu ? 3 : 2) * s.tokens() * s.ffn / s.tp * kBf16; }
+
+/// Residual add and RMSNorm on the sequence-parallel shard: read twice, write twice.
+int64_t norm_bytes(const LayerShape& s) { return 4 * s.tokens() / s.tp * s.hidden * kBf16; }
+
+std::vector<LayerOp> forward(const LayerShape& s) {
+  const auto g = forward_gemms(s);
+  const bool tp = s.tp > 1;
+  std::vector<LayerOp> ops;
+  ops.push_back(memory_op("norm_attn", norm_bytes(s)));
+  if (tp) ops.push_back(tp_op(LayerOpKind::TpAllGather, "tp_ag_attn", s));
+  ops.push_back(gemm_op(g[0].name, g[0].m, g[0].n, g[0].k));
+  ops.push_back({LayerOpKind::Attention, "attention", {}, attention(s, false), {}});
+  ops.push_back(gemm_op(g[1].name, g[1].m, g[1].n, g[1].k));
+  if (tp) ops.push_back(tp_op(LayerOpKind::TpReduceScatter, "tp_rs_attn", s));
+  ops.push_back(memory_op("norm_mlp", norm_bytes(s)));
+  if (tp) ops.push_back(tp_op(LayerOpKind::TpAllGather, "tp_ag_mlp", s));
+  ops.push_back(gemm_op(g[2].name, g[2].m, g[2].n, g[2].k));
+  ops.push_back(memory_op("activation", activation_bytes(s)));
+  ops.push_back(gemm_op(g[3].name, g[3].m, g[3].n, g[3].k));
+  if (tp) ops.push_back(tp_op(LayerOpKind::TpReduceScatter, "tp_rs_mlp", s));
+  return ops;
+}
+
+/// Input gradients: the forward in reverse, each GEMM as its dgrad (m, k, n), each TP
+/// collective as its dual.
+std::vector<LayerOp> input_grad(const LayerShape& s) {
+  const auto g = forward_gemms(s);
+  const bool tp = s.tp > 1;
+  std::vector<LayerOp> ops;
+  if (tp) ops.push_back(tp_op(LayerOpKind::TpAllGather, "tp_ag_mlp_grad", s));
+  ops.push_back(gemm_op("down_dgrad", g[3].m, g[3].k, g[3].n));
+  ops.push_back(memory_op("activation_grad", activation_bytes(s) * 2));
+  ops.push_back(gemm_op("gate_up_dgrad", g[2].m, g[2].k, g[2].n));
+  if (tp) ops.push_back(tp_op(LayerOpKind::TpReduceScatter, "tp_rs_mlp_grad", s));
+  ops.push_back(memory_op("norm_mlp_grad", norm_bytes(s)));
+  if (tp) ops.push_back(tp_op(LayerOpKind::TpAllGather, "tp_ag_attn_grad", s));
+  ops.push_back(gemm_op("o_proj_dgrad", g[1].m, g[1].k, g[1].n));
+  ops.push_back({LayerOpKind::Attention, "attention_grad", {}, attention(s, true), {}});
+  ops.push_back(gemm_op("qkv_dgrad", g[0].m, g[0].k, g[0].n));
+  if (tp) ops.push_back(tp_op(LayerOpKind::TpReduceScatter, "tp_rs_attn_grad", s));
+  ops.push_back(memory_op("norm_attn_grad", norm_bytes(s)));
+  return ops;
+}
+
+/// Weight gradients: dW[k, n] = A^T[k, m] x dC[m, n] for every forward GEMM.
+std::vector<LayerOp> weight_grad(const LayerShape& s) {
+  std::vector<LayerOp> ops;
+  const auto g = forward_gemms(s);
+  constexpr std::string_view kNames[] = {"qkv_wgrad", "o_proj_wgrad", "gate_up_wgrad", "down_wgrad"};
+  for (size_t i = g.size(); i-- > 0;) ops.push_back(gemm_op(kNames[i], g[i].k, g[i].n, g[i].m));
+  return ops;
+}
+
+}  // namespace
+
+LayerShape layer_shape(const ClusterJob& job) {
+  const ResolvedModel& m = job.model;
+  return {job.training.micro_batch_size, job.training.seq_len, job.parallel.tp, m.hidden, m.heads, m.kv_heads,
+          m.ffn_hidden, m.activation == "swiglu"};
+}
+
+std::vector<LayerOp> layer_ops(const LayerShape& s, Pass pass, std::string_view recompute) {
+  switch (pass) {
+    case Pass::Forward: return forward(s);
+    case Pass::WeightGrad: return weight_grad(s);
+    case Pass::InputGrad: {
+      std::vector<LayerOp> ops;
+      if (recompute == "full") ops = forward(s);
+      if (recompute == "selective") ops.push_back({LayerOpKind::Attention, "attention_recompute", {}, attention(s, false), {}});
+      for (LayerOp& op : input_grad(s)) ops.push_back(op);
+      return ops;
+    }
+  }
+  return {};
+}
+
+std::vector<LayerOp> embedding_ops(const LayerShape& s, Pass pass) {
+  const int64_t bytes = 2 * s.tokens() / s.tp * s.hidden * kBf16;
+  if (pass == Pass::Forward) return {memory_op("embedding", bytes)};
+  if (pass == Pass::WeightGrad) return {memory_op("embedding_grad", 2 * bytes)};
+  return {};
+}
+
+std::vector<LayerOp> head_ops(const LayerShape& s, int64_t vocab, Pass pass) {
+  const int64_t T = s.tokens();
+  const int64_t v = vocab / s.tp;
+  const int64_t logits = T * v * kBf16;
+  const bool tp = s.tp > 1;
+  std::vector<LayerOp> ops;
+  switch (pass) {
+    case Pass::Forward:
+      ops.push_back(memory_op("final_norm", norm_bytes(s)));
+      if (tp) ops.push_back(tp_op(LayerOpKind::TpAllGather, "tp_ag_head", s));
+      ops.push_back(gemm_op("lm_head", T, v, s.hidden));
+      ops.push_back(memory_op("cross_entropy", 3 * logits));
+      break;
+    case Pass::InputGrad:
+      ops.push_back(memory_op("cross_entropy_grad", 2 * logits));
+      ops.push_back(gemm_op("lm_head_dgrad", T, s.hidden, v));
+      if (tp) ops.push_back(tp_op(LayerOpKind::TpReduceScatter, "tp_rs_head_grad", s));
+      break;
+    case Pass::WeightGrad: ops.push_back(gemm_op("lm_head_wgrad", s.hidden, v, T)); break;
+  }
+  return ops;
+}
+
+int64_t layer_params(const ResolvedModel& m) {
+  const int64_t h = m.hidden;
+  const int64_t kv = static_cast<int64_t>(m.kv_heads) * (h / m.heads);
+  const int64_t mlp = (m.activation == "swiglu" ? 3 : 2) * h * static_cast<int64_t>(m.ffn_hidden);
+  return 2 * h * h + 2 * h * kv + mlp;
+}
+
+double model_flops_per_iteration(const ResolvedModel& m, int64_t seq, int64_t sequences) {
+  // Megatron-LM num_floating_point_operations: 3 (fwd + dgrad + wgrad) x 2 (FMA) x matmul MACs,
+  // causal attention as half (algorithms.md 2.6).
+  const double T = static_cast<double>(seq) * static_cast<double>(sequences);
+  const double h = m.hidden;
+  const double q = h;
+  const double k = static_cast<double>(m.kv_heads) * (h / m.heads);
+  const double linear = 6 * T * (h * (q + 2 * k) + q * h);
+  const double core = 6 * q * static_cast<double>(seq) * static_cast<double>(seq) * static_cast<double>(sequences);
+  const double mlp = (m.activation == "swiglu" ? 18 : 12) * T * h * m.ffn_hidden;
+  const double logits = 6 * T * h * m.vocab;
+  return m.layers * (linear + core + mlp) + logits;
+}
+
+}  // namespace bubblesim::sim

@@ -1,0 +1,57 @@
+// What one Llama-style transformer layer computes on one tensor-parallel rank (Megatron-LM with
+// sequence parallelism): its GEMMs, attention, memory-bound ops and TP collectives, for the
+// forward, input-gradient and weight-gradient passes, with shapes and model FLOPs
+// (algorithms.md 2.6). Plus the embedding and LM-head work of the first and last stages.
+// Not a scheduler: sim/sched/training.hpp places these ops on streams and devices.
+#pragma once
+
+#include <string_view>
+#include <vector>
+
+#include "sim/model/compute.hpp"
+#include "sim/scenario/cluster_job.hpp"
+
+namespace bubblesim::sim {
+
+enum class Pass : uint8_t { Forward, InputGrad, WeightGrad };
+
+enum class LayerOpKind : uint8_t { Gemm, Attention, Memory, TpAllGather, TpReduceScatter };
+
+struct LayerOp {
+  LayerOpKind kind;
+  std::string_view name;
+  GemmShape gemm{};       // Gemm
+  AttentionShape attn{};  // Attention
+  Bytes bytes;            // Memory: HBM traffic; Tp*: nccl-tests size (whole gathered tensor)
+};
+
+/// The sizes one tensor-parallel rank works with.
+struct LayerShape {
+  int64_t batch;    // sequences per microbatch
+  int64_t seq;      // tokens per sequence
+  int64_t tp;
+  int64_t hidden, heads, kv_heads, ffn;
+  bool swiglu;
+  int64_t tokens() const { return batch * seq; }
+  int64_t head_dim() const { return hidden / heads; }
+};
+
+LayerShape layer_shape(const ClusterJob& job);
+
+/// The ops of one layer for one pass, in execution order. `recompute` "full" puts the forward
+/// again in front of the input-gradient pass, "selective" the attention forward only.
+std::vector<LayerOp> layer_ops(const LayerShape& s, Pass pass, std::string_view recompute = "none");
+
+/// Embedding (first stage) and LM head with the loss (last stage) for one pass.
+std::vector<LayerOp> embedding_ops(const LayerShape& s, Pass pass);
+std::vector<LayerOp> head_ops(const LayerShape& s, int64_t vocab, Pass pass);
+
+/// Model FLOPs of one iteration as Megatron-LM counts them today (matmul FLOPs, 3x forward for
+/// forward + backward, causal attention counted as half, logits included, no recompute), for
+/// `sequences` sequences of the job's model and length.
+double model_flops_per_iteration(const ResolvedModel& m, int64_t seq, int64_t sequences);
+
+/// Parameters of one transformer layer (GQA, SwiGLU or GELU MLP; norms ignored).
+int64_t layer_params(const ResolvedModel& m);
+
+}  // namespace bubblesim::sim
