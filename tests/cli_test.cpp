@@ -115,8 +115,8 @@ TEST_CASE("cluster scenarios are checked but not yet simulated, and say so", "[c
   const fs::path f = temp("cluster.yaml");
   std::ofstream(f) << "cluster: {gpu: a800-sxm4-80gb, nodes: 1, gpus_per_node: 8}\nmodel: {preset: llama3-8b}\n"
                       "training: {seq_len: 8K}\nparallel: {ulysses: 8}\n";
-  expect_input_error("run " + f.string(), "passes every check");
-  expect_input_error("run scenarios/cluster/usp-llama3-8b-2x8-a800-208k.yaml", "simulates only pipeline_only");
+  expect_input_error("run " + f.string(), "passes every check, but sequence parallelism");
+  expect_input_error("run scenarios/cluster/usp-llama3-8b-2x8-a800-208k.yaml", "is not simulated in this version");
   expect_input_error("run scenarios/cluster/usp-llama3-8b-2x8-a800-208k.yaml --set parallel.ring=4",
                      "= 32 but the cluster has 2 x 8 = 16 GPUs");
 }
@@ -301,4 +301,26 @@ TEST_CASE("bubblesim collective refuses bad sizes, groups and ranks", "[cli][col
   expect_input_error(s + " --group intra --ranks 9", "9 ranks do not fit");
   expect_input_error(s + " --op broadcast", "valid: all-reduce");
   expect_input_error(s + " --op all-gather --algo two-level", "all-reduce only");
+}
+
+TEST_CASE("a cluster scenario runs end to end with the v1 JSON keys", "[cli][cluster]") {
+  const Result r = cli("run scenarios/cluster/llama2-7b-8xa100-tp2-pp2-dp2.yaml --format json");
+  REQUIRE(r.code == 0);
+  const json j = json::parse(r.out);
+  for (const char* key : {"scenario", "iteration_time_s", "tokens_per_s", "tflops_per_gpu", "mfu", "idle_fraction",
+                          "bubble_fraction", "peak_memory_bytes", "devices", "fits"}) {
+    CHECK(j.contains(key));
+  }
+  CHECK(j["devices"].size() == 2);  // one representative per pipeline stage
+  CHECK(j["tokens_per_s"].get<double>() == Approx(16.0 * 4096 / j["iteration_time_s"].get<double>()));
+  CHECK(j["mfu"].get<double>() > 0.3);
+  CHECK(j["mfu"].get<double>() < 0.8);
+  CHECK(j["fits"] == true);
+  // GPipe keeps every microbatch's activations: it does not fit, and says by how much.
+  const Result g = cli("run scenarios/cluster/llama2-7b-8xa100-tp2-pp2-dp2.yaml --format json "
+                       "--set parallel.schedule=gpipe --set training.global_batch_size=64");
+  REQUIRE(g.code == 0);
+  const json jg = json::parse(g.out);
+  CHECK(jg["fits"] == false);
+  CHECK(jg["over_memory_bytes"].get<double>() > 0);
 }

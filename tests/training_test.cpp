@@ -1,0 +1,104 @@
+// The transformer workload (FLOPs of algorithms.md 5.5) and the training Program built from it.
+#include <catch2/catch.hpp>
+
+#include "sim/exec/executor.hpp"
+#include "sim/ir/validate.hpp"
+#include "sim/model/network.hpp"
+#include "sim/sched/training.hpp"
+#include "sim/workload/transformer.hpp"
+
+using namespace bubblesim;
+using namespace bubblesim::sim;
+
+namespace {
+
+double gemm_flops(const std::vector<LayerOp>& ops) {
+  double f = 0;
+  for (const LayerOp& op : ops) {
+    if (op.kind == LayerOpKind::Gemm) f += 2.0 * op.gemm.m * op.gemm.n * op.gemm.k * op.gemm.batch;
+  }
+  return f;
+}
+
+const LayerShape kLlama3Layer{1, 8192, 1, 4096, 32, 8, 14336, true};
+
+ResolvedModel llama3_8b() { return {"llama3-8b", 32, 4096, 32, 8, 14336, 128256, "swiglu", false}; }
+
+ClusterJob job(int nodes, int tp, int pp, int dp, const char* schedule, int zero, int batch) {
+  const std::string text = "cluster: {gpu: h100-sxm5-80gb, nodes: " + std::to_string(nodes) +
+                           ", gpus_per_node: 8}\nmodel: {preset: llama3-8b}\ntraining: {seq_len: 4096, "
+                           "global_batch_size: " + std::to_string(batch) + "}\nparallel: {tp: " + std::to_string(tp) +
+                           ", pp: " + std::to_string(pp) + ", dp: " + std::to_string(dp) + ", schedule: " + schedule +
+                           ", zero: " + std::to_string(zero) + "}\n";
+  return plan_cluster(parse_scenario(text, "t.yaml"));
+}
+
+}  // namespace
+
+TEST_CASE("a Llama-3-8B layer's forward GEMMs are the FLOPs of algorithms.md 5.5", "[workload]") {
+  CHECK(gemm_flops(layer_ops(kLlama3Layer, Pass::Forward)) == Approx(3'573'412'790'272.0).epsilon(1e-15));
+  // Backward GEMMs (dgrad + wgrad) are twice the forward.
+  CHECK(gemm_flops(layer_ops(kLlama3Layer, Pass::InputGrad)) + gemm_flops(layer_ops(kLlama3Layer, Pass::WeightGrad)) ==
+        Approx(2 * 3'573'412'790'272.0).epsilon(1e-15));
+  // Megatron's per-layer fwd+bwd total (5.5): the difference of a two- and a one-layer model.
+  ResolvedModel m = llama3_8b();
+  m.layers = 2;
+  const double two = model_flops_per_iteration(m, 8192, 1);
+  m.layers = 1;
+  CHECK(two - model_flops_per_iteration(m, 8192, 1) == Approx(12'369'505'812'480.0).epsilon(1e-15));
+  CHECK(layer_params(llama3_8b()) == 218'103'808);
+}
+
+TEST_CASE("tensor parallelism splits every GEMM's work evenly and adds its collectives", "[workload]") {
+  LayerShape tp4 = kLlama3Layer;
+  tp4.tp = 4;
+  CHECK(4 * gemm_flops(layer_ops(tp4, Pass::Forward)) == Approx(gemm_flops(layer_ops(kLlama3Layer, Pass::Forward))));
+  size_t collectives = 0;
+  for (const LayerOp& op : layer_ops(tp4, Pass::Forward)) {
+    collectives += op.kind == LayerOpKind::TpAllGather || op.kind == LayerOpKind::TpReduceScatter;
+  }
+  CHECK(collectives == 4);  // Megatron-SP: 2 all-gathers and 2 reduce-scatters per layer
+  size_t recompute = layer_ops(tp4, Pass::InputGrad, "full").size() - layer_ops(tp4, Pass::InputGrad).size();
+  CHECK(recompute == layer_ops(tp4, Pass::Forward).size());
+}
+
+TEST_CASE("every schedule builds a valid training Program that runs to the end", "[training]") {
+  for (const char* schedule : {"gpipe", "1f1b", "zb-h1", "zb-v", "dualpipe", "dualpipe-v"}) {
+    INFO(schedule);
+    const ClusterJob j = job(2, 2, 4, 2, schedule, 1, 16);
+    const Topology topo(j.cluster);
+    const RooflineCompute compute(*j.cluster.gpu);
+    const TrainingPlan plan = build_training(j, topo, compute);
+    REQUIRE(validate(plan.program).empty());
+    CHECK(plan.program.devices().size() == 4);
+    FlowNetwork net(topo);
+    const Trace t = simulate(plan.program, GivenTimes{}, &net);
+    CHECK(t.makespan > Time::zero());
+    CHECK(plan.tokens == 16 * 4096);
+  }
+}
+
+TEST_CASE("ZeRO-3 gathers parameters before every pass; ZeRO-1 only after the optimizer", "[training]") {
+  auto dp_ops = [](int zero) {
+    const ClusterJob j = job(2, 2, 2, 4, "1f1b", zero, 16);
+    const Topology topo(j.cluster);
+    const RooflineCompute compute(*j.cluster.gpu);
+    const TrainingPlan plan = build_training(j, topo, compute);
+    size_t n = 0;
+    for (const Stream& s : plan.program.streams()) n += s.name == "dp" ? s.ops.size() : 0;
+    return std::make_pair(n, plan.memory[0]);
+  };
+  // 2 stages x 16 layers: a reduce-scatter bucket per layer (dp - 1 = 3 ring steps), then one
+  // parameter all-gather per stage after the optimizer.
+  const auto [ops1, mem1] = dp_ops(1);
+  CHECK(ops1 == 2 * (16 * 3 + 3));
+  // ZeRO-3 adds an all-gather of the stage's parameters before each of 2 passes x 4 microbatches.
+  const auto [ops3, mem3] = dp_ops(3);
+  CHECK(ops3 == ops1 + 2 * 2 * 4 * 3);
+  CHECK(mem3.params == Approx(mem1.params / 4));     // parameters sharded over dp = 4
+  CHECK(mem3.optimizer == Approx(mem1.optimizer));    // both shard the optimizer states
+  // ZeRO-0: an all-reduce per layer bucket (2 (dp - 1) = 6 steps), nothing after the optimizer.
+  const auto [ops0, mem0] = dp_ops(0);
+  CHECK(mem0.optimizer == Approx(4 * mem1.optimizer));
+  CHECK(ops0 == 2 * 16 * 6);
+}
