@@ -181,3 +181,23 @@ TEST_CASE("a collective simulated on one representative GPU takes the time of th
   CHECK(simulate(p, GivenTimes{}, &net).makespan.seconds() == Approx(full).epsilon(1e-12));
   CHECK(p.num_ops() == 7 + 2 + 7);  // intra RS, inter all-reduce, intra AG steps of GPU 0
 }
+
+TEST_CASE("fused ring steps take the step-wise time when the ring has its links to itself", "[network][collective]") {
+  const Topology t(cluster(1, 8, 100, 50, 5));
+  for (CollectiveOp op : {CollectiveOp::AllReduce, CollectiveOp::AllGather, CollectiveOp::ReduceScatter}) {
+    Program p;
+    CollectiveSpec spec{op, CollectiveAlgo::Ring, Bytes{kS}, {}, {}, {}};
+    spec.fuse_steps = true;
+    for (int g = 0; g < 8; ++g) {
+      spec.gpus.push_back(g);
+      spec.streams.push_back(p.add_stream(p.add_device("d"), StreamKind::Comm, "comm"));
+    }
+    expand_collective(p, spec);
+    p.finalize();
+    CHECK(p.groups().size() == 1);
+    FlowNetwork net(t);
+    INFO(to_string(op));
+    CHECK(simulate(p, GivenTimes{}, &net).makespan.seconds() ==
+          Approx(flow_time(t, op, CollectiveAlgo::Ring, kS, first(8))).epsilon(1e-9));
+  }
+}

@@ -93,6 +93,7 @@ struct Transfer {
   int32_t from_gpu;
   int32_t to_gpu;
   Bytes bytes;
+  int32_t hops = 1;  // the route's latency is paid this many times (fused ring steps)
 };
 
 /// A rendezvous: all member ops start together once every member has been issued on its

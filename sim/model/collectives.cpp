@@ -33,14 +33,16 @@ class Expander {
 
   /// One step over `members` (indices into the spec's ranks): member i sends `bytes` to
   /// member (i + shift) mod size.
-  void step(const std::vector<size_t>& members, int64_t bytes, size_t shift) {
+  void step(const std::vector<size_t>& members, int64_t bytes, size_t shift, int32_t hops = 1) {
     std::vector<OpId> ops;
     std::vector<Transfer> transfers;
     const size_t n = members.size();
     for (size_t i = 0; i < n; ++i) {
       const size_t r = members[i];
-      transfers.push_back({s_.gpus[r], s_.gpus[members[(i + shift) % n]], Bytes{bytes}});
-      for (const auto& twin : s_.twins) transfers.push_back({twin[r], twin[members[(i + shift) % n]], Bytes{bytes}});
+      transfers.push_back({s_.gpus[r], s_.gpus[members[(i + shift) % n]], Bytes{bytes}, hops});
+      for (const auto& twin : s_.twins) {
+        transfers.push_back({twin[r], twin[members[(i + shift) % n]], Bytes{bytes}, hops});
+      }
       if (s_.streams[r] == kNone) continue;  // a twin the Program does not simulate
       Op op;
       op.kind = OpKind::Collective;
@@ -57,6 +59,11 @@ class Expander {
 
   /// `steps` ring steps of `bytes` each over `members`.
   void ring(const std::vector<size_t>& members, int64_t bytes, int steps) {
+    if (steps <= 0) return;
+    if (s_.fuse_steps) {
+      step(members, bytes * steps, 1, steps);
+      return;
+    }
     for (int k = 0; k < steps; ++k) step(members, bytes, 1);
   }
 

@@ -43,6 +43,9 @@ struct CollectiveSpec {
   /// Rings of other GPUs running the same collective at the same time (e.g. the other
   /// tensor-parallel ranks' data-parallel rings): their transfers ride on each step's group.
   std::vector<std::vector<int32_t>> twins;
+  /// Fuse a ring's steps into one group whose transfers carry every step's bytes and latency:
+  /// exact when the ring's links carry nothing else, and far fewer events (training Programs).
+  bool fuse_steps = false;
 };
 
 /// Appends the collective's steps (one group per step and per ring) and returns, per position,

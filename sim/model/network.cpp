@@ -39,6 +39,7 @@ void FlowNetwork::start(const Program& p, GroupId g, Time now) {
     const auto& route = topo_.route(a, b);
     Time latency;
     for (LinkId l : route) latency += topo_.link(l).latency;
+    latency = latency * t.hops;
     if (t.bytes.value <= 0) {
       tails_.push_back({now + latency, g});
       continue;

@@ -122,6 +122,7 @@ class Builder {
       const auto ring = tp_ring(0, static_cast<int32_t>(d));
       CollectiveSpec spec{op.kind == LayerOpKind::TpAllGather ? CollectiveOp::AllGather : CollectiveOp::ReduceScatter,
                           CollectiveAlgo::Ring, op.bytes, ring, {}, {}, {}};
+      spec.fuse_steps = true;
       spec.streams.assign(ring.size(), kNone);
       spec.streams[0] = compute_stream_[d];
       return expand_collective(p_, spec)[0];
@@ -250,6 +251,7 @@ class Builder {
 
   OpId dp_collective(DeviceId d, CollectiveOp op, int64_t bytes, OpId after) {
     CollectiveSpec spec{op, CollectiveAlgo::Ring, Bytes{bytes}, dp_ring(0, static_cast<int32_t>(d)), {}, {}, {}};
+    spec.fuse_steps = true;
     spec.streams.assign(spec.gpus.size(), kNone);
     spec.streams[0] = dp_stream_[d];
     for (int32_t t = 1; t < job_.parallel.tp; ++t) spec.twins.push_back(dp_ring(t, static_cast<int32_t>(d)));
@@ -265,6 +267,7 @@ class Builder {
     const int64_t bytes = stage_params(st) / job_.parallel.tp * kParamBytes;
     CollectiveSpec spec{CollectiveOp::AllGather, CollectiveAlgo::Ring, Bytes{bytes}, dp_ring(0, static_cast<int32_t>(d)),
                         {}, {}, {}};
+    spec.fuse_steps = true;
     spec.streams.assign(spec.gpus.size(), kNone);
     spec.streams[0] = dp_stream_[d];
     for (int32_t t = 1; t < job_.parallel.tp; ++t) spec.twins.push_back(dp_ring(t, static_cast<int32_t>(d)));
