@@ -48,6 +48,7 @@ void close_output(std::ofstream& f, const std::string& path, const char* option)
 
 void run_cluster(const Scenario& sc, const RunOptions& opt, std::ostream& out, std::ostream& err) {
   Stopwatch clock;
+  parse_flops_accounting(opt.flops_accounting);  // a bad name fails before the run
   const ClusterJob job = plan_cluster(sc);
   for (const char* key : {"parallel.ulysses", "parallel.ring"}) {
     const int32_t degree = std::string(key) == "parallel.ulysses" ? job.parallel.ulysses : job.parallel.ring;
@@ -67,7 +68,7 @@ void run_cluster(const Scenario& sc, const RunOptions& opt, std::ostream& out, s
   FlowNetwork network(topo);
   const Trace trace = simulate(plan.program, GivenTimes{}, &network);
   const double t_sim = clock.lap();
-  const ClusterResult result = make_cluster_result(sc, job, plan, trace);
+  const ClusterResult result = make_cluster_result(sc, job, plan, trace, parse_flops_accounting(opt.flops_accounting));
   if (opt.format == "json") {
     out << to_json(result).dump(2) << "\n";
   } else if (opt.format == "csv") {

@@ -17,6 +17,7 @@ struct RunOptions {
   std::string trace_path;
   std::string gantt_path;
   bool timing = false;
+  std::string flops_accounting = "megatron";
 };
 
 /// Loads, plans, simulates and reports one scenario. Throws InputError on bad input and

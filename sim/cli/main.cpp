@@ -21,6 +21,7 @@ constexpr int kExitDeadlock = 3;
 const char* kUsage =
     "usage: bubblesim run SCENARIO [--set key.path=value ...] [--format text|json|csv]\n"
     "                              [--trace out.json] [--gantt out.svg] [--timing]\n"
+    "                              [--flops-accounting megatron|noncausal|megatron-sc21]\n"
     "       bubblesim collective SCENARIO --op all-reduce|all-gather|reduce-scatter|all-to-all|sendrecv\n"
     "                            [--ranks N] [--group intra|inter|all] [--sizes 8B:8GB]\n"
     "                            [--algo ring|two-level] [--mode flow|analytic] [--format text|csv]\n"
@@ -58,6 +59,8 @@ int run_command(const std::vector<std::string>& args) {
       "trace", po::value<std::string>(), "write a Chrome/Perfetto trace")(
       "gantt", po::value<std::string>(), "write an SVG Gantt chart")(
       "timing", "print phase timings and peak memory of bubblesim itself to stderr")(
+      "flops-accounting", po::value<std::string>()->default_value("megatron"),
+      "megatron | noncausal | megatron-sc21 (how TFLOPS and MFU count model FLOPs)")(
       "db", po::value<std::string>(), "store the run in a SQLite database (not in this version)")(
       "calibration", po::value<std::string>(), "use a calibration profile (not in this version)");
   po::positional_options_description pos;
@@ -79,6 +82,7 @@ int run_command(const std::vector<std::string>& args) {
   if (vm.count("trace")) ro.trace_path = vm["trace"].as<std::string>();
   if (vm.count("gantt")) ro.gantt_path = vm["gantt"].as<std::string>();
   ro.timing = vm.count("timing") > 0;
+  ro.flops_accounting = vm["flops-accounting"].as<std::string>();
   run_scenario(ro, std::cout, std::cerr);
   return kExitOk;
 }

@@ -18,8 +18,10 @@ std::string fmt(const char* f, double x) {
 
 }  // namespace
 
-ClusterResult make_cluster_result(const Scenario& sc, const ClusterJob& job, const TrainingPlan& plan, const Trace& t) {
+ClusterResult make_cluster_result(const Scenario& sc, const ClusterJob& job, const TrainingPlan& plan, const Trace& t,
+                                  FlopsAccounting accounting) {
   ClusterResult r;
+  r.accounting = accounting;
   r.scenario = &sc;
   r.job = &job;
   r.plan = &plan;
@@ -28,7 +30,9 @@ ClusterResult make_cluster_result(const Scenario& sc, const ClusterJob& job, con
   r.iteration_s = t.makespan.seconds();
   const double world = job.cluster.world();
   r.tokens_per_s = r.iteration_s > 0 ? static_cast<double>(plan.tokens) / r.iteration_s : 0;
-  r.tflops_per_gpu = r.iteration_s > 0 ? plan.model_flops / r.iteration_s / world / 1e12 : 0;
+  const double flops = model_flops_per_iteration(job.model, job.training.seq_len, job.training.global_batch_size,
+                                                 accounting, job.training.recompute == "full");
+  r.tflops_per_gpu = r.iteration_s > 0 ? flops / r.iteration_s / world / 1e12 : 0;
   r.mfu = r.tflops_per_gpu * 1e12 / job.cluster.gpu->bf16_flops.value;
   r.gpu_memory_bytes = job.cluster.gpu->hbm_bytes.value;
   for (size_t d = 0; d < r.metrics.devices.size(); ++d) {
@@ -62,8 +66,8 @@ void write_text(std::ostream& out, const ClusterResult& r) {
   }
   const double peak = *std::max_element(r.peak_memory_bytes.begin(), r.peak_memory_bytes.end());
   out << "\niteration time " << fmt("%.4f", r.iteration_s) << " s; " << fmt("%.0f", r.tokens_per_s) << " tokens/s; "
-      << fmt("%.1f", r.tflops_per_gpu) << " TFLOPS/GPU; MFU " << fmt("%.3f", r.mfu)
-      << " (model FLOPs as Megatron-LM counts them: matmuls, causal attention as half, no recompute)\n";
+      << fmt("%.1f", r.tflops_per_gpu) << " TFLOPS/GPU; MFU " << fmt("%.3f", r.mfu) << " (FLOPs: "
+      << describe(r.accounting) << ")\n";
   out << "bubble fraction (idle / iteration, mean over stages) " << fmt("%.3f", r.metrics.idle_fraction) << "\n";
   out << "peak memory " << fmt("%.2f", peak / kGB) << " GB of " << fmt("%.2f", r.gpu_memory_bytes / kGB) << " GB: "
       << (peak <= r.gpu_memory_bytes ? "fits" : "DOES NOT FIT, over by " + fmt("%.2f", (peak - r.gpu_memory_bytes) / kGB) + " GB")
@@ -105,7 +109,7 @@ nlohmann::json to_json(const ClusterResult& r) {
           {"fits", peak <= r.gpu_memory_bytes},
           {"over_memory_bytes", std::max(0.0, peak - r.gpu_memory_bytes)},
           {"gpu_memory_bytes", r.gpu_memory_bytes},
-          {"flops_accounting", "megatron: matmul FLOPs, causal attention as half, no recompute"},
+          {"flops_accounting", describe(r.accounting)},
           {"time_unit", "s"},
           {"simulated_devices", "one representative GPU per pipeline stage"},
           {"notes", r.plan->notes},

@@ -12,6 +12,7 @@
 #include "sim/scenario/cluster_job.hpp"
 #include "sim/scenario/scenario.hpp"
 #include "sim/sched/training.hpp"
+#include "sim/workload/transformer.hpp"
 
 namespace bubblesim::sim {
 
@@ -27,9 +28,11 @@ struct ClusterResult {
   double mfu = 0;
   std::vector<double> peak_memory_bytes;  // per simulated device
   double gpu_memory_bytes = 0;
+  FlopsAccounting accounting = FlopsAccounting::Megatron;
 };
 
-ClusterResult make_cluster_result(const Scenario& sc, const ClusterJob& job, const TrainingPlan& plan, const Trace& t);
+ClusterResult make_cluster_result(const Scenario& sc, const ClusterJob& job, const TrainingPlan& plan, const Trace& t,
+                                  FlopsAccounting accounting = FlopsAccounting::Megatron);
 void write_text(std::ostream& out, const ClusterResult& r);
 nlohmann::json to_json(const ClusterResult& r);
 void write_csv(std::ostream& out, const ClusterResult& r);

@@ -67,6 +67,9 @@ const std::vector<KeySpec>& key_table() {
       {"training.global_batch_size", Type::Int, "sequences per iteration"},
       {"training.dtype", Type::String, "compute precision", {"bf16", "fp16", "fp32"}},
       {"training.recompute", Type::String, "activation recompute", {"none", "selective", "full"}},
+      {"training.attention_kernel", Type::String,
+       "flash (FlashAttention, default) or unfused (score matrices in memory, as Megatron-LM in 2021)",
+       {"flash", "unfused"}},
       {"parallel", Type::Map, "parallel degrees and the pipeline schedule"},
       {"parallel.dp", Type::Int, "data-parallel degree"},
       {"parallel.tp", Type::Int, "tensor-parallel degree"},
@@ -80,6 +83,8 @@ const std::vector<KeySpec>& key_table() {
       {"parallel.microbatch_group_size", Type::Int,
        "interleaved-1f1b: microbatches per group (Megatron microbatch_group_size_per_vp_stage); default p"},
       {"parallel.zero", Type::Int, "ZeRO stage 0..3"},
+      {"parallel.overlap_grad_reduce", Type::String,
+       "reduce gradients per layer bucket during the backward (true, default) or after it (false)", {"true", "false"}},
       {"parallel.partition", Type::IntList, "transformer layers per stage (per chunk), in model order"},
       {"parallel.placement", Type::StringList, "rank order, innermost first",
        {"tp", "ulysses", "ring", "dp", "pp"}},
@@ -393,6 +398,7 @@ void extract_parallel(const YAML::Node& n, const Loader& L, Scenario& sc) {
   if (n["microbatch_group_size"]) {
     ps.microbatch_group_size = L.positive(n["microbatch_group_size"], base + ".microbatch_group_size");
   }
+  if (n["overlap_grad_reduce"]) ps.overlap_grad_reduce = n["overlap_grad_reduce"].Scalar() == "true";
   if (n["zero"]) {
     ps.zero = L.as_int32(n["zero"], base + ".zero");
     if (ps.zero < 0 || ps.zero > 3) L.fail(n["zero"], base + ".zero", "ZeRO stage must be 0..3");
@@ -460,6 +466,7 @@ void extract_full(const YAML::Node& root, const Loader& L, Scenario& sc) {
     }
     if (t["dtype"]) ts.dtype = t["dtype"].Scalar();
     if (t["recompute"]) ts.recompute = t["recompute"].Scalar();
+    if (t["attention_kernel"]) ts.attention_kernel = t["attention_kernel"].Scalar();
     sc.training = ts;
   }
 }

@@ -47,6 +47,7 @@ struct TrainingSpec {
   int32_t global_batch_size = 1;
   std::string dtype = "bf16";
   std::string recompute = "none";
+  std::string attention_kernel = "flash";
 };
 
 struct ParallelSpec {
@@ -57,6 +58,7 @@ struct ParallelSpec {
   std::optional<int32_t> virtual_stages;
   std::optional<int32_t> microbatch_group_size;
   int32_t zero = 0;
+  bool overlap_grad_reduce = true;
   std::vector<int32_t> partition;
   std::vector<std::string> placement{"tp", "ulysses", "ring", "dp", "pp"};
 };

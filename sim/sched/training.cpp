@@ -240,7 +240,7 @@ class Builder {
 
   /// After a layer's weight gradients of the last microbatch: reduce them over data parallelism.
   void after_layer_grad(DeviceId d, Pass pass, const Label& label) {
-    if (pass != Pass::WeightGrad || !grad_sync_ || job_.parallel.dp == 1) return;
+    if (pass != Pass::WeightGrad || !grad_sync_ || job_.parallel.dp == 1 || !job_.parallel.overlap_grad_reduce) return;
     const int64_t bytes = layer_params(job_.model) / job_.parallel.tp * kGradBytes;
     const CollectiveOp op = job_.parallel.zero >= 1 ? CollectiveOp::ReduceScatter : CollectiveOp::AllReduce;
     dp_collective(d, op, bytes, last_compute(d));
@@ -324,6 +324,11 @@ class Builder {
     int64_t params = 0;
     for (size_t s = 0; s < graph_.size(); ++s) {
       if (graph_.device[s] == static_cast<int32_t>(d)) params += stage_params(stages_[s]) / job_.parallel.tp;
+    }
+    if (!job_.parallel.overlap_grad_reduce && job_.parallel.dp > 1) {
+      // All gradients at once after the backward (Megatron-LM before overlapped buckets).
+      const CollectiveOp op = job_.parallel.zero >= 1 ? CollectiveOp::ReduceScatter : CollectiveOp::AllReduce;
+      dp_collective(d, op, params * kGradBytes, last_compute(d));
     }
     const int64_t local = job_.parallel.zero >= 1 ? params / job_.parallel.dp : params;
     Op o;

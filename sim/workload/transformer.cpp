@@ -1,6 +1,9 @@
 #include "sim/workload/transformer.hpp"
 
 #include <algorithm>
+#include <string>
+
+#include "sim/core/error.hpp"
 
 namespace bubblesim::sim {
 namespace {
@@ -42,6 +45,30 @@ int64_t activation_bytes(const LayerShape& s) { return (s.swiglu ? 3 : 2) * s.to
 /// Residual add and RMSNorm on the sequence-parallel shard: read twice, write twice.
 int64_t norm_bytes(const LayerShape& s) { return 4 * s.tokens() / s.tp * s.hidden * kBf16; }
 
+/// Attention without FlashAttention (Megatron-LM 2021): per (sequence, local head) a QK^T GEMM,
+/// the scaled, masked softmax and dropout through memory over the s x s scores, and a PV GEMM.
+void unfused_attention(const LayerShape& s, bool backward, std::vector<LayerOp>& ops) {
+  const int64_t batch = s.batch * s.heads / s.tp;
+  const int64_t scores = batch * s.seq * s.seq * kBf16;
+  constexpr int64_t kSoftmaxPasses = 3;  // read scores, write probabilities, write dropout mask
+  LayerOp qk = gemm_op(backward ? "scores_grad" : "scores", s.seq, s.seq, s.head_dim());
+  LayerOp pv = gemm_op(backward ? "context_grad" : "context", s.seq, s.head_dim(), s.seq);
+  qk.gemm.batch = batch;
+  pv.gemm.batch = batch;
+  const int64_t passes = backward ? 2 : 1;  // a backward runs each GEMM twice (both operands)
+  for (int64_t i = 0; i < passes; ++i) ops.push_back(backward ? pv : qk);
+  ops.push_back(memory_op(backward ? "softmax_grad" : "softmax", kSoftmaxPasses * scores));
+  for (int64_t i = 0; i < passes; ++i) ops.push_back(backward ? qk : pv);
+}
+
+void attention_ops(const LayerShape& s, bool backward, std::vector<LayerOp>& ops) {
+  if (!s.flash_attention) {
+    unfused_attention(s, backward, ops);
+    return;
+  }
+  ops.push_back({LayerOpKind::Attention, backward ? "attention_grad" : "attention", {}, attention(s, backward), {}});
+}
+
 std::vector<LayerOp> forward(const LayerShape& s) {
   const auto g = forward_gemms(s);
   const bool tp = s.tp > 1;
@@ -49,7 +76,7 @@ std::vector<LayerOp> forward(const LayerShape& s) {
   ops.push_back(memory_op("norm_attn", norm_bytes(s)));
   if (tp) ops.push_back(tp_op(LayerOpKind::TpAllGather, "tp_ag_attn", s));
   ops.push_back(gemm_op(g[0].name, g[0].m, g[0].n, g[0].k));
-  ops.push_back({LayerOpKind::Attention, "attention", {}, attention(s, false), {}});
+  attention_ops(s, false, ops);
   ops.push_back(gemm_op(g[1].name, g[1].m, g[1].n, g[1].k));
   if (tp) ops.push_back(tp_op(LayerOpKind::TpReduceScatter, "tp_rs_attn", s));
   ops.push_back(memory_op("norm_mlp", norm_bytes(s)));
@@ -75,7 +102,7 @@ std::vector<LayerOp> input_grad(const LayerShape& s) {
   ops.push_back(memory_op("norm_mlp_grad", norm_bytes(s)));
   if (tp) ops.push_back(tp_op(LayerOpKind::TpAllGather, "tp_ag_attn_grad", s));
   ops.push_back(gemm_op("o_proj_dgrad", g[1].m, g[1].k, g[1].n));
-  ops.push_back({LayerOpKind::Attention, "attention_grad", {}, attention(s, true), {}});
+  attention_ops(s, true, ops);
   ops.push_back(gemm_op("qkv_dgrad", g[0].m, g[0].k, g[0].n));
   if (tp) ops.push_back(tp_op(LayerOpKind::TpReduceScatter, "tp_rs_attn_grad", s));
   ops.push_back(memory_op("norm_attn_grad", norm_bytes(s)));
@@ -96,7 +123,7 @@ std::vector<LayerOp> weight_grad(const LayerShape& s) {
 LayerShape layer_shape(const ClusterJob& job) {
   const ResolvedModel& m = job.model;
   return {job.training.micro_batch_size, job.training.seq_len, job.parallel.tp, m.hidden, m.heads, m.kv_heads,
-          m.ffn_hidden, m.activation == "swiglu"};
+          m.ffn_hidden, m.activation == "swiglu", job.training.attention_kernel == "flash"};
 }
 
 std::vector<LayerOp> layer_ops(const LayerShape& s, Pass pass, std::string_view recompute) {
@@ -106,7 +133,7 @@ std::vector<LayerOp> layer_ops(const LayerShape& s, Pass pass, std::string_view 
     case Pass::InputGrad: {
       std::vector<LayerOp> ops;
       if (recompute == "full") ops = forward(s);
-      if (recompute == "selective") ops.push_back({LayerOpKind::Attention, "attention_recompute", {}, attention(s, false), {}});
+      if (recompute == "selective") attention_ops(s, false, ops);
       for (LayerOp& op : input_grad(s)) ops.push_back(op);
       return ops;
     }
@@ -151,9 +178,27 @@ int64_t layer_params(const ResolvedModel& m) {
   return 2 * h * h + 2 * h * kv + mlp;
 }
 
-double model_flops_per_iteration(const ResolvedModel& m, int64_t seq, int64_t sequences) {
+FlopsAccounting parse_flops_accounting(std::string_view name) {
+  if (name == "megatron") return FlopsAccounting::Megatron;
+  if (name == "noncausal") return FlopsAccounting::NonCausal;
+  if (name == "megatron-sc21") return FlopsAccounting::MegatronSc21;
+  throw InputError("--flops-accounting: unknown convention \"" + std::string(name) +
+                   "\" (valid: megatron, noncausal, megatron-sc21)");
+}
+
+const char* describe(FlopsAccounting a) {
+  switch (a) {
+    case FlopsAccounting::Megatron: return "Megatron-LM today: matmul FLOPs, causal attention as half, no recompute";
+    case FlopsAccounting::NonCausal: return "matmul FLOPs with full (non-causal) attention, no recompute";
+    case FlopsAccounting::MegatronSc21: return "Megatron-LM SC21: non-causal attention, recompute forward counted";
+  }
+  return "?";
+}
+
+double model_flops_per_iteration(const ResolvedModel& m, int64_t seq, int64_t sequences, FlopsAccounting a,
+                                 bool full_recompute) {
   // Megatron-LM num_floating_point_operations: 3 (fwd + dgrad + wgrad) x 2 (FMA) x matmul MACs,
-  // causal attention as half (algorithms.md 2.6).
+  // causal attention as half (algorithms.md 2.6). Forward-only terms below are a third of these.
   const double T = static_cast<double>(seq) * static_cast<double>(sequences);
   const double h = m.hidden;
   const double q = h;
@@ -162,7 +207,15 @@ double model_flops_per_iteration(const ResolvedModel& m, int64_t seq, int64_t se
   const double core = 6 * q * static_cast<double>(seq) * static_cast<double>(seq) * static_cast<double>(sequences);
   const double mlp = (m.activation == "swiglu" ? 18 : 12) * T * h * m.ffn_hidden;
   const double logits = 6 * T * h * m.vocab;
-  return m.layers * (linear + core + mlp) + logits;
+  switch (a) {
+    case FlopsAccounting::Megatron: return m.layers * (linear + core + mlp) + logits;
+    case FlopsAccounting::NonCausal: return m.layers * (linear + 2 * core + mlp) + logits;
+    case FlopsAccounting::MegatronSc21: {
+      const double passes = full_recompute ? 4 : 3;  // forward, 2x backward, and the recompute
+      return m.layers * passes / 3 * (linear + 2 * core + mlp) + logits;
+    }
+  }
+  return 0;
 }
 
 }  // namespace bubblesim::sim

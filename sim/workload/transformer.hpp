@@ -32,6 +32,7 @@ struct LayerShape {
   int64_t tp;
   int64_t hidden, heads, kv_heads, ffn;
   bool swiglu;
+  bool flash_attention = true;  // false: QK^T and PV as batched GEMMs, softmax through memory
   int64_t tokens() const { return batch * seq; }
   int64_t head_dim() const { return hidden / heads; }
 };
@@ -46,10 +47,19 @@ std::vector<LayerOp> layer_ops(const LayerShape& s, Pass pass, std::string_view 
 std::vector<LayerOp> embedding_ops(const LayerShape& s, Pass pass);
 std::vector<LayerOp> head_ops(const LayerShape& s, int64_t vocab, Pass pass);
 
-/// Model FLOPs of one iteration as Megatron-LM counts them today (matmul FLOPs, 3x forward for
-/// forward + backward, causal attention counted as half, logits included, no recompute), for
-/// `sequences` sequences of the job's model and length.
-double model_flops_per_iteration(const ResolvedModel& m, int64_t seq, int64_t sequences);
+/// How model FLOPs are counted, to compare with a source on its own terms.
+enum class FlopsAccounting : uint8_t {
+  Megatron,      // Megatron-LM today: matmuls, 3x forward, causal attention as half, no recompute
+  NonCausal,     // the same with full (non-causal) attention, as PaLM-style MFU counts it
+  MegatronSc21,  // Megatron-LM SC21: non-causal attention and the recompute forward counted (4x)
+};
+FlopsAccounting parse_flops_accounting(std::string_view name);
+const char* describe(FlopsAccounting a);
+
+/// Model FLOPs of one iteration for `sequences` sequences of the model at length `seq`;
+/// `full_recompute` matters only for MegatronSc21.
+double model_flops_per_iteration(const ResolvedModel& m, int64_t seq, int64_t sequences,
+                                 FlopsAccounting a = FlopsAccounting::Megatron, bool full_recompute = false);
 
 /// Parameters of one transformer layer (GQA, SwiGLU or GELU MLP; norms ignored).
 int64_t layer_params(const ResolvedModel& m);
