@@ -55,7 +55,7 @@ void check_parallel(const Scenario& sc, const PipelineOnlySpec& po) {
     fail(sc, "parallel.partition", "in a pipeline_only scenario write the partition as pipeline_only.partition");
   }
   for (const char* key : {"parallel.zero", "parallel.placement", "parallel.ring_layout", "parallel.cp_mode",
-                          "parallel.overlap_grad_reduce"}) {
+                          "parallel.overlap_grad_reduce", "parallel.sequence_parallel"}) {
     if (given(sc, key)) fail(sc, key, "has no meaning in a pipeline_only scenario (fixed op times, one pipeline)");
   }
 }

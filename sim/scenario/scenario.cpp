@@ -83,6 +83,9 @@ const std::vector<KeySpec>& key_table() {
       {"parallel.microbatch_group_size", Type::Int,
        "interleaved-1f1b: microbatches per group (Megatron microbatch_group_size_per_vp_stage); default p"},
       {"parallel.zero", Type::Int, "ZeRO stage 0..3"},
+      {"parallel.sequence_parallel", Type::String,
+       "Megatron sequence parallelism with tp (true, default): all-gather / reduce-scatter and sharded norms; "
+       "false: all-reduces and norms on the whole sequence", {"true", "false"}},
       {"parallel.overlap_grad_reduce", Type::String,
        "reduce gradients per layer bucket during the backward (true, default) or after it (false)", {"true", "false"}},
       {"parallel.partition", Type::IntList, "transformer layers per stage (per chunk), in model order"},
@@ -399,6 +402,7 @@ void extract_parallel(const YAML::Node& n, const Loader& L, Scenario& sc) {
     ps.microbatch_group_size = L.positive(n["microbatch_group_size"], base + ".microbatch_group_size");
   }
   if (n["overlap_grad_reduce"]) ps.overlap_grad_reduce = n["overlap_grad_reduce"].Scalar() == "true";
+  if (n["sequence_parallel"]) ps.sequence_parallel = n["sequence_parallel"].Scalar() == "true";
   if (n["zero"]) {
     ps.zero = L.as_int32(n["zero"], base + ".zero");
     if (ps.zero < 0 || ps.zero > 3) L.fail(n["zero"], base + ".zero", "ZeRO stage must be 0..3");

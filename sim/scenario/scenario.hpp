@@ -59,6 +59,7 @@ struct ParallelSpec {
   std::optional<int32_t> microbatch_group_size;
   int32_t zero = 0;
   bool overlap_grad_reduce = true;
+  bool sequence_parallel = true;
   std::vector<int32_t> partition;
   std::vector<std::string> placement{"tp", "ulysses", "ring", "dp", "pp"};
 };

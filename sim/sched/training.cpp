@@ -118,10 +118,13 @@ class Builder {
 
   /// Appends one op of the workload to device d's compute stream; returns the last op added.
   OpId add(DeviceId d, const LayerOp& op, Label label) {
-    if (op.kind == LayerOpKind::TpAllGather || op.kind == LayerOpKind::TpReduceScatter) {
+    if (op.kind == LayerOpKind::TpAllGather || op.kind == LayerOpKind::TpReduceScatter ||
+        op.kind == LayerOpKind::TpAllReduce) {
       const auto ring = tp_ring(0, static_cast<int32_t>(d));
-      CollectiveSpec spec{op.kind == LayerOpKind::TpAllGather ? CollectiveOp::AllGather : CollectiveOp::ReduceScatter,
-                          CollectiveAlgo::Ring, op.bytes, ring, {}, {}, {}};
+      const CollectiveOp kind = op.kind == LayerOpKind::TpAllGather       ? CollectiveOp::AllGather
+                                : op.kind == LayerOpKind::TpReduceScatter ? CollectiveOp::ReduceScatter
+                                                                          : CollectiveOp::AllReduce;
+      CollectiveSpec spec{kind, CollectiveAlgo::Ring, op.bytes, ring, {}, {}, {}};
       spec.fuse_steps = true;
       spec.streams.assign(ring.size(), kNone);
       spec.streams[0] = compute_stream_[d];
@@ -171,7 +174,9 @@ class Builder {
     recv.label.microbatch = mb;
     const OpId id = p_.add_op(recv);
     const OpId members[] = {id};
-    const int64_t bytes = shape_.tokens() / shape_.tp * shape_.hidden * kBf16;  // sequence-parallel shard
+    // Each TP rank sends its sequence shard (or, without sequence parallelism, a 1/tp slice as
+    // Megatron's scatter/gather optimisation does).
+    const int64_t bytes = shape_.tokens() / shape_.tp * shape_.hidden * kBf16;
     const GroupId g = p_.add_group(GroupKind::Transfer, members, Bytes{bytes});
     std::vector<Transfer> transfers;
     const auto from_ring = tp_ring(0, src_rank);

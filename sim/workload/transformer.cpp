@@ -42,8 +42,22 @@ AttentionShape attention(const LayerShape& s, bool backward) {
 
 int64_t activation_bytes(const LayerShape& s) { return (s.swiglu ? 3 : 2) * s.tokens() * s.ffn / s.tp * kBf16; }
 
-/// Residual add and RMSNorm on the sequence-parallel shard: read twice, write twice.
-int64_t norm_bytes(const LayerShape& s) { return 4 * s.tokens() / s.tp * s.hidden * kBf16; }
+/// Residual add and norm: read twice, write twice; on the sequence shard with sequence
+/// parallelism, on the whole sequence (replicated on every TP rank) without.
+int64_t norm_bytes(const LayerShape& s) {
+  return 4 * s.tokens() / (s.sequence_parallel ? s.tp : 1) * s.hidden * kBf16;
+}
+
+/// Before a column-parallel GEMM: all-gather the sequence shards (sequence parallelism only).
+void gather(const LayerShape& s, std::string_view name, std::vector<LayerOp>& ops) {
+  if (s.tp > 1 && s.sequence_parallel) ops.push_back(tp_op(LayerOpKind::TpAllGather, name, s));
+}
+
+/// After a row-parallel GEMM: reduce-scatter to shards, or all-reduce without sequence parallelism.
+void reduce(const LayerShape& s, std::string_view name, std::vector<LayerOp>& ops) {
+  if (s.tp == 1) return;
+  ops.push_back(tp_op(s.sequence_parallel ? LayerOpKind::TpReduceScatter : LayerOpKind::TpAllReduce, name, s));
+}
 
 /// Attention without FlashAttention (Megatron-LM 2021): per (sequence, local head) a QK^T GEMM,
 /// the scaled, masked softmax and dropout through memory over the s x s scores, and a PV GEMM.
@@ -71,20 +85,19 @@ void attention_ops(const LayerShape& s, bool backward, std::vector<LayerOp>& ops
 
 std::vector<LayerOp> forward(const LayerShape& s) {
   const auto g = forward_gemms(s);
-  const bool tp = s.tp > 1;
   std::vector<LayerOp> ops;
   ops.push_back(memory_op("norm_attn", norm_bytes(s)));
-  if (tp) ops.push_back(tp_op(LayerOpKind::TpAllGather, "tp_ag_attn", s));
+  gather(s, "tp_ag_attn", ops);
   ops.push_back(gemm_op(g[0].name, g[0].m, g[0].n, g[0].k));
   attention_ops(s, false, ops);
   ops.push_back(gemm_op(g[1].name, g[1].m, g[1].n, g[1].k));
-  if (tp) ops.push_back(tp_op(LayerOpKind::TpReduceScatter, "tp_rs_attn", s));
+  reduce(s, "tp_rs_attn", ops);
   ops.push_back(memory_op("norm_mlp", norm_bytes(s)));
-  if (tp) ops.push_back(tp_op(LayerOpKind::TpAllGather, "tp_ag_mlp", s));
+  gather(s, "tp_ag_mlp", ops);
   ops.push_back(gemm_op(g[2].name, g[2].m, g[2].n, g[2].k));
   ops.push_back(memory_op("activation", activation_bytes(s)));
   ops.push_back(gemm_op(g[3].name, g[3].m, g[3].n, g[3].k));
-  if (tp) ops.push_back(tp_op(LayerOpKind::TpReduceScatter, "tp_rs_mlp", s));
+  reduce(s, "tp_rs_mlp", ops);
   return ops;
 }
 
@@ -92,19 +105,18 @@ std::vector<LayerOp> forward(const LayerShape& s) {
 /// collective as its dual.
 std::vector<LayerOp> input_grad(const LayerShape& s) {
   const auto g = forward_gemms(s);
-  const bool tp = s.tp > 1;
   std::vector<LayerOp> ops;
-  if (tp) ops.push_back(tp_op(LayerOpKind::TpAllGather, "tp_ag_mlp_grad", s));
+  gather(s, "tp_ag_mlp_grad", ops);
   ops.push_back(gemm_op("down_dgrad", g[3].m, g[3].k, g[3].n));
   ops.push_back(memory_op("activation_grad", activation_bytes(s) * 2));
   ops.push_back(gemm_op("gate_up_dgrad", g[2].m, g[2].k, g[2].n));
-  if (tp) ops.push_back(tp_op(LayerOpKind::TpReduceScatter, "tp_rs_mlp_grad", s));
+  reduce(s, "tp_rs_mlp_grad", ops);
   ops.push_back(memory_op("norm_mlp_grad", norm_bytes(s)));
-  if (tp) ops.push_back(tp_op(LayerOpKind::TpAllGather, "tp_ag_attn_grad", s));
+  gather(s, "tp_ag_attn_grad", ops);
   ops.push_back(gemm_op("o_proj_dgrad", g[1].m, g[1].k, g[1].n));
   attention_ops(s, true, ops);
   ops.push_back(gemm_op("qkv_dgrad", g[0].m, g[0].k, g[0].n));
-  if (tp) ops.push_back(tp_op(LayerOpKind::TpReduceScatter, "tp_rs_attn_grad", s));
+  reduce(s, "tp_rs_attn_grad", ops);
   ops.push_back(memory_op("norm_attn_grad", norm_bytes(s)));
   return ops;
 }
@@ -123,7 +135,8 @@ std::vector<LayerOp> weight_grad(const LayerShape& s) {
 LayerShape layer_shape(const ClusterJob& job) {
   const ResolvedModel& m = job.model;
   return {job.training.micro_batch_size, job.training.seq_len, job.parallel.tp, m.hidden, m.heads, m.kv_heads,
-          m.ffn_hidden, m.activation == "swiglu", job.training.attention_kernel == "flash"};
+          m.ffn_hidden, m.activation == "swiglu", job.training.attention_kernel == "flash",
+          job.parallel.sequence_parallel};
 }
 
 std::vector<LayerOp> layer_ops(const LayerShape& s, Pass pass, std::string_view recompute) {
@@ -152,19 +165,18 @@ std::vector<LayerOp> head_ops(const LayerShape& s, int64_t vocab, Pass pass) {
   const int64_t T = s.tokens();
   const int64_t v = vocab / s.tp;
   const int64_t logits = T * v * kBf16;
-  const bool tp = s.tp > 1;
   std::vector<LayerOp> ops;
   switch (pass) {
     case Pass::Forward:
       ops.push_back(memory_op("final_norm", norm_bytes(s)));
-      if (tp) ops.push_back(tp_op(LayerOpKind::TpAllGather, "tp_ag_head", s));
+      gather(s, "tp_ag_head", ops);
       ops.push_back(gemm_op("lm_head", T, v, s.hidden));
       ops.push_back(memory_op("cross_entropy", 3 * logits));
       break;
     case Pass::InputGrad:
       ops.push_back(memory_op("cross_entropy_grad", 2 * logits));
       ops.push_back(gemm_op("lm_head_dgrad", T, s.hidden, v));
-      if (tp) ops.push_back(tp_op(LayerOpKind::TpReduceScatter, "tp_rs_head_grad", s));
+      reduce(s, "tp_rs_head_grad", ops);
       break;
     case Pass::WeightGrad: ops.push_back(gemm_op("lm_head_wgrad", s.hidden, v, T)); break;
   }

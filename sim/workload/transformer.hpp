@@ -15,7 +15,7 @@ namespace bubblesim::sim {
 
 enum class Pass : uint8_t { Forward, InputGrad, WeightGrad };
 
-enum class LayerOpKind : uint8_t { Gemm, Attention, Memory, TpAllGather, TpReduceScatter };
+enum class LayerOpKind : uint8_t { Gemm, Attention, Memory, TpAllGather, TpReduceScatter, TpAllReduce };
 
 struct LayerOp {
   LayerOpKind kind;
@@ -33,6 +33,7 @@ struct LayerShape {
   int64_t hidden, heads, kv_heads, ffn;
   bool swiglu;
   bool flash_attention = true;  // false: QK^T and PV as batched GEMMs, softmax through memory
+  bool sequence_parallel = true;  // false (Megatron before 2022): all-reduces, norms replicated
   int64_t tokens() const { return batch * seq; }
   int64_t head_dim() const { return hidden / heads; }
 };
