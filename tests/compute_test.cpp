@@ -39,8 +39,9 @@ TEST_CASE("attention follows the FlashAttention curves by sequence length", "[co
   const AttentionShape fwd{1, 4096, 4096, 32, 128, 1.0, false};
   const double flops = 4.0 * 32 * 128 * 4096.0 * 4096.0;
   CHECK(a100.attention(fwd).seconds() == Approx(4e-6 + flops / (196e12)));  // FA2 hd128 at 4k: 196 TFLOPS
+  // A causal block computes half the pairs, at the causal kernels' lower efficiency (173 vs 196).
   const AttentionShape causal{1, 4096, 4096, 32, 128, 0.5, false};
-  CHECK(a100.attention(causal).seconds() < 0.55 * a100.attention(fwd).seconds());
+  CHECK(a100.attention(causal).seconds() == Approx(4e-6 + flops / 2 / (173e12)));
   // Small ring-attention blocks are slower per FLOP than long sequences.
   const AttentionShape block{1, 512, 512, 32, 128, 1.0, false};
   const double per_flop_small = a100.attention(block).seconds() / (4.0 * 32 * 128 * 512.0 * 512.0);

@@ -88,17 +88,20 @@ TEST_CASE("ZeRO-3 gathers parameters before every pass; ZeRO-1 only after the op
     for (const Stream& s : plan.program.streams()) n += s.name == "dp" ? s.ops.size() : 0;
     return std::make_pair(n, plan.memory[0]);
   };
-  // 2 stages x 16 layers: a reduce-scatter bucket per layer (its ring steps fused into one op),
-  // then one parameter all-gather per stage after the optimizer.
+  // 2 stages x 16 layers: a reduce-scatter bucket per layer and one for the embedding (stage 0)
+  // or the LM head (stage 1), each ring fused into one op, then one parameter all-gather per
+  // stage after the optimizer.
   const auto [ops1, mem1] = dp_ops(1);
-  CHECK(ops1 == 2 * (16 + 1));
-  // ZeRO-3 adds an all-gather of the stage's parameters before each of 2 passes x 4 microbatches.
+  CHECK(ops1 == 2 * (16 + 1 + 1));
+  // ZeRO-3 gathers the stage's parameters before each of 2 passes x 4 microbatches instead of
+  // once after the optimizer.
   const auto [ops3, mem3] = dp_ops(3);
-  CHECK(ops3 == ops1 + 2 * 2 * 4);
-  CHECK(mem3.params == Approx(mem1.params / 4));     // parameters sharded over dp = 4
-  CHECK(mem3.optimizer == Approx(mem1.optimizer));    // both shard the optimizer states
-  // ZeRO-0: an all-reduce per layer bucket, nothing after the optimizer.
+  CHECK(ops3 == 2 * (16 + 1) + 2 * 2 * 4);
+  // Parameters sharded over dp = 4, plus the gathered copy of the stage being computed.
+  CHECK(mem3.params == Approx(mem1.params / 4 + mem1.params));  // one stage per device here
+  CHECK(mem3.optimizer == Approx(mem1.optimizer));  // both shard the optimizer states
+  // ZeRO-0: an all-reduce per bucket, nothing after the optimizer.
   const auto [ops0, mem0] = dp_ops(0);
   CHECK(mem0.optimizer == Approx(4 * mem1.optimizer));
-  CHECK(ops0 == 2 * 16);
+  CHECK(ops0 == 2 * (16 + 1));
 }

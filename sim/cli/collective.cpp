@@ -114,11 +114,16 @@ void run_collective(const CollectiveOptions& opt, std::ostream& out) {
   // The analytic mode uses one link bandwidth and latency: the narrowest route of the ring.
   Bandwidth bw{std::numeric_limits<double>::infinity()};
   Time alpha;
-  for (int i = 0; i + 1 < n || (n > 1 && i < n); ++i) {
+  for (int i = 0; n > 1 && i < n; ++i) {
     const int a = gpus[static_cast<size_t>(i)];
     const int b = gpus[static_cast<size_t>((i + 1) % n)];
     if (bw.bytes_per_s > topo.route_bandwidth(a, b).bytes_per_s) bw = topo.route_bandwidth(a, b);
     alpha = max(alpha, topo.route_latency(a, b));
+  }
+  const int nodes = n > 0 ? topo.node_of(gpus.back()) - topo.node_of(gpus.front()) + 1 : 0;
+  if (algo == CollectiveAlgo::TwoLevel && n % nodes != 0) {
+    throw InputError("--algo two-level needs the same number of ranks on every node (" + std::to_string(n) +
+                     " ranks over " + std::to_string(nodes) + " nodes)");
   }
   const bool text = opt.format == "text";
   if (text) {
@@ -138,9 +143,12 @@ void run_collective(const CollectiveOptions& opt, std::ostream& out) {
       CollectiveSpec spec{op, algo, Bytes{size}, {}, {}, {}};
       seconds = flow_seconds(topo, spec, gpus);
     } else if (n > 1 && algo == CollectiveAlgo::TwoLevel) {
-      const int nodes = topo.node_of(gpus.back()) - topo.node_of(gpus.front()) + 1;
-      seconds = two_level_all_reduce_time(Bytes{size}, n / nodes, nodes, cluster.intra_bandwidth, cluster.intra_latency,
-                                          cluster.inter_bandwidth, cluster.inter_latency).seconds();
+      // B_e of algorithms.md 3.3 is per GPU: the node's NICs shared by its g rails, within PCIe.
+      const int g = n / nodes;
+      const double per_gpu = std::min(cluster.gpu->pcie_per_dir.value,
+                                      cluster.nics_per_node * cluster.inter_bandwidth.bytes_per_s / g);
+      seconds = two_level_all_reduce_time(Bytes{size}, g, nodes, cluster.intra_bandwidth, cluster.intra_latency,
+                                          Bandwidth{per_gpu}, cluster.inter_latency).seconds();
     } else if (n > 1) {
       seconds = alpha_beta_time(op, Bytes{size}, n, bw, alpha).seconds();
     }

@@ -47,6 +47,7 @@ class Expander {
       Op op;
       op.kind = OpKind::Collective;
       op.stream = s_.streams[r];
+      op.label = s_.label;
       const OpId id = p_.add_op(op);
       if (last_[r] != kNone) p_.add_dep(id, last_[r]);
       last_[r] = id;
@@ -120,7 +121,10 @@ std::vector<OpId> expand_collective(Program& p, const CollectiveSpec& s, std::sp
   for (size_t i = 0; i < n; ++i) all[i] = i;
   const int64_t chunk = s.size.value / static_cast<int64_t>(n);
   const int steps = static_cast<int>(n) - 1;
-  if (s.algo == CollectiveAlgo::TwoLevel && s.op == CollectiveOp::AllReduce) {
+  if (s.algo == CollectiveAlgo::TwoLevel && s.op != CollectiveOp::AllReduce) {
+    throw InputError(std::string("the two-level algorithm exists for all-reduce only, not ") + to_string(s.op));
+  }
+  if (s.algo == CollectiveAlgo::TwoLevel) {
     BUBBLESIM_ASSERT(s.node_of.size() == n, "two-level needs each rank's node");
     std::map<int32_t, std::vector<size_t>> nodes;
     for (size_t i = 0; i < n; ++i) nodes[s.node_of[i]].push_back(i);

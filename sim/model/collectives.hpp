@@ -46,6 +46,8 @@ struct CollectiveSpec {
   /// Fuse a ring's steps into one group whose transfers carry every step's bytes and latency:
   /// exact when the ring's links carry nothing else, and far fewer events (training Programs).
   bool fuse_steps = false;
+  /// Label of every op of the collective (the pass and layer it serves).
+  Label label;
 };
 
 /// Appends the collective's steps (one group per step and per ring) and returns, per position,

@@ -29,6 +29,17 @@ EfficiencyCurve fwd_curve(const GpuPreset& g) {
            {8192, 201 / 312.0}, {16384, 203 / 312.0}}};
 }
 
+/// Causal attention (diagonal blocks): FA3 fwd hd128 causal on Hopper; FA2 fwd+bwd hd128 causal on
+/// A100 for the others (hardware.md 2.2).
+EfficiencyCurve causal_curve(const GpuPreset& g) {
+  if (is_hopper(g)) {
+    return {{{512, 292 / 989.0}, {1024, 423 / 989.0}, {2048, 521 / 989.0}, {4096, 579 / 989.0},
+             {8192, 602 / 989.0}, {16384, 616 / 989.0}}};
+  }
+  return {{{512, 99 / 312.0}, {1024, 133 / 312.0}, {2048, 155 / 312.0}, {4096, 173 / 312.0},
+           {8192, 182 / 312.0}, {16384, 189 / 312.0}}};
+}
+
 EfficiencyCurve bwd_curve(const GpuPreset& g) {
   if (is_hopper(g)) {
     return {{{512, 316 / 989.0}, {1024, 424 / 989.0}, {2048, 501 / 989.0}, {4096, 542 / 989.0},
@@ -54,7 +65,8 @@ double EfficiencyCurve::at(double length) const {
   return points.back().second;
 }
 
-RooflineCompute::RooflineCompute(const GpuPreset& gpu) : gpu_(gpu), attention_fwd_(fwd_curve(gpu)), attention_bwd_(bwd_curve(gpu)) {}
+RooflineCompute::RooflineCompute(const GpuPreset& gpu)
+    : gpu_(gpu), attention_fwd_(fwd_curve(gpu)), attention_bwd_(bwd_curve(gpu)), attention_causal_(causal_curve(gpu)) {}
 
 double RooflineCompute::gemm_efficiency(const GemmShape& s) const {
   const auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
@@ -94,7 +106,11 @@ Time RooflineCompute::attention(const AttentionShape& s) const {
   // The kernels' efficiency follows the sequence length they see; a block of q x kv behaves
   // like a square of their geometric mean.
   const double length = std::sqrt(static_cast<double>(s.q_len) * static_cast<double>(s.kv_len));
-  const double eff = (s.backward ? attention_bwd_ : attention_fwd_).at(length);
+  // A causal (diagonal) block runs at the causal kernels' efficiency; the backward of one is
+  // scaled by the same causal/non-causal ratio.
+  constexpr double kCausalBelow = 0.75;  // causal_fraction under which a block counts as diagonal
+  double eff = (s.backward ? attention_bwd_ : attention_fwd_).at(length);
+  if (s.causal_fraction < kCausalBelow) eff *= attention_causal_.at(length) / attention_fwd_.at(length);
   return Time::from_seconds(kLaunchSeconds + flops / (gpu_.bf16_flops.value * eff));
 }
 

@@ -56,6 +56,7 @@ class RooflineCompute final : public ComputeModel {
   const GpuPreset& gpu_;
   EfficiencyCurve attention_fwd_;
   EfficiencyCurve attention_bwd_;
+  EfficiencyCurve attention_causal_;
 };
 
 }  // namespace bubblesim::sim

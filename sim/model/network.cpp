@@ -116,7 +116,8 @@ void FlowNetwork::advance(Time now, std::vector<GroupId>& finished) {
   bool changed = false;
   for (size_t i = 0; i < flows_.size();) {
     Flow& f = flows_[i];
-    if (f.remaining > kDrainedBytes && f.remaining / f.rate > 0.5e-12) {
+    // Drained: no bytes left, or less than next_event() can see (it rounds to whole ps).
+    if (f.remaining > kDrainedBytes && Time::from_seconds(f.remaining / f.rate) > Time::zero()) {
       ++i;
       continue;
     }

@@ -11,6 +11,8 @@ constexpr int32_t kMaxWorld = 1 << 20;    // GPUs
 constexpr int32_t kMaxLayers = 100'000;
 constexpr int32_t kMaxWidth = 1 << 20;    // hidden, ffn_hidden
 constexpr int64_t kMaxTokens = int64_t{1} << 34;
+constexpr int64_t kMaxUnfusedSeq = 1 << 20;
+constexpr int32_t kMaxVocab = 1 << 24;
 
 [[noreturn]] void fail(const Scenario& sc, const std::string& key, const std::string& rule) {
   throw InputError(sc.where(key) + ": " + key + ": " + rule);
@@ -56,6 +58,7 @@ ResolvedModel resolve_model(const Scenario& sc) {
   if (!missing.empty()) fail(sc, "model", "missing " + missing + " (give a preset or every field)");
   if (given(sc, "model.activation")) r.activation = m.activation;
   if (r.layers > kMaxLayers) fail(sc, "model.layers", "at most " + std::to_string(kMaxLayers));
+  if (r.vocab > kMaxVocab) fail(sc, "model.vocab", "at most " + std::to_string(kMaxVocab) + " tokens");
   if (r.hidden > kMaxWidth || r.ffn_hidden > kMaxWidth) fail(sc, "model.hidden", "hidden sizes above 2^20 are not supported");
   if (r.hidden % r.heads != 0) {
     fail(sc, "model.heads", std::to_string(r.heads) + " heads do not divide hidden " + std::to_string(r.hidden));
@@ -122,10 +125,19 @@ void check_training(const Scenario& sc, ClusterJob& job) {
   const ParallelSpec& ps = job.parallel;
   if (t.seq_len <= 0) fail(sc, "training", "missing key \"seq_len\"");
   if (t.seq_len > kMaxTokens) fail(sc, "training.seq_len", "at most 2^34 tokens per sequence");
-  const int64_t split = static_cast<int64_t>(ps.tp) * ps.ulysses * ps.ring * (ps.ring_layout == "zigzag" ? 2 : 1);
+  if (static_cast<double>(t.seq_len) * t.micro_batch_size > static_cast<double>(kMaxTokens)) {
+    fail(sc, "training.micro_batch_size", "at most 2^34 tokens per microbatch");
+  }
+  if (t.attention_kernel == "unfused" && t.seq_len > kMaxUnfusedSeq) {
+    fail(sc, "training.attention_kernel", "unfused attention materialises s x s scores: at most " +
+                                              std::to_string(kMaxUnfusedSeq) + " tokens per sequence");
+  }
+  if (t.dtype == "fp32") fail(sc, "training.dtype", "fp32 training is not modelled (bf16 and fp16 are)");
+  const bool zigzag = ps.ring_layout == "zigzag" && ps.ring > 1;
+  const int64_t split = static_cast<int64_t>(ps.tp) * ps.ulysses * ps.ring * (zigzag ? 2 : 1);
   if (t.seq_len % split != 0) {
     fail(sc, "training.seq_len", std::to_string(t.seq_len) + " tokens do not split evenly over tp x ulysses x ring" +
-                                     std::string(ps.ring_layout == "zigzag" ? " x 2 (zigzag)" : "") + " = " +
+                                     std::string(zigzag ? " x 2 (zigzag)" : "") + " = " +
                                      std::to_string(split));
   }
   const int64_t per_step = static_cast<int64_t>(t.micro_batch_size) * ps.dp;

@@ -17,7 +17,6 @@ constexpr int64_t kGradBytes = 4;         // fp32 main gradients, reduced in fp3
 constexpr int64_t kOptimizerBytes = 12;   // fp32 master weights, Adam m and v
 constexpr int64_t kOptimizerTraffic = 34; // HBM bytes per local parameter in one Adam step
 constexpr int64_t kBf16 = 2;
-constexpr double kKiB = 1024;
 
 /// Layers and extra work of one pipeline stage (in model order).
 struct StageLayout {
@@ -53,6 +52,7 @@ class Builder {
       dp_stream_.push_back(p_.add_stream(d, StreamKind::Comm, "dp"));
       plan_.gpu_of_device.push_back(gpu);
     }
+    previous_pass_.assign(static_cast<size_t>(ranks), kNone);
     const size_t slots = graph_.size() * static_cast<size_t>(graph_.microbatches);
     fwd_last_.assign(slots, kNone);
     bwd_last_.assign(slots, kNone);
@@ -125,6 +125,7 @@ class Builder {
                                 : op.kind == LayerOpKind::TpReduceScatter ? CollectiveOp::ReduceScatter
                                                                           : CollectiveOp::AllReduce;
       CollectiveSpec spec{kind, CollectiveAlgo::Ring, op.bytes, ring, {}, {}, {}};
+      spec.label = label;
       spec.fuse_steps = true;
       spec.streams.assign(ring.size(), kNone);
       spec.streams[0] = compute_stream_[d];
@@ -148,7 +149,7 @@ class Builder {
         last = add(d, op, label);
         if (first == kNone) first = last;
       }
-      if (pass == Pass::WeightGrad || pass == Pass::InputGrad) after_layer_grad(d, pass, label);
+      after_layer_grad(d, pass);
     }
     return last;
   }
@@ -178,10 +179,13 @@ class Builder {
     // Megatron's scatter/gather optimisation does).
     const int64_t bytes = shape_.tokens() / shape_.tp * shape_.hidden * kBf16;
     const GroupId g = p_.add_group(GroupKind::Transfer, members, Bytes{bytes});
+    // Every tensor-parallel rank of every data-parallel replica moves its shard at the same time.
     std::vector<Transfer> transfers;
-    const auto from_ring = tp_ring(0, src_rank);
-    const auto to_ring = tp_ring(0, static_cast<int32_t>(d));
-    for (size_t t = 0; t < from_ring.size(); ++t) transfers.push_back({from_ring[t], to_ring[t], Bytes{bytes}});
+    for (int32_t k = 0; k < job_.parallel.dp; ++k) {
+      const auto from_ring = tp_ring(k, src_rank);
+      const auto to_ring = tp_ring(k, static_cast<int32_t>(d));
+      for (size_t t = 0; t < from_ring.size(); ++t) transfers.push_back({from_ring[t], to_ring[t], Bytes{bytes}});
+    }
     p_.set_transfers(g, transfers);
     pending_.push_back({id, backward, from, mb});
     p_.add_dep(consumer, id);
@@ -206,8 +210,8 @@ class Builder {
     if (st.embedding) add_extra(d, embedding_ops(shape_, Pass::Forward), label, first, last);
     const OpId l = add_layers(d, st, Pass::Forward, label, false, first);
     if (l != kNone) last = l;
-    if (st.head) add_extra(d, head_ops(shape_, job_.model.vocab, Pass::Forward), label, first, last);
-    p_.add_memory(first, static_cast<int32_t>(activation_kib(st)), 0);
+    if (st.head) add_extra(d, head_ops(shape_, vocab(), Pass::Forward), label, first, last);
+    p_.add_memory(first, activation_kib(st), 0);
     fwd_last_[slot(s, mb)] = last;
   }
 
@@ -220,84 +224,134 @@ class Builder {
     if (graph_.next[static_cast<size_t>(s)] >= 0) receive(d, graph_.next[static_cast<size_t>(s)], mb, true, first);
     zero3_gather(d, st, first);
     OpId last = first;
-    if (st.head) add_extra(d, head_ops(shape_, job_.model.vocab, Pass::InputGrad), label, first, last);
+    if (st.head) add_extra(d, head_ops(shape_, vocab(), Pass::InputGrad), label, first, last);
     const OpId l = add_layers(d, st, Pass::InputGrad, label, true, first);
     if (l != kNone) last = l;
+    // A fused B sends its gradient on only after the whole backward (autograd), W included.
+    if (with_weights) {
+      const OpId w = weights(d, s, mb, label);
+      if (w != kNone) last = w;
+    }
     bwd_last_[slot(s, mb)] = last;
-    if (with_weights) weights(d, s, mb, label);
   }
 
-  void weights(DeviceId d, int32_t s, int32_t mb, Label label) {
+  /// Weight gradients of (s, mb); returns the last op. After the stage's last microbatch, every
+  /// layer's gradients (and the embedding's and head's) are reduced over data parallelism.
+  OpId weights(DeviceId d, int32_t s, int32_t mb, Label label) {
     const StageLayout& st = stages_[static_cast<size_t>(s)];
     label.phase = label.phase == Phase::I ? Phase::W : label.phase;
+    label.microbatch = mb;
     OpId first = kNone;
     OpId last = kNone;
-    const bool final_pass = --weight_passes_left_[static_cast<size_t>(s)] == 0;
-    grad_sync_ = final_pass;
-    if (st.head) add_extra(d, head_ops(shape_, job_.model.vocab, Pass::WeightGrad), label, first, last);
+    grad_sync_ = --weight_passes_left_[static_cast<size_t>(s)] == 0;
+    if (st.head) add_extra(d, head_ops(shape_, vocab(), Pass::WeightGrad), label, first, last);
     const OpId l = add_layers(d, st, Pass::WeightGrad, label, true, first);
     if (l != kNone) last = l;
     if (st.embedding) add_extra(d, embedding_ops(shape_, Pass::WeightGrad), label, first, last);
+    if (grad_sync_ && (st.embedding || st.head)) grad_bucket(d, embedding_params(st));
     grad_sync_ = false;
-    if (last != kNone) p_.add_memory(last, 0, static_cast<int32_t>(activation_kib(st)));
-    (void)mb;
+    if (last != kNone) p_.add_memory(last, 0, activation_kib(st));
+    return last;
   }
 
   /// After a layer's weight gradients of the last microbatch: reduce them over data parallelism.
-  void after_layer_grad(DeviceId d, Pass pass, const Label& label) {
-    if (pass != Pass::WeightGrad || !grad_sync_ || job_.parallel.dp == 1 || !job_.parallel.overlap_grad_reduce) return;
-    const int64_t bytes = layer_params(job_.model) / job_.parallel.tp * kGradBytes;
+  void after_layer_grad(DeviceId d, Pass pass) {
+    if (pass == Pass::WeightGrad && grad_sync_) grad_bucket(d, layer_params(job_.model));
+  }
+
+  /// One gradient bucket of `params` (whole model, before tp) reduced over dp during the backward.
+  void grad_bucket(DeviceId d, int64_t params) {
+    if (job_.parallel.dp == 1 || !job_.parallel.overlap_grad_reduce || params == 0) return;
     const CollectiveOp op = job_.parallel.zero >= 1 ? CollectiveOp::ReduceScatter : CollectiveOp::AllReduce;
-    dp_collective(d, op, bytes, last_compute(d));
-    (void)label;
+    dp_collective(d, op, params / job_.parallel.tp * kGradBytes, last_compute(d));
   }
 
   OpId last_compute(DeviceId d) const { return p_.stream(compute_stream_[d]).ops.back(); }
 
+  /// A data-parallel collective of the representative on its dp stream, after `after`, carrying
+  /// the twin rings of the other tensor-parallel ranks. Returns its last op.
   OpId dp_collective(DeviceId d, CollectiveOp op, int64_t bytes, OpId after) {
     CollectiveSpec spec{op, CollectiveAlgo::Ring, Bytes{bytes}, dp_ring(0, static_cast<int32_t>(d)), {}, {}, {}};
     spec.fuse_steps = true;
     spec.streams.assign(spec.gpus.size(), kNone);
     spec.streams[0] = dp_stream_[d];
+    spec.label.phase = Phase::None;
     for (int32_t t = 1; t < job_.parallel.tp; ++t) spec.twins.push_back(dp_ring(t, static_cast<int32_t>(d)));
-    const size_t before = p_.num_ops();
-    const OpId last = expand_collective(p_, spec)[0];
-    if (before < p_.num_ops()) p_.add_dep(static_cast<OpId>(before), after);
-    return last;
+    const OpId first_after[] = {after};
+    return expand_collective(p_, spec, after == kNone ? std::span<const OpId>{} : first_after)[0];
   }
 
-  /// ZeRO-3: gather the stage's parameters before each pass (no caching across microbatches).
+  /// ZeRO-3: gather the stage's parameters before each pass (no caching across microbatches),
+  /// prefetched at most one pass ahead: it may start once the previous pass has started.
   void zero3_gather(DeviceId d, const StageLayout& st, OpId consumer) {
     if (job_.parallel.zero < 3 || job_.parallel.dp == 1) return;
     const int64_t bytes = stage_params(st) / job_.parallel.tp * kParamBytes;
-    CollectiveSpec spec{CollectiveOp::AllGather, CollectiveAlgo::Ring, Bytes{bytes}, dp_ring(0, static_cast<int32_t>(d)),
-                        {}, {}, {}};
-    spec.fuse_steps = true;
-    spec.streams.assign(spec.gpus.size(), kNone);
-    spec.streams[0] = dp_stream_[d];
-    for (int32_t t = 1; t < job_.parallel.tp; ++t) spec.twins.push_back(dp_ring(t, static_cast<int32_t>(d)));
-    const OpId last = expand_collective(p_, spec)[0];
+    const OpId last = dp_collective(d, CollectiveOp::AllGather, bytes, previous_pass_[d]);
+    previous_pass_[d] = consumer;
     if (last != kNone) p_.add_dep(consumer, last);
   }
 
-  int64_t stage_params(const StageLayout& st) const {
-    const int64_t emb = static_cast<int64_t>(job_.model.vocab) * job_.model.hidden;
-    return st.layers * layer_params(job_.model) + (st.embedding ? emb : 0) + (st.head ? emb : 0);
+  /// The vocabulary as Megatron pads it: a multiple of 128 x tp, so every rank gets equal rows.
+  int64_t vocab() const {
+    const int64_t unit = 128 * static_cast<int64_t>(job_.parallel.tp);
+    return (job_.model.vocab + unit - 1) / unit * unit;
   }
 
-  /// Activations one microbatch keeps alive on a stage (sequence- and tensor-parallel shards,
-  /// FlashAttention: no score matrices): per token per layer 2(5h + 2h_kv + 4i)/t bytes of
-  /// layer inputs, Q/K/V, attention output, MLP inputs and intermediates; only the layer input
-  /// (2h/t) with full recompute.
+  /// Embedding and LM-head parameters of a stage (one matrix when tied and on one stage).
+  int64_t embedding_params(const StageLayout& st) const {
+    const int64_t matrix = vocab() * job_.model.hidden;
+    const bool shared = job_.model.tied_embeddings && st.embedding && st.head;
+    return (st.embedding ? matrix : 0) + (st.head && !shared ? matrix : 0);
+  }
+
+  int64_t stage_params(const StageLayout& st) const {
+    return st.layers * layer_params(job_.model) + embedding_params(st);
+  }
+
+  double largest_stage_params(DeviceId d) const {
+    double most = 0;
+    for (size_t s = 0; s < graph_.size(); ++s) {
+      if (graph_.device[s] == static_cast<int32_t>(d)) {
+        most = std::max(most, static_cast<double>(stage_params(stages_[s])) / job_.parallel.tp);
+      }
+    }
+    return most;
+  }
+
+  /// Activations one microbatch keeps alive on a stage, per token per layer in bf16: the norm
+  /// inputs and residuals (4h; sharded by tp only with sequence parallelism), Q/K/V and the
+  /// attention output (2h + 2h_kv, sharded), the MLP intermediates (4i for SwiGLU, 2i for GELU,
+  /// sharded), and without FlashAttention the scores, probabilities and dropout mask
+  /// (5 a s / t bytes, Korthikanti et al.) unless recomputed. Full recompute keeps only the
+  /// layer input (2h, sharded with sequence parallelism).
   double activation_bytes(const StageLayout& st) const {
     const ResolvedModel& m = job_.model;
+    const double t = job_.parallel.tp;
     const double h = m.hidden;
     const double h_kv = static_cast<double>(m.kv_heads) * (h / m.heads);
-    const double per_token = job_.training.recompute == "full" ? 2 * h : 2 * (5 * h + 2 * h_kv + 4.0 * m.ffn_hidden);
-    return per_token * static_cast<double>(shape_.tokens()) / job_.parallel.tp * st.layers;
+    const double replicated = job_.parallel.sequence_parallel ? t : 1;
+    double per_token = 0;
+    if (job_.training.recompute == "full") {
+      per_token = 2 * h / replicated;
+    } else {
+      const double mlp = (m.activation == "swiglu" ? 4.0 : 2.0) * m.ffn_hidden;
+      per_token = 2 * 4 * h / replicated + 2 * (2 * h + 2 * h_kv + mlp) / t;
+      if (job_.training.attention_kernel == "unfused" && job_.training.recompute == "none") {
+        per_token += 5.0 * m.heads * static_cast<double>(job_.training.seq_len) / t;
+      }
+    }
+    return per_token * static_cast<double>(shape_.tokens()) * st.layers;
   }
 
-  double activation_kib(const StageLayout& st) const { return std::ceil(activation_bytes(st) / kKiB); }
+  /// The same in Program memory units (KiB), refusing what an int32 unit count cannot hold.
+  int32_t activation_kib(const StageLayout& st) const {
+    const double kib = std::ceil(activation_bytes(st) / plan_.activation_unit_bytes);
+    if (kib > INT32_MAX) {
+      throw InputError("training: one microbatch's activations on a stage (" + std::to_string(kib / (1 << 20)) +
+                       " GiB) are beyond what bubblesim can represent; the configuration cannot fit any GPU");
+    }
+    return static_cast<int32_t>(kib);
+  }
 
   void emit_rank(DeviceId d, const RankActions& actions) {
     weight_passes_left_.assign(graph_.size(), 0);
@@ -342,10 +396,12 @@ class Builder {
     const OpId opt = p_.add_op(o);
     const auto& dp_ops = p_.stream(dp_stream_[d]).ops;
     if (!dp_ops.empty()) p_.add_dep(opt, dp_ops.back());
-    if (job_.parallel.zero >= 1 && job_.parallel.dp > 1) dp_collective(d, CollectiveOp::AllGather, params * kParamBytes, opt);
+    const int32_t zero = job_.parallel.zero;
+    if ((zero == 1 || zero == 2) && job_.parallel.dp > 1) dp_collective(d, CollectiveOp::AllGather, params * kParamBytes, opt);
     MemoryEstimate mem;
     const double dp = job_.parallel.dp;
-    mem.params = static_cast<double>(params) * kParamBytes / (job_.parallel.zero >= 3 ? dp : 1);
+    mem.params = static_cast<double>(params) * kParamBytes / (zero >= 3 ? dp : 1);
+    if (zero >= 3) mem.params += largest_stage_params(d) * kParamBytes;  // the gathered stage
     mem.grads = static_cast<double>(params) * kGradBytes / (job_.parallel.zero >= 2 ? dp : 1);
     mem.optimizer = static_cast<double>(params) * kOptimizerBytes / (job_.parallel.zero >= 1 ? dp : 1);
     plan_.memory.push_back(mem);
@@ -354,7 +410,6 @@ class Builder {
   void finish_plan() {
     const int64_t sequences = job_.training.global_batch_size;
     plan_.tokens = sequences * job_.training.seq_len;
-    plan_.model_flops = model_flops_per_iteration(job_.model, job_.training.seq_len, sequences);
     for (const char* dim : {"tp", "dp", "pp"}) {
       if (place_.crosses_nodes(dim, topo_)) plan_.notes.push_back(std::string(dim) + " groups cross nodes");
     }
@@ -372,6 +427,7 @@ class Builder {
   std::vector<OpId> fwd_last_, bwd_last_;
   std::vector<PendingDep> pending_;
   std::vector<int32_t> weight_passes_left_;
+  std::vector<OpId> previous_pass_;  // per device: the first op of its latest pass (ZeRO-3 prefetch)
   bool grad_sync_ = false;
   TrainingPlan plan_;
 };

@@ -35,8 +35,9 @@ class RankPlacement {
   int32_t tp_ = 1, dp_ = 1, pp_ = 1;
 };
 
+/// Model states per device, in bytes; activations come from the simulated schedule.
 struct MemoryEstimate {
-  double params = 0, grads = 0, optimizer = 0, activations_per_microbatch = 0;  // bytes
+  double params = 0, grads = 0, optimizer = 0;
 };
 
 struct TrainingPlan {
@@ -44,7 +45,6 @@ struct TrainingPlan {
   std::vector<int32_t> gpu_of_device;       // one representative per pipeline rank
   std::vector<MemoryEstimate> memory;       // per device; activations scale with in-flight units
   double activation_unit_bytes = 1024;      // Program::mem_alloc units are KiB
-  double model_flops = 0;                   // per iteration, all GPUs (Megatron accounting)
   int64_t tokens = 0;                       // per iteration
   std::vector<std::string> notes;           // e.g. which groups cross nodes
 };

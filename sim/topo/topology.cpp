@@ -60,12 +60,16 @@ Topology::Topology(const ResolvedCluster& c) : graph_(std::make_unique<Graph>())
     const std::string node = "node" + std::to_string(n);
     const auto sw = boost::add_vertex(Graph::VertexProps{false}, g);
     const std::string sw_name = node + (nvlink ? "/nvswitch" : "/pcie-switch");
+    // More NICs than GPUs (e.g. 16 EFA ports for 8 GPUs): each GPU's share acts as one wider NIC.
+    const int32_t nic_count = std::min(c.nics_per_node, c.gpus_per_node);
+    const Bandwidth nic_bw{c.inter_bandwidth.bytes_per_s * std::max(1.0, static_cast<double>(c.nics_per_node) /
+                                                                            c.gpus_per_node)};
     std::vector<Graph::Vertex> nics;
-    for (int32_t k = 0; k < c.nics_per_node; ++k) {
+    for (int32_t k = 0; k < nic_count; ++k) {
       const auto nic = boost::add_vertex(Graph::VertexProps{false}, g);
       const std::string name = node + "/nic" + std::to_string(k);
-      add_link(nic, fabric, c.inter_bandwidth, c.inter_latency, LinkClass::Nic, name + "->fabric");
-      add_link(fabric, nic, c.inter_bandwidth, Time::zero(), LinkClass::Nic, "fabric->" + name);
+      add_link(nic, fabric, nic_bw, c.inter_latency, LinkClass::Nic, name + "->fabric");
+      add_link(fabric, nic, nic_bw, Time::zero(), LinkClass::Nic, "fabric->" + name);
       nics.push_back(nic);
     }
     for (int32_t i = 0; i < c.gpus_per_node; ++i) {

@@ -31,8 +31,9 @@ struct Link {
 class Topology {
  public:
   /// Builds the graph of `c`: per node, GPU <-> switch links at the intra-node bandwidth and
-  /// latency, GPU <-> NIC links over PCIe (GPU i uses NIC i * nics / gpus_per_node, as rails do),
-  /// and NIC <-> fabric links at the NIC bandwidth with the inter-node latency.
+  /// latency, GPU <-> NIC links over PCIe (GPU i uses NIC i * nics / gpus_per_node, as rails do;
+  /// with more NICs than GPUs each GPU's NICs act as one), and NIC <-> fabric links at the NIC
+  /// bandwidth with the inter-node latency. Not thread-safe: routes are cached on first use.
   explicit Topology(const ResolvedCluster& c);
   ~Topology();
   Topology(Topology&&) noexcept;

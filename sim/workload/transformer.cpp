@@ -121,12 +121,18 @@ std::vector<LayerOp> input_grad(const LayerShape& s) {
   return ops;
 }
 
-/// Weight gradients: dW[k, n] = A^T[k, m] x dC[m, n] for every forward GEMM.
+/// Weight gradients: dW[k, n] = A^T[k, m] x dC[m, n] for every forward GEMM. With sequence
+/// parallelism the column-parallel GEMMs (qkv, gate_up) saved only their input shard, which is
+/// all-gathered again first (Megatron: 6 all-gathers and 4 reduce-scatters per layer in all).
 std::vector<LayerOp> weight_grad(const LayerShape& s) {
   std::vector<LayerOp> ops;
   const auto g = forward_gemms(s);
   constexpr std::string_view kNames[] = {"qkv_wgrad", "o_proj_wgrad", "gate_up_wgrad", "down_wgrad"};
-  for (size_t i = g.size(); i-- > 0;) ops.push_back(gemm_op(kNames[i], g[i].k, g[i].n, g[i].m));
+  constexpr std::string_view kGathers[] = {"tp_ag_qkv_wgrad", "", "tp_ag_gate_up_wgrad", ""};
+  for (size_t i = g.size(); i-- > 0;) {
+    if (!kGathers[i].empty()) gather(s, kGathers[i], ops);
+    ops.push_back(gemm_op(kNames[i], g[i].k, g[i].n, g[i].m));
+  }
   return ops;
 }
 
@@ -155,10 +161,18 @@ std::vector<LayerOp> layer_ops(const LayerShape& s, Pass pass, std::string_view 
 }
 
 std::vector<LayerOp> embedding_ops(const LayerShape& s, Pass pass) {
-  const int64_t bytes = 2 * s.tokens() / s.tp * s.hidden * kBf16;
-  if (pass == Pass::Forward) return {memory_op("embedding", bytes)};
-  if (pass == Pass::WeightGrad) return {memory_op("embedding_grad", 2 * bytes)};
-  return {};
+  // Vocab-parallel embedding: each rank looks up its rows, then the partial embeddings are
+  // summed (reduce-scatter to shards with sequence parallelism, all-reduce without).
+  const int64_t bytes = 2 * s.tokens() * s.hidden * kBf16;
+  std::vector<LayerOp> ops;
+  if (pass == Pass::Forward) {
+    ops.push_back(memory_op("embedding", bytes));
+    reduce(s, "tp_rs_embedding", ops);
+  } else if (pass == Pass::WeightGrad) {
+    gather(s, "tp_ag_embedding_grad", ops);
+    ops.push_back(memory_op("embedding_grad", 2 * bytes));
+  }
+  return ops;
 }
 
 std::vector<LayerOp> head_ops(const LayerShape& s, int64_t vocab, Pass pass) {
