@@ -201,3 +201,9 @@ TEST_CASE("fused ring steps take the step-wise time when the ring has its links 
           Approx(flow_time(t, op, CollectiveAlgo::Ring, kS, first(8))).epsilon(1e-9));
   }
 }
+
+TEST_CASE("with more NICs than GPUs, each GPU's NICs act as one wider NIC", "[topo]") {
+  ResolvedCluster c = cluster(2, 8, 300, 25, 1, 16);
+  const Topology t(c);
+  CHECK(t.route_bandwidth(0, 8).bytes_per_s == Approx(50e9));  // two 25 GB/s NICs per GPU
+}

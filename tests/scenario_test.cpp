@@ -234,3 +234,10 @@ TEST_CASE("cluster scenarios refuse what cannot run, naming the numbers", "[scen
   CHECK_THAT(cluster_error({"parallel.partition=[20, 0, 40, 20]"}), Catch::Contains("only the first and last"));
   CHECK_THAT(cluster_error({"model.heads=60"}), Catch::Contains("do not divide hidden"));
 }
+
+TEST_CASE("cluster rules that depend on other keys apply only where they should", "[scenario][cluster]") {
+  // Zigzag needs 2 x ring chunks only when there is a ring; fp32 is refused, not silently ignored.
+  CHECK_NOTHROW(plan_cluster(parse_scenario(kCluster, "c.yaml", {"parallel.ring_layout=zigzag", "training.seq_len=8200"})));
+  CHECK_THAT(cluster_error({"training.dtype=fp32"}), Catch::Contains("fp32 training is not modelled"));
+  CHECK_THAT(cluster_error({"model.vocab=100000000"}), Catch::Contains("at most 16777216"));
+}
