@@ -316,6 +316,10 @@ TEST_CASE("a cluster scenario runs end to end with the v1 JSON keys", "[cli][clu
   CHECK(j["mfu"].get<double>() > 0.3);
   CHECK(j["mfu"].get<double>() < 0.8);
   CHECK(j["fits"] == true);
+  CHECK(j["critical_path"]["compute"].get<double>() > 0);
+  CHECK(j["critical_path"]["compute"].get<double>() <= j["iteration_time_s"].get<double>());
+  REQUIRE(!j["busiest_links"].empty());
+  CHECK(j["busiest_links"][0]["utilisation"].get<double>() <= 1.0 + 1e-9);
   // GPipe keeps every microbatch's activations: it does not fit, and says by how much.
   const Result g = cli("run scenarios/cluster/llama2-7b-8xa100-tp2-pp2-dp2.yaml --format json "
                        "--set parallel.schedule=gpipe --set training.global_batch_size=64");

@@ -9,6 +9,7 @@
 #include "sim/engine/event_queue.hpp"
 #include "sim/exec/executor.hpp"
 #include "sim/ir/validate.hpp"
+#include "sim/metrics/metrics.hpp"
 
 using namespace bubblesim;
 using namespace bubblesim::sim;
@@ -241,4 +242,18 @@ TEST_CASE("random programs with paired sends in a consistent order always comple
       for (const Edge& e : p.deps(id)) CHECK(t.records[id].start >= t.records[e.op].end + p.latency(e));
     }
   }
+}
+
+TEST_CASE("the critical path follows the dependency that arrived last", "[metrics]") {
+  Program p;
+  const StreamId s0 = p.add_stream(p.add_device("d0"), StreamKind::Compute, "compute");
+  const StreamId s1 = p.add_stream(p.add_device("d1"), StreamKind::Compute, "compute");
+  const OpId a = compute(p, s0, 1);
+  const OpId b = compute(p, s1, 5);  // the long one
+  const OpId c = compute(p, s0, 1);
+  p.add_dep(c, b);
+  p.add_dep(c, a);
+  p.finalize();
+  const Trace t = simulate(p, GivenTimes{});
+  CHECK(critical_path(p, t) == std::vector<OpId>{b, c});
 }

@@ -207,3 +207,15 @@ TEST_CASE("with more NICs than GPUs, each GPU's NICs act as one wider NIC", "[to
   const Topology t(c);
   CHECK(t.route_bandwidth(0, 8).bytes_per_s == Approx(50e9));  // two 25 GB/s NICs per GPU
 }
+
+TEST_CASE("an oversubscribed fabric narrows a node's uplink", "[topo]") {
+  ResolvedCluster c = cluster(2, 8, 300, 50, 1, 8);
+  c.oversubscription = 4;
+  const Topology t(c);
+  REQUIRE(t.route(0, 8).size() == 6);  // GPU, NIC, leaf, fabric, leaf, NIC, GPU
+  CHECK(t.link(t.route(0, 8)[2]).bandwidth.bytes_per_s == Approx(100e9));  // leaf uplink: 8 x 50 GB/s / 4
+  // All eight rails crossing at once share the leaf uplink: each gets 12.5 GB/s.
+  CHECK(flow_time(t, CollectiveOp::AllReduce, CollectiveAlgo::TwoLevel, kS, first(16)) >
+        flow_time(Topology(cluster(2, 8, 300, 50, 1, 8)), CollectiveOp::AllReduce, CollectiveAlgo::TwoLevel, kS,
+                  first(16)));
+}

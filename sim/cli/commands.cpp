@@ -68,7 +68,8 @@ void run_cluster(const Scenario& sc, const RunOptions& opt, std::ostream& out, s
   FlowNetwork network(topo);
   const Trace trace = simulate(plan.program, GivenTimes{}, &network);
   const double t_sim = clock.lap();
-  const ClusterResult result = make_cluster_result(sc, job, plan, trace, parse_flops_accounting(opt.flops_accounting));
+  const ClusterResult result = make_cluster_result(sc, job, plan, trace, topo, network.link_bytes(),
+                                                   parse_flops_accounting(opt.flops_accounting));
   if (opt.format == "json") {
     out << to_json(result).dump(2) << "\n";
   } else if (opt.format == "csv") {

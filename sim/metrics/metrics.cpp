@@ -152,3 +152,51 @@ Metrics compute_metrics(const Program& p, const Trace& t) {
 }
 
 }  // namespace bubblesim::sim
+
+namespace bubblesim::sim {
+
+std::vector<OpId> critical_path(const Program& p, const Trace& t) {
+  std::vector<OpId> path;
+  if (p.num_ops() == 0) return path;
+  std::vector<OpId> prev_in_stream(p.num_ops(), kNone);
+  for (const Stream& s : p.streams()) {
+    for (size_t i = 1; i < s.ops.size(); ++i) prev_in_stream[s.ops[i]] = s.ops[i - 1];
+  }
+  OpId cur = 0;
+  for (OpId id = 1; id < p.num_ops(); ++id) {
+    if (t.records[id].end > t.records[cur].end) cur = id;
+  }
+  std::vector<uint8_t> seen(p.num_ops(), 0);
+  while (cur != kNone && !seen[cur]) {
+    seen[cur] = 1;
+    path.push_back(cur);
+    const Time start = t.records[cur].start;
+    OpId next = kNone;
+    Time best = Time::zero();
+    for (const Edge& e : p.deps(cur)) {  // the dependency that arrived last
+      const Time arrival = t.records[e.op].end + p.latency(e);
+      if (arrival <= start && (next == kNone || arrival > best)) {
+        next = e.op;
+        best = arrival;
+      }
+    }
+    const OpId pred = prev_in_stream[cur];
+    if (pred != kNone && (next == kNone || t.records[pred].end > best)) {
+      next = pred;
+      best = t.records[pred].end;
+    }
+    if (const GroupId g = p.op(cur).group; g != kNone) {  // a rendezvous waits for its last member
+      for (OpId m : p.members(g)) {
+        if (m != cur && t.records[m].start > best && !seen[m]) {
+          next = m;
+          best = t.records[m].start;
+        }
+      }
+    }
+    cur = next;
+  }
+  std::reverse(path.begin(), path.end());
+  return path;
+}
+
+}  // namespace bubblesim::sim

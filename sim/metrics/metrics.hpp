@@ -46,3 +46,12 @@ struct Metrics {
 Metrics compute_metrics(const Program& p, const Trace& t);
 
 }  // namespace bubblesim::sim
+
+namespace bubblesim::sim {
+
+/// The chain of ops that bounds the iteration, first to last: from the op that ends last, each
+/// step goes back to what made the op start when it did (the dependency that arrived last, the
+/// previous op of its stream, or the group member issued last). O(length x degree).
+std::vector<OpId> critical_path(const Program& p, const Trace& t);
+
+}  // namespace bubblesim::sim

@@ -18,7 +18,40 @@ std::string fmt(const char* f, double x) {
 
 }  // namespace
 
+namespace {
+
+void busiest_links(ClusterResult& r, const Topology& topo, const std::vector<double>& link_bytes) {
+  for (LinkId l = 0; l < link_bytes.size(); ++l) {
+    if (link_bytes[l] <= 0 || r.iteration_s <= 0) continue;
+    const Link& link = topo.link(l);
+    r.busiest_links.push_back({link.name, to_string(link.cls), link_bytes[l] / (link.bandwidth.bytes_per_s * r.iteration_s)});
+  }
+  std::stable_sort(r.busiest_links.begin(), r.busiest_links.end(),
+                   [](const auto& a, const auto& b) { return a.utilisation > b.utilisation; });
+  if (r.busiest_links.size() > kBusiestLinks) r.busiest_links.resize(kBusiestLinks);
+}
+
+void summarise_path(ClusterResult& r, const Program& p, const Trace& t) {
+  const auto path = critical_path(p, t);
+  r.critical_path_ops = path.size();
+  double compute = 0, tp = 0, pp = 0, dp = 0;
+  for (OpId id : path) {
+    const Op& op = p.op(id);
+    const double d = (t.records[id].end - t.records[id].start).seconds();
+    if (op.kind == OpKind::Compute) compute += d;
+    else if (op.kind == OpKind::Recv || op.kind == OpKind::Send) pp += d;
+    else if (p.stream(op.stream).kind == StreamKind::Compute) tp += d;
+    else dp += d;
+  }
+  const double waiting = std::max(0.0, r.iteration_s - compute - tp - pp - dp);
+  r.critical_path = {{"compute", compute}, {"tensor-parallel collectives", tp}, {"pipeline transfers", pp},
+                     {"data-parallel collectives", dp}, {"waiting (latency, issue order)", waiting}};
+}
+
+}  // namespace
+
 ClusterResult make_cluster_result(const Scenario& sc, const ClusterJob& job, const TrainingPlan& plan, const Trace& t,
+                                  const Topology& topo, const std::vector<double>& link_bytes,
                                   FlopsAccounting accounting) {
   ClusterResult r;
   r.accounting = accounting;
@@ -40,6 +73,8 @@ ClusterResult make_cluster_result(const Scenario& sc, const ClusterJob& job, con
     const double activations = static_cast<double>(r.metrics.devices[d].peak_activation) * plan.activation_unit_bytes;
     r.peak_memory_bytes.push_back(m.params + m.grads + m.optimizer + activations);
   }
+  busiest_links(r, topo, link_bytes);
+  summarise_path(r, plan.program, t);
   return r;
 }
 
@@ -69,6 +104,11 @@ void write_text(std::ostream& out, const ClusterResult& r) {
       << fmt("%.1f", r.tflops_per_gpu) << " TFLOPS/GPU; MFU " << fmt("%.3f", r.mfu) << " (FLOPs: "
       << describe(r.accounting) << ")\n";
   out << "bubble fraction (idle / iteration, mean over stages) " << fmt("%.3f", r.metrics.idle_fraction) << "\n";
+  out << "critical path (" << r.critical_path_ops << " ops):";
+  for (const auto& part : r.critical_path) out << " " << part.what << " " << fmt("%.4f", part.seconds) << " s;";
+  out << "\nbusiest links (bytes carried / capacity over the iteration):";
+  for (const auto& l : r.busiest_links) out << " " << l.name << " (" << l.cls << ") " << fmt("%.0f%%", 100 * l.utilisation) << ";";
+  out << "\n";
   out << "peak memory " << fmt("%.2f", peak / kGB) << " GB of " << fmt("%.2f", r.gpu_memory_bytes / kGB) << " GB: "
       << (peak <= r.gpu_memory_bytes ? "fits" : "DOES NOT FIT, over by " + fmt("%.2f", (peak - r.gpu_memory_bytes) / kGB) + " GB")
       << " (parameters, gradients, optimizer states, activations of the in-flight microbatches)\n";
@@ -113,6 +153,18 @@ nlohmann::json to_json(const ClusterResult& r) {
           {"time_unit", "s"},
           {"simulated_devices", "one representative GPU per pipeline stage"},
           {"notes", r.plan->notes},
+          {"critical_path", [&] {
+             nlohmann::json parts = nlohmann::json::object();
+             for (const auto& part : r.critical_path) parts[part.what] = part.seconds;
+             return parts;
+           }()},
+          {"busiest_links", [&] {
+             nlohmann::json links = nlohmann::json::array();
+             for (const auto& l : r.busiest_links) {
+               links.push_back({{"link", l.name}, {"class", l.cls}, {"utilisation", l.utilisation}});
+             }
+             return links;
+           }()},
           {"devices", devices}};
 }
 

@@ -12,6 +12,7 @@
 #include "sim/scenario/cluster_job.hpp"
 #include "sim/scenario/scenario.hpp"
 #include "sim/sched/training.hpp"
+#include "sim/topo/topology.hpp"
 #include "sim/workload/transformer.hpp"
 
 namespace bubblesim::sim {
@@ -29,9 +30,25 @@ struct ClusterResult {
   std::vector<double> peak_memory_bytes;  // per simulated device
   double gpu_memory_bytes = 0;
   FlopsAccounting accounting = FlopsAccounting::Megatron;
+  struct LinkUse {
+    std::string name;
+    const char* cls;
+    double utilisation;  // bytes carried / (bandwidth x iteration time)
+  };
+  std::vector<LinkUse> busiest_links;  // most used first, at most kBusiestLinks
+  struct PathPart {
+    std::string what;
+    double seconds;
+  };
+  std::vector<PathPart> critical_path;  // time on the critical path by kind of op, and waiting
+  size_t critical_path_ops = 0;
 };
 
+inline constexpr size_t kBusiestLinks = 5;
+
+/// `link_bytes` (per topology link, from the network model) gives the links' utilisation.
 ClusterResult make_cluster_result(const Scenario& sc, const ClusterJob& job, const TrainingPlan& plan, const Trace& t,
+                                  const Topology& topo, const std::vector<double>& link_bytes,
                                   FlopsAccounting accounting = FlopsAccounting::Megatron);
 void write_text(std::ostream& out, const ClusterResult& r);
 nlohmann::json to_json(const ClusterResult& r);

@@ -183,6 +183,7 @@ ResolvedCluster resolve_cluster(const Scenario& sc) {
   r.nics_per_node = c.nics_per_node.value_or(g.nic.nics_per_node);
   r.inter_bandwidth = c.inter_bandwidth.value_or(g.nic.per_nic_nccl);
   r.inter_latency = c.inter_latency.value_or(g.nic.latency);
+  r.oversubscription = c.oversubscription;
   return r;
 }
 

@@ -28,6 +28,7 @@ struct ResolvedCluster {
   int32_t nics_per_node = 0;
   Bandwidth inter_bandwidth;  // per NIC per direction
   Time inter_latency;
+  double oversubscription = 1;  // a node's uplink = its NICs' bandwidth / this
   int32_t world() const { return nodes * gpus_per_node; }
 };
 

@@ -52,6 +52,8 @@ const std::vector<KeySpec>& key_table() {
       {"cluster.inter_node.nics_per_node", Type::Int, "NICs per node"},
       {"cluster.inter_node.bandwidth", Type::Rate, "per NIC, per direction"},
       {"cluster.inter_node.latency", Type::Duration, "per transfer"},
+      {"cluster.inter_node.oversubscription", Type::Number,
+       "fabric oversubscription: a node's uplink carries its NICs' bandwidth divided by this (default 1, non-blocking)"},
       {"model", Type::Map, "the transformer: a preset and/or its fields"},
       {"model.preset", Type::String, "model preset id"},
       {"model.layers", Type::Int, "transformer layers"},
@@ -443,6 +445,11 @@ void extract_full(const YAML::Node& root, const Loader& L, Scenario& sc) {
       if (out["nics_per_node"]) cs.nics_per_node = L.positive(out["nics_per_node"], "cluster.inter_node.nics_per_node");
       if (out["bandwidth"]) cs.inter_bandwidth = L.as_bandwidth(out["bandwidth"], "cluster.inter_node.bandwidth");
       if (out["latency"]) cs.inter_latency = L.as_time(out["latency"], "cluster.inter_node.latency");
+      if (out["oversubscription"]) {
+        const std::string key = "cluster.inter_node.oversubscription";
+        cs.oversubscription = L.as_number(out["oversubscription"], key);
+        if (!(cs.oversubscription >= 1)) L.fail(out["oversubscription"], key, "must be >= 1 (1: non-blocking)");
+      }
     }
     sc.cluster = cs;
   }

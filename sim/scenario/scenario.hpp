@@ -33,6 +33,7 @@ struct ClusterSpec {
   std::optional<int32_t> nics_per_node;
   std::optional<Bandwidth> inter_bandwidth;
   std::optional<Time> inter_latency;
+  double oversubscription = 1;
 };
 
 struct ModelSpec {

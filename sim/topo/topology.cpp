@@ -64,12 +64,21 @@ Topology::Topology(const ResolvedCluster& c) : graph_(std::make_unique<Graph>())
     const int32_t nic_count = std::min(c.nics_per_node, c.gpus_per_node);
     const Bandwidth nic_bw{c.inter_bandwidth.bytes_per_s * std::max(1.0, static_cast<double>(c.nics_per_node) /
                                                                             c.gpus_per_node)};
+    // With oversubscription the node's NICs meet at a leaf switch whose uplink is narrower.
+    auto uplink = fabric;
+    if (c.oversubscription > 1) {
+      uplink = boost::add_vertex(Graph::VertexProps{false}, g);
+      const Bandwidth up{nic_bw.bytes_per_s * nic_count / c.oversubscription};
+      add_link(uplink, fabric, up, Time::zero(), LinkClass::Nic, node + "/leaf->fabric");
+      add_link(fabric, uplink, up, Time::zero(), LinkClass::Nic, "fabric->" + node + "/leaf");
+    }
+    const std::string to = c.oversubscription > 1 ? "leaf" : "fabric";
     std::vector<Graph::Vertex> nics;
     for (int32_t k = 0; k < nic_count; ++k) {
       const auto nic = boost::add_vertex(Graph::VertexProps{false}, g);
       const std::string name = node + "/nic" + std::to_string(k);
-      add_link(nic, fabric, nic_bw, c.inter_latency, LinkClass::Nic, name + "->fabric");
-      add_link(fabric, nic, nic_bw, Time::zero(), LinkClass::Nic, "fabric->" + name);
+      add_link(nic, uplink, nic_bw, c.inter_latency, LinkClass::Nic, name + "->" + to);
+      add_link(uplink, nic, nic_bw, Time::zero(), LinkClass::Nic, to + "->" + name);
       nics.push_back(nic);
     }
     for (int32_t i = 0; i < c.gpus_per_node; ++i) {
