@@ -50,3 +50,13 @@ TEST_CASE("times format with a readable prefix", "[core]") {
   CHECK(format_time(Time::from_seconds(12.5e-6)) == "12.5 us");
   CHECK(format_time(Time::ps(7)) == "7 ps");
 }
+
+TEST_CASE("integers parse whole or not at all", "[core]") {
+  CHECK(parse_integer("8192") == 8192);
+  CHECK(parse_integer("-3") == -3);
+  CHECK(parse_integer("+7") == 7);
+  CHECK_FALSE(parse_integer("12x").has_value());
+  CHECK_FALSE(parse_integer("").has_value());
+  CHECK_FALSE(parse_integer("1.5").has_value());
+  CHECK_FALSE(parse_integer("99999999999999999999").has_value());
+}

@@ -37,17 +37,11 @@ int64_t parse_size(std::string s) {
     }
     if (scale != 1) s.pop_back();
   }
-  size_t used = 0;
-  long long v = 0;
-  try {
-    v = std::stoll(s, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != s.size() || v <= 0 || v > kMaxSize / scale) {
+  const auto v = parse_integer(s);
+  if (!v || *v <= 0 || *v > kMaxSize / scale) {
     throw InputError("--sizes: \"" + original + "\" is not a size such as 8B, 64K or 8G (at most 1 TiB)");
   }
-  return v * scale;
+  return *v * scale;
 }
 
 std::vector<int> choose_gpus(const CollectiveOptions& opt, const ResolvedCluster& c) {

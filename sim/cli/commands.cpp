@@ -46,6 +46,18 @@ void close_output(std::ofstream& f, const std::string& path, const char* option)
   if (!f) throw InputError(std::string(option) + ": writing \"" + path + "\" failed (disk full?)");
 }
 
+/// The report of `result` (RunResult or ClusterResult) in the chosen format.
+template <class Result>
+void write_report(std::ostream& out, const std::string& format, const Result& result) {
+  if (format == "json") {
+    out << to_json(result).dump(2) << "\n";
+  } else if (format == "csv") {
+    write_csv(out, result);
+  } else {
+    write_text(out, result);
+  }
+}
+
 void run_cluster(const Scenario& sc, const RunOptions& opt, std::ostream& out, std::ostream& err) {
   Stopwatch clock;
   parse_flops_accounting(opt.flops_accounting);  // a bad name fails before the run
@@ -70,13 +82,7 @@ void run_cluster(const Scenario& sc, const RunOptions& opt, std::ostream& out, s
   const double t_sim = clock.lap();
   const ClusterResult result = make_cluster_result(sc, job, plan, trace, topo, network.link_bytes(),
                                                    parse_flops_accounting(opt.flops_accounting));
-  if (opt.format == "json") {
-    out << to_json(result).dump(2) << "\n";
-  } else if (opt.format == "csv") {
-    write_csv(out, result);
-  } else {
-    write_text(out, result);
-  }
+  write_report(out, opt.format, result);
   if (!opt.trace_path.empty()) {
     write_chrome_trace(trace_file, plan.program, trace, TimeUnit{"s", 1.0}, sc.name);
     close_output(trace_file, opt.trace_path, "--trace");
@@ -117,14 +123,7 @@ void run_scenario(const RunOptions& opt, std::ostream& out, std::ostream& err) {
   const double t_sim = clock.lap();
   const RunResult result = make_result(sc, job, prog, trace);
   const double t_metrics = clock.lap();
-
-  if (opt.format == "json") {
-    out << to_json(result).dump(2) << "\n";
-  } else if (opt.format == "csv") {
-    write_csv(out, result);
-  } else {
-    write_text(out, result);
-  }
+  write_report(out, opt.format, result);
   if (!opt.trace_path.empty()) {
     write_chrome_trace(trace_file, prog, trace, result.unit, sc.name);
     close_output(trace_file, opt.trace_path, "--trace");

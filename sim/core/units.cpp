@@ -84,6 +84,16 @@ Bandwidth parse_bandwidth(std::string_view text, std::string_view what) {
                    std::string(kAccepted) + ")");
 }
 
+std::optional<int64_t> parse_integer(std::string_view text) {
+  int64_t v = 0;
+  const char* begin = text.data();
+  const char* end = begin + text.size();
+  if (begin != end && *begin == '+') ++begin;  // from_chars takes '-' but not '+'
+  const auto [ptr, ec] = std::from_chars(begin, end, v);
+  if (ec != std::errc() || ptr != end || begin == end) return std::nullopt;
+  return v;
+}
+
 std::string format_time(Time t) {
   const double s = t.seconds();
   const double a = std::fabs(s);

@@ -6,6 +6,7 @@
 #include <compare>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -72,6 +73,10 @@ Time parse_time(std::string_view text, std::string_view what);
 /// Parses "200 Gb/s" (bits, powers of 10), "400GB/s" (bytes), "25 MB/s", "1 TB/s", ...
 /// Throws InputError naming `what` and listing the accepted units.
 Bandwidth parse_bandwidth(std::string_view text, std::string_view what);
+
+/// The whole of `text` as a decimal integer (optional sign), or nullopt when it is not one or
+/// does not fit in int64. The one integer parser behind scenario keys and command options.
+std::optional<int64_t> parse_integer(std::string_view text);
 
 /// Formats a time for humans with an SI prefix, e.g. "12.5 us", "3.02 s".
 std::string format_time(Time t);

@@ -226,16 +226,9 @@ class Loader {
   }
 
   int64_t as_int(const YAML::Node& n, const std::string& path) const {
-    const std::string s = n.Scalar();
-    size_t used = 0;
-    long long v = 0;
-    try {
-      v = std::stoll(s, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || used != s.size()) fail(n, path, "expected an integer, got \"" + s + "\"");
-    return v;
+    const auto v = parse_integer(n.Scalar());
+    if (!v) fail(n, path, "expected an integer, got \"" + n.Scalar() + "\"");
+    return *v;
   }
 
   int32_t as_int32(const YAML::Node& n, const std::string& path) const {
@@ -264,18 +257,12 @@ class Loader {
       scale = 1024;
       s.pop_back();
     }
-    size_t used = 0;
-    long long v = 0;
-    try {
-      v = std::stoll(s, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || used != s.size() || v <= 0) {
+    const auto v = parse_integer(s);
+    if (!v || *v <= 0) {
       fail(n, path, "expected a positive token count such as 8192 or \"208K\", got \"" + n.Scalar() + "\"");
     }
-    if (v > INT64_MAX / scale) fail(n, path, "token count out of range (got \"" + n.Scalar() + "\")");
-    return v * scale;
+    if (*v > INT64_MAX / scale) fail(n, path, "token count out of range (got \"" + n.Scalar() + "\")");
+    return *v * scale;
   }
 
   Time as_time(const YAML::Node& n, const std::string& path) const {
