@@ -111,12 +111,20 @@ TEST_CASE("an unknown key in a file is reported with file:line", "[cli]") {
   expect_input_error("run " + f.string(), f.string() + ":5: pipeline_only.latency: unknown key");
 }
 
-TEST_CASE("cluster scenarios are checked but not yet simulated, and say so", "[cli]") {
-  const fs::path f = temp("cluster.yaml");
-  std::ofstream(f) << "cluster: {gpu: a800-sxm4-80gb, nodes: 1, gpus_per_node: 8}\nmodel: {preset: llama3-8b}\n"
-                      "training: {seq_len: 8K}\nparallel: {ulysses: 8}\n";
-  expect_input_error("run " + f.string(), "passes every check, but sequence parallelism");
-  expect_input_error("run scenarios/cluster/usp-llama3-8b-2x8-a800-208k.yaml", "is not simulated in this version");
+TEST_CASE("sequence-parallel cluster scenarios run and report their waits", "[cli]") {
+  const Result r = cli("run scenarios/cluster/usp-llama3-8b-2x8-a800-208k.yaml --format json");
+  REQUIRE(r.code == 0);
+  const json j = json::parse(r.out);
+  REQUIRE(j["devices"].size() == 2);  // one per ring rank
+  for (const json& d : j["devices"]) {
+    const json& ib = d["idle_breakdown"];
+    CHECK(ib["sp_wait"].get<double>() > 0);
+    const double attributed = ib["pipeline_bubble"].get<double>() + ib["p2p_wait"].get<double>() +
+                              ib["collective_wait"].get<double>() + ib["imbalance"].get<double>() +
+                              ib["sp_wait"].get<double>();
+    CHECK(attributed == Approx(d["idle"].get<double>()).epsilon(1e-6));
+  }
+  CHECK_THAT(j["notes"].dump(), Catch::Contains("ring groups cross nodes"));
   expect_input_error("run scenarios/cluster/usp-llama3-8b-2x8-a800-208k.yaml --set parallel.ring=4",
                      "= 32 but the cluster has 2 x 8 = 16 GPUs");
 }

@@ -62,13 +62,6 @@ void run_cluster(const Scenario& sc, const RunOptions& opt, std::ostream& out, s
   Stopwatch clock;
   parse_flops_accounting(opt.flops_accounting);  // a bad name fails before the run
   const ClusterJob job = plan_cluster(sc);
-  for (const char* key : {"parallel.ulysses", "parallel.ring"}) {
-    const int32_t degree = std::string(key) == "parallel.ulysses" ? job.parallel.ulysses : job.parallel.ring;
-    if (degree > 1) {
-      throw InputError(sc.where(key) + ": " + key + ": the scenario passes every check, but sequence parallelism "
-                       "(ulysses, ring) is not simulated in this version yet");
-    }
-  }
   if (!opt.gantt_path.empty()) throw InputError("--gantt: SVG charts of cluster scenarios are not in this version; use --trace");
   std::ofstream trace_file;
   if (!opt.trace_path.empty()) trace_file = open_output(opt.trace_path, "--trace");

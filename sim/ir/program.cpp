@@ -17,6 +17,19 @@ const char* to_string(OpKind k) {
   return "?";
 }
 
+const char* to_string(Traffic t) {
+  switch (t) {
+    case Traffic::None: return "";
+    case Traffic::TensorParallel: return "tp";
+    case Traffic::Pipeline: return "pp";
+    case Traffic::DataParallel: return "dp";
+    case Traffic::Ulysses: return "ulysses";
+    case Traffic::Ring: return "ring";
+    case Traffic::ContextGather: return "cp-allgather";
+  }
+  return "?";
+}
+
 const char* to_string(Phase p) {
   switch (p) {
     case Phase::None: return "";

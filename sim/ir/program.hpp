@@ -32,7 +32,12 @@ enum class Phase : uint8_t { None, F, B, I, W, FB };
 /// bytes the sender pushes without blocking its own streams (pipeline activations).
 enum class GroupKind : uint8_t { SendRecv, AllReduce, AllGather, ReduceScatter, AllToAll, RingSendRecv, Transfer };
 
+/// Which parallelism's traffic a communication op carries (reports split waits and the critical
+/// path by it). None for compute ops and for programs that do not say.
+enum class Traffic : uint8_t { None, TensorParallel, Pipeline, DataParallel, Ulysses, Ring, ContextGather };
+
 const char* to_string(OpKind k);
+const char* to_string(Traffic t);
 const char* to_string(Phase p);
 const char* to_string(GroupKind k);
 
@@ -40,6 +45,7 @@ const char* to_string(GroupKind k);
 /// For Phase::FB the fields describe the forward half and the b_* fields the backward half.
 struct Label {
   Phase phase = Phase::None;
+  Traffic traffic = Traffic::None;
   int16_t chunk = -1;    // model chunk (virtual stage) on its rank; DualPipe: direction
   int16_t b_chunk = -1;
   int32_t stage = -1;    // pipeline stage in model order

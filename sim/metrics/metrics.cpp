@@ -7,6 +7,10 @@
 namespace bubblesim::sim {
 namespace {
 
+bool is_sequence_parallel(Traffic t) {
+  return t == Traffic::Ulysses || t == Traffic::Ring || t == Traffic::ContextGather;
+}
+
 /// Splits the idle gap [gap_start, start) before compute op `id` by what it waited for: its
 /// binding dependency (the one that arrived last) and, for a compute dependency, how much of
 /// the gap was the producer still running versus the edge's latency.
@@ -27,17 +31,19 @@ void attribute_gap(const Program& p, const Trace& t, OpId id, Time gap_start, Id
     ib.pipeline_bubble += gap;
     return;
   }
-  const OpKind kind = p.op(binding->op).kind;
+  const Op& on = p.op(binding->op);
+  const OpKind kind = on.kind;
+  const bool sp = is_sequence_parallel(on.label.traffic);
   if (kind == OpKind::Send || kind == OpKind::Recv) {
-    // Until the transfer began, the device waited for the sender's work (a bubble); then for
-    // the bytes themselves.
+    // Until the transfer began, the device waited for the sender's work (a bubble, or for a
+    // ring, the other rank's heavier share); then for the bytes themselves.
     const Time before = std::clamp(t.records[binding->op].start - gap_start, Time::zero(), gap);
-    ib.pipeline_bubble += before;
-    ib.p2p_wait += gap - before;
+    (sp ? ib.imbalance : ib.pipeline_bubble) += before;
+    (sp ? ib.sp_wait : ib.p2p_wait) += gap - before;
     return;
   }
   if (kind == OpKind::Collective) {
-    ib.collective_wait += gap;
+    (sp ? ib.sp_wait : ib.collective_wait) += gap;
     return;
   }
   const Time producer_done = t.records[binding->op].end;
@@ -91,6 +97,8 @@ Metrics compute_metrics(const Program& p, const Trace& t) {
   std::vector<Time> cursor(devices);
   std::vector<int64_t> live(devices, 0);
   std::vector<uint8_t> seen(devices, 0);
+  std::vector<Time> last_comm_end(devices);  // the device's last op on a communication stream
+  std::vector<OpKind> last_comm_kind(devices, OpKind::Collective);
   for (DeviceId d = 0; d < devices; ++d) {
     compute_stream[d] = p.compute_stream(d);  // kNone: the device has no busy time
     single_stream[d] = p.devices()[d].streams.size() == 1;
@@ -106,7 +114,10 @@ Metrics compute_metrics(const Program& p, const Trace& t) {
       dm.peak_activation = std::max(dm.peak_activation, live[d]);
       live[d] -= op.mem_free;
     }
-    if (op.stream != compute_stream[d]) continue;
+    if (op.stream != compute_stream[d]) {
+      if (r.end > last_comm_end[d]) last_comm_end[d] = r.end, last_comm_kind[d] = op.kind;
+      continue;
+    }
     BUBBLESIM_ASSERT(r.start >= cursor[d], "op ids do not follow stream order");
     if (!seen[d]) dm.first_start = r.start;
     seen[d] = 1;
@@ -114,6 +125,8 @@ Metrics compute_metrics(const Program& p, const Trace& t) {
     // A collective or transfer the compute stream waits on (tensor parallelism) is not work.
     if (op.kind == OpKind::Compute) {
       dm.busy += r.end - r.start;
+    } else if (is_sequence_parallel(op.label.traffic)) {
+      dm.idle_breakdown.sp_wait += r.end - r.start;
     } else if (op.kind == OpKind::Collective) {
       dm.idle_breakdown.collective_wait += r.end - r.start;
     } else {
@@ -130,7 +143,11 @@ Metrics compute_metrics(const Program& p, const Trace& t) {
   for (DeviceId d = 0; d < devices; ++d) {
     DeviceMetrics& dm = m.devices[d];
     if (!single_stream[d]) dm.peak_activation = peak_activation_sorted(p, t, p.devices()[d]);
-    dm.idle_breakdown.pipeline_bubble += m.makespan - cursor[d];  // drain after the last op
+    // After the last compute op: the device's own trailing communication (say, the gradient
+    // reduction and ZeRO's parameter all-gather), then the drain until the slowest device ends.
+    const Time own = std::max(Time::zero(), last_comm_end[d] - cursor[d]);
+    (last_comm_kind[d] == OpKind::Collective ? dm.idle_breakdown.collective_wait : dm.idle_breakdown.p2p_wait) += own;
+    dm.idle_breakdown.pipeline_bubble += m.makespan - cursor[d] - own;
     dm.idle = m.makespan - dm.busy;
     dm.span = dm.last_end - dm.first_start;
     if (m.makespan > Time::zero()) idle_fraction_sum += dm.idle.seconds() / m.makespan.seconds();

@@ -14,7 +14,10 @@ struct IdleBreakdown {
   Time pipeline_bubble;  // waiting for another device's compute (fill, drain, dependencies)
   Time p2p_wait;         // waiting for a point-to-point transfer or its latency
   Time collective_wait;  // waiting for a collective
-  Time imbalance;        // waiting caused by uneven work across devices (not separated in pipeline_only)
+  Time imbalance;        // waiting for another ring rank's work (causal load imbalance); not separated
+                         // in pipeline_only
+  Time sp_wait;          // waiting for sequence-parallel traffic: Ulysses all-to-alls, ring K/V
+                         // blocks, all-gather CP
 };
 
 struct DeviceMetrics {

@@ -34,18 +34,24 @@ void busiest_links(ClusterResult& r, const Topology& topo, const std::vector<dou
 void summarise_path(ClusterResult& r, const Program& p, const Trace& t) {
   const auto path = critical_path(p, t);
   r.critical_path_ops = path.size();
-  double compute = 0, tp = 0, pp = 0, dp = 0;
+  double compute = 0, tp = 0, pp = 0, dp = 0, sp = 0;
   for (OpId id : path) {
     const Op& op = p.op(id);
     const double d = (t.records[id].end - t.records[id].start).seconds();
-    if (op.kind == OpKind::Compute) compute += d;
-    else if (op.kind == OpKind::Recv || op.kind == OpKind::Send) pp += d;
-    else if (p.stream(op.stream).kind == StreamKind::Compute) tp += d;
-    else dp += d;
+    switch (op.label.traffic) {
+      case Traffic::TensorParallel: tp += d; break;
+      case Traffic::Pipeline: pp += d; break;
+      case Traffic::DataParallel: dp += d; break;
+      case Traffic::Ulysses:
+      case Traffic::Ring:
+      case Traffic::ContextGather: sp += d; break;
+      case Traffic::None: compute += op.kind == OpKind::Compute ? d : 0; break;
+    }
   }
-  const double waiting = std::max(0.0, r.iteration_s - compute - tp - pp - dp);
+  const double waiting = std::max(0.0, r.iteration_s - compute - tp - pp - dp - sp);
   r.critical_path = {{"compute", compute}, {"tensor-parallel collectives", tp}, {"pipeline transfers", pp},
-                     {"data-parallel collectives", dp}, {"waiting (latency, issue order)", waiting}};
+                     {"data-parallel collectives", dp}, {"sequence-parallel communication", sp},
+                     {"waiting (latency, issue order)", waiting}};
 }
 
 }  // namespace
@@ -71,7 +77,7 @@ ClusterResult make_cluster_result(const Scenario& sc, const ClusterJob& job, con
   for (size_t d = 0; d < r.metrics.devices.size(); ++d) {
     const MemoryEstimate& m = plan.memory[d];
     const double activations = static_cast<double>(r.metrics.devices[d].peak_activation) * plan.activation_unit_bytes;
-    r.peak_memory_bytes.push_back(m.params + m.grads + m.optimizer + activations);
+    r.peak_memory_bytes.push_back(m.params + m.grads + m.optimizer + m.buffers + activations);
   }
   busiest_links(r, topo, link_bytes);
   summarise_path(r, plan.program, t);
@@ -86,18 +92,21 @@ void write_text(std::ostream& out, const ClusterResult& r) {
       << " (" << j.model.layers << " layers, hidden " << j.model.hidden << "); seq " << j.training.seq_len
       << ", global batch " << j.training.global_batch_size << ", " << j.shape.m << " microbatches of "
       << j.training.micro_batch_size << "\n";
-  out << "parallel: dp " << ps.dp << " x tp " << ps.tp << " x pp " << ps.pp << ", schedule " << info(j.schedule).name
-      << ", ZeRO-" << ps.zero << ", recompute " << j.training.recompute << "\n";
+  out << "parallel: dp " << ps.dp << " x tp " << ps.tp << " x pp " << ps.pp;
+  if (ps.ulysses > 1) out << " x ulysses " << ps.ulysses;
+  if (ps.ring > 1) out << " x ring " << ps.ring << " (" << (ps.cp_mode == "allgather" ? "all-gather CP" : "ring attention")
+                       << ", " << ps.ring_layout << ")";
+  out << ", schedule " << info(j.schedule).name << ", ZeRO-" << ps.zero << ", recompute " << j.training.recompute << "\n";
   for (const std::string& n : r.plan->notes) out << "  " << n << "\n";
-  out << "simulated: one representative GPU per pipeline stage (tensor- and data-parallel ranks are symmetric; their "
-         "traffic is carried)\n\n";
-  out << "device  busy(s)   idle(s)  bubble   p2p_wait  coll_wait  peak memory\n";
+  out << "simulated: one representative GPU per pipeline stage" << (ps.ring > 1 ? " and ring rank" : "")
+      << " (tensor-, Ulysses- and data-parallel ranks are symmetric; their traffic is carried)\n\n";
+  out << "device  busy(s)   idle(s)  bubble   p2p_wait  coll_wait    sp_wait  imbalance  peak memory\n";
   for (size_t d = 0; d < r.metrics.devices.size(); ++d) {
     const DeviceMetrics& m = r.metrics.devices[d];
     out << fmt("%6.0f", static_cast<double>(d)) << fmt("%9.4f", m.busy.seconds()) << fmt("%10.4f", m.idle.seconds())
         << fmt("%8.4f", m.idle_breakdown.pipeline_bubble.seconds()) << fmt("%11.4f", m.idle_breakdown.p2p_wait.seconds())
-        << fmt("%11.4f", m.idle_breakdown.collective_wait.seconds())
-        << fmt("%10.2f GB", r.peak_memory_bytes[d] / kGB) << "\n";
+        << fmt("%11.4f", m.idle_breakdown.collective_wait.seconds()) << fmt("%11.4f", m.idle_breakdown.sp_wait.seconds())
+        << fmt("%11.4f", m.idle_breakdown.imbalance.seconds()) << fmt("%10.2f GB", r.peak_memory_bytes[d] / kGB) << "\n";
   }
   const double peak = *std::max_element(r.peak_memory_bytes.begin(), r.peak_memory_bytes.end());
   out << "\niteration time " << fmt("%.4f", r.iteration_s) << " s; " << fmt("%.0f", r.tokens_per_s) << " tokens/s; "
@@ -129,13 +138,16 @@ nlohmann::json to_json(const ClusterResult& r) {
                         {{"pipeline_bubble", m.idle_breakdown.pipeline_bubble.seconds()},
                          {"p2p_wait", m.idle_breakdown.p2p_wait.seconds()},
                          {"collective_wait", m.idle_breakdown.collective_wait.seconds()},
-                         {"imbalance", m.idle_breakdown.imbalance.seconds()}}},
+                         {"imbalance", m.idle_breakdown.imbalance.seconds()},
+                         {"sp_wait", m.idle_breakdown.sp_wait.seconds()}}},
                        {"peak_memory_bytes", static_cast<int64_t>(r.peak_memory_bytes[d])},
                        {"memory",
                         {{"parameters", mem.params},
                          {"gradients", mem.grads},
                          {"optimizer", mem.optimizer},
-                         {"activations", r.peak_memory_bytes[d] - mem.params - mem.grads - mem.optimizer}}}});
+                         {"sp_buffers", mem.buffers},
+                         {"activations",
+                          r.peak_memory_bytes[d] - mem.params - mem.grads - mem.optimizer - mem.buffers}}}});
   }
   const double peak = *std::max_element(r.peak_memory_bytes.begin(), r.peak_memory_bytes.end());
   return {{"scenario", r.scenario->name},
@@ -170,14 +182,14 @@ nlohmann::json to_json(const ClusterResult& r) {
 
 void write_csv(std::ostream& out, const ClusterResult& r) {
   out << "scenario,device,gpu,busy_s,idle_s,pipeline_bubble_s,p2p_wait_s,collective_wait_s,peak_memory_bytes,"
-         "iteration_time_s,tokens_per_s,tflops_per_gpu,mfu\n";
+         "iteration_time_s,tokens_per_s,tflops_per_gpu,mfu,imbalance_s,sp_wait_s\n";
   for (size_t d = 0; d < r.metrics.devices.size(); ++d) {
     const DeviceMetrics& m = r.metrics.devices[d];
     out << r.scenario->name << "," << d << "," << r.plan->gpu_of_device[d] << "," << m.busy.seconds() << ","
         << m.idle.seconds() << "," << m.idle_breakdown.pipeline_bubble.seconds() << ","
         << m.idle_breakdown.p2p_wait.seconds() << "," << m.idle_breakdown.collective_wait.seconds() << ","
         << r.peak_memory_bytes[d] << "," << r.iteration_s << "," << r.tokens_per_s << "," << r.tflops_per_gpu << ","
-        << r.mfu << "\n";
+        << r.mfu << "," << m.idle_breakdown.imbalance.seconds() << "," << m.idle_breakdown.sp_wait.seconds() << "\n";
   }
 }
 

@@ -132,6 +132,10 @@ void check_training(const Scenario& sc, ClusterJob& job) {
     fail(sc, "training.attention_kernel", "unfused attention materialises s x s scores: at most " +
                                               std::to_string(kMaxUnfusedSeq) + " tokens per sequence");
   }
+  if (t.attention_kernel == "unfused" && (ps.ulysses > 1 || ps.ring > 1)) {
+    fail(sc, "training.attention_kernel", "sequence parallelism (ulysses or ring > 1) runs FlashAttention kernels; "
+                                          "unfused attention is modelled without it");
+  }
   if (t.dtype == "fp32") fail(sc, "training.dtype", "fp32 training is not modelled (bf16 and fp16 are)");
   const bool zigzag = ps.ring_layout == "zigzag" && ps.ring > 1;
   const int64_t split = static_cast<int64_t>(ps.tp) * ps.ulysses * ps.ring * (zigzag ? 2 : 1);

@@ -7,6 +7,7 @@
 #include "sim/core/error.hpp"
 #include "sim/model/collectives.hpp"
 #include "sim/sched/schedule.hpp"
+#include "sim/workload/sequence_parallel.hpp"
 #include "sim/workload/transformer.hpp"
 
 namespace bubblesim::sim {
@@ -32,34 +33,52 @@ struct PendingDep {
   bool backward;  // wait for the B/I of (stage, mb), else for its F
   int32_t stage;
   int32_t mb;
+  int32_t ring;   // the ring rank, whose device both ops are on
 };
+
+/// A data-parallel (gradient) group: dp x ulysses x ring ranks of one tp rank and stage, in GPU
+/// order, with the positions of the simulated ring ranks and the twin groups of the other tp ranks.
+struct DpGroup {
+  std::vector<int32_t> gpus;
+  std::vector<std::vector<int32_t>> twins;
+  std::vector<size_t> position_of_ring;  // ring rank -> position in gpus
+};
+
+using Lanes = std::vector<OpId>;  // one op per ring rank of a stage
 
 class Builder {
  public:
   Builder(const ClusterJob& job, const Topology& topo, const ComputeModel& compute)
-      : job_(job), topo_(topo), compute_(compute), place_(job), shape_(layer_shape(job)) {}
+      : job_(job), topo_(topo), compute_(compute), place_(job), shape_(layer_shape(job)),
+        ring_(job.parallel.ring), layout_(parse_ring_layout(job.parallel.ring_layout)),
+        allgather_(job.parallel.cp_mode == "allgather") {}
 
   TrainingPlan run() {
     const PipelineShape ps = job_.shape;
     graph_ = canonical_stages(job_.schedule, ps);
     layout_stages();
-    const int32_t ranks = ps.p;
-    for (int32_t r = 0; r < ranks; ++r) {
-      const int32_t gpu = place_.gpu(0, 0, r);
-      const DeviceId d = p_.add_device("stage " + std::to_string(r) + " (gpu " + std::to_string(gpu) + ")");
-      compute_stream_.push_back(p_.add_stream(d, StreamKind::Compute, "compute"));
-      recv_stream_.push_back(p_.add_stream(d, StreamKind::Comm, "p2p"));
-      dp_stream_.push_back(p_.add_stream(d, StreamKind::Comm, "dp"));
-      plan_.gpu_of_device.push_back(gpu);
+    for (int32_t pp = 0; pp < ps.p; ++pp) {
+      for (int32_t r = 0; r < ring_; ++r) {
+        const int32_t gpu = place_.gpu(coord(pp, r));
+        std::string name = "stage " + std::to_string(pp);
+        if (ring_ > 1) name += " ring " + std::to_string(r);
+        const DeviceId d = p_.add_device(name + " (gpu " + std::to_string(gpu) + ")");
+        compute_stream_.push_back(p_.add_stream(d, StreamKind::Compute, "compute"));
+        recv_stream_.push_back(p_.add_stream(d, StreamKind::Comm, "p2p"));
+        dp_stream_.push_back(p_.add_stream(d, StreamKind::Comm, "dp"));
+        sp_stream_.push_back(ring_ > 1 && !allgather_ ? p_.add_stream(d, StreamKind::Comm, "ring") : kNone);
+        plan_.gpu_of_device.push_back(gpu);
+      }
+      dp_groups_.push_back(make_dp_group(pp));
     }
-    previous_pass_.assign(static_cast<size_t>(ranks), kNone);
-    const size_t slots = graph_.size() * static_cast<size_t>(graph_.microbatches);
+    previous_pass_.assign(static_cast<size_t>(ps.p) * static_cast<size_t>(ring_), kNone);
+    const size_t slots = graph_.size() * static_cast<size_t>(graph_.microbatches) * static_cast<size_t>(ring_);
     fwd_last_.assign(slots, kNone);
     bwd_last_.assign(slots, kNone);
     const auto actions = generate(job_.schedule, ps, graph_);
-    for (int32_t r = 0; r < ranks; ++r) emit_rank(static_cast<DeviceId>(r), actions[static_cast<size_t>(r)]);
+    for (int32_t pp = 0; pp < ps.p; ++pp) emit_rank(pp, actions[static_cast<size_t>(pp)]);
     for (const PendingDep& d : pending_) {
-      const OpId on = (d.backward ? bwd_last_ : fwd_last_)[slot(d.stage, d.mb)];
+      const OpId on = (d.backward ? bwd_last_ : fwd_last_)[slot(d.stage, d.mb, d.ring)];
       BUBBLESIM_ASSERT(on != kNone, "training: a pass depends on one never scheduled");
       p_.add_dep(d.op, on);
     }
@@ -73,8 +92,75 @@ class Builder {
   }
 
  private:
-  size_t slot(int32_t stage, int32_t mb) const {
-    return static_cast<size_t>(mb) * graph_.size() + static_cast<size_t>(stage);
+  // ---- devices and groups --------------------------------------------------------------------
+
+  DeviceId dev(int32_t pp, int32_t r) const { return static_cast<DeviceId>(pp * ring_ + r); }
+  int32_t ring_of(DeviceId d) const { return static_cast<int32_t>(d) % ring_; }
+  int32_t pp_of(DeviceId d) const { return static_cast<int32_t>(d) / ring_; }
+
+  static Coord coord(int32_t pp, int32_t r) {
+    Coord c;
+    c[Dim::Pp] = pp;
+    c[Dim::Ring] = r;
+    return c;
+  }
+
+  /// Every combination of the dimensions in `dims` (others as in `base`), first dim fastest.
+  std::vector<Coord> combinations(Coord base, std::initializer_list<Dim> dims) const {
+    std::vector<Coord> out{base};
+    for (Dim dim : dims) {
+      std::vector<Coord> next;
+      for (int32_t i = 0; i < place_.degree(dim); ++i) {
+        for (Coord c : out) {
+          c[dim] = i;
+          next.push_back(c);
+        }
+      }
+      out = std::move(next);
+    }
+    return out;
+  }
+
+  /// The group varying `dim` around device d, and the same group around every coordinate of
+  /// `twin_dims` other than the device's own (the twins that run it at the same time).
+  std::pair<std::vector<int32_t>, std::vector<std::vector<int32_t>>> group_with_twins(
+      DeviceId d, Dim dim, std::initializer_list<Dim> twin_dims) const {
+    const Coord here = coord(pp_of(d), ring_of(d));
+    std::vector<std::vector<int32_t>> twins;
+    for (const Coord& c : combinations(here, twin_dims)) {
+      if (place_.gpu(c) != place_.gpu(here)) twins.push_back(place_.group(dim, c));
+    }
+    return {place_.group(dim, here), std::move(twins)};
+  }
+
+  DpGroup make_dp_group(int32_t pp) const {
+    DpGroup g;
+    std::vector<std::pair<int32_t, Coord>> members;
+    for (const Coord& c : combinations(coord(pp, 0), {Dim::Ulysses, Dim::Ring, Dim::Dp})) {
+      members.emplace_back(place_.gpu(c), c);
+    }
+    std::sort(members.begin(), members.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    g.position_of_ring.assign(static_cast<size_t>(ring_), 0);
+    g.twins.assign(static_cast<size_t>(place_.degree(Dim::Tp) - 1), {});
+    for (size_t i = 0; i < members.size(); ++i) {
+      const Coord& c = members[i].second;
+      g.gpus.push_back(members[i].first);
+      if (c[Dim::Ulysses] == 0 && c[Dim::Dp] == 0) g.position_of_ring[static_cast<size_t>(c[Dim::Ring])] = i;
+      for (int32_t t = 1; t < place_.degree(Dim::Tp); ++t) {
+        Coord twin = c;
+        twin[Dim::Tp] = t;
+        g.twins[static_cast<size_t>(t - 1)].push_back(place_.gpu(twin));
+      }
+    }
+    return g;
+  }
+
+  /// Ranks that reduce gradients together (and shard ZeRO states): dp x ulysses x ring.
+  int32_t grad_group() const { return job_.parallel.dp * job_.parallel.ulysses * ring_; }
+
+  size_t slot(int32_t stage, int32_t mb, int32_t r) const {
+    return (static_cast<size_t>(mb) * graph_.size() + static_cast<size_t>(stage)) * static_cast<size_t>(ring_) +
+           static_cast<size_t>(r);
   }
 
   void layout_stages() {
@@ -94,18 +180,7 @@ class Builder {
     }
   }
 
-  /// The tensor-parallel ring around rank (dp, pp), in tp order.
-  std::vector<int32_t> tp_ring(int32_t dp, int32_t pp) const {
-    std::vector<int32_t> g;
-    for (int32_t t = 0; t < job_.parallel.tp; ++t) g.push_back(place_.gpu(t, dp, pp));
-    return g;
-  }
-
-  std::vector<int32_t> dp_ring(int32_t tp, int32_t pp) const {
-    std::vector<int32_t> g;
-    for (int32_t d = 0; d < job_.parallel.dp; ++d) g.push_back(place_.gpu(tp, d, pp));
-    return g;
-  }
+  // ---- ops -----------------------------------------------------------------------------------
 
   Time duration(const LayerOp& op) const {
     switch (op.kind) {
@@ -116,62 +191,208 @@ class Builder {
     }
   }
 
-  /// Appends one op of the workload to device d's compute stream; returns the last op added.
-  OpId add(DeviceId d, const LayerOp& op, Label label) {
-    if (op.kind == LayerOpKind::TpAllGather || op.kind == LayerOpKind::TpReduceScatter ||
-        op.kind == LayerOpKind::TpAllReduce) {
-      const auto ring = tp_ring(0, static_cast<int32_t>(d));
-      const CollectiveOp kind = op.kind == LayerOpKind::TpAllGather       ? CollectiveOp::AllGather
-                                : op.kind == LayerOpKind::TpReduceScatter ? CollectiveOp::ReduceScatter
-                                                                          : CollectiveOp::AllReduce;
-      CollectiveSpec spec{kind, CollectiveAlgo::Ring, op.bytes, ring, {}, {}, {}};
-      spec.label = label;
-      spec.fuse_steps = true;
-      spec.streams.assign(ring.size(), kNone);
-      spec.streams[0] = compute_stream_[d];
-      return expand_collective(p_, spec)[0];
-    }
+  OpId compute_op(DeviceId d, Time duration, Label label) {
     Op o;
     o.stream = compute_stream_[d];
     o.label = label;
-    o.duration = duration(op);
+    o.duration = duration;
     return p_.add_op(o);
   }
 
-  /// Runs `ops` for every layer of the stage (in `reverse` order for backward passes).
-  OpId add_layers(DeviceId d, const StageLayout& st, Pass pass, Label label, bool reverse, OpId& first) {
-    const auto ops = layer_ops(shape_, pass, job_.training.recompute);
-    OpId last = kNone;
-    for (int32_t i = 0; i < st.layers; ++i) {
-      const int32_t layer = st.first_layer + (reverse ? st.layers - 1 - i : i);
-      label.layer = layer;
-      for (const LayerOp& op : ops) {
-        last = add(d, op, label);
-        if (first == kNone) first = last;
-      }
-      after_layer_grad(d, pass);
-    }
-    return last;
+  /// A blocking collective of device d's group along `dim`, issued on its compute stream.
+  OpId group_collective(DeviceId d, CollectiveOp kind, Dim dim, Bytes bytes, Label label,
+                        std::initializer_list<Dim> twin_dims) {
+    auto [gpus, twins] = group_with_twins(d, dim, twin_dims);
+    label.traffic = dim == Dim::Ulysses ? Traffic::Ulysses : Traffic::TensorParallel;
+    CollectiveSpec spec{kind, CollectiveAlgo::Ring, bytes, std::move(gpus), {}, {}, std::move(twins), false, {}};
+    spec.label = label;
+    spec.fuse_steps = true;
+    spec.streams.assign(spec.gpus.size(), kNone);
+    spec.streams[0] = compute_stream_[d];
+    return expand_collective(p_, spec)[0];
   }
 
-  void add_extra(DeviceId d, const std::vector<LayerOp>& ops, Label label, OpId& first, OpId& last) {
-    for (const LayerOp& op : ops) {
-      last = add(d, op, label);
-      if (first == kNone) first = last;
+  /// Appends one op of the workload to device d's compute stream; returns the last op added.
+  OpId add(DeviceId d, const LayerOp& op, Label label) {
+    switch (op.kind) {
+      case LayerOpKind::TpAllGather:
+        return group_collective(d, CollectiveOp::AllGather, Dim::Tp, op.bytes, label, {});
+      case LayerOpKind::TpReduceScatter:
+        return group_collective(d, CollectiveOp::ReduceScatter, Dim::Tp, op.bytes, label, {});
+      case LayerOpKind::TpAllReduce:
+        return group_collective(d, CollectiveOp::AllReduce, Dim::Tp, op.bytes, label, {});
+      case LayerOpKind::UlyssesAllToAll:
+        // Every tp rank and dp replica runs its own Ulysses all-to-all at the same moment.
+        return group_collective(d, CollectiveOp::AllToAll, Dim::Ulysses, op.bytes, label, {Dim::Tp, Dim::Dp});
+      default: return compute_op(d, duration(op), label);
     }
+  }
+
+  /// One workload op on every ring rank of pipeline rank pp.
+  void emit(int32_t pp, const LayerOp& op, Label label) {
+    if (op.kind == LayerOpKind::Attention && ring_ > 1) {
+      if (allgather_) allgather_attention(pp, op, label);
+      else ring_attention(pp, op, label);
+      return;
+    }
+    for (int32_t r = 0; r < ring_; ++r) add(dev(pp, r), op, label);
+  }
+
+  OpId last_compute(DeviceId d) const {
+    const auto& ops = p_.stream(compute_stream_[d]).ops;
+    return ops.empty() ? kNone : ops.back();
+  }
+
+  // ---- sequence parallelism ------------------------------------------------------------------
+
+  int32_t prev_ring(int32_t r) const { return (r + ring_ - 1) % ring_; }
+
+  /// Bytes of one K plus one V block travelling the ring (per sequence batch), in `element` bytes.
+  int64_t kv_block_bytes(int64_t element) const {
+    return 2 * shape_.batch * shape_.attention_seq() * shape_.attention_kv_heads() * shape_.head_dim() * element;
+  }
+
+  /// Ring rank r of stage pp receives `bytes` from ring rank r - 1 (every tp rank, Ulysses rank
+  /// and dp replica does the same), once the ops in `deps` are done.
+  OpId ring_recv(int32_t pp, int32_t r, int64_t bytes, Label label, std::initializer_list<OpId> deps) {
+    const DeviceId d = dev(pp, r);
+    Op o;
+    o.kind = OpKind::Recv;
+    o.stream = sp_stream_[d];
+    o.label = label;
+    o.label.traffic = Traffic::Ring;
+    const OpId id = p_.add_op(o);
+    const OpId members[] = {id};
+    const GroupId g = p_.add_group(GroupKind::Transfer, members, Bytes{bytes});
+    std::vector<Transfer> transfers;
+    Coord from_base = coord(pp, prev_ring(r));
+    for (Coord to : combinations(coord(pp, r), {Dim::Tp, Dim::Ulysses, Dim::Dp})) {
+      Coord from = to;
+      from[Dim::Ring] = from_base[Dim::Ring];
+      transfers.push_back({place_.gpu(from), place_.gpu(to), Bytes{bytes}});
+    }
+    p_.set_transfers(g, transfers);
+    for (OpId dep : deps) {
+      if (dep != kNone) p_.add_dep(id, dep);
+    }
+    return id;
+  }
+
+  /// Ring attention over the ring ranks of stage pp (algorithms.md 2.1): at step t rank r
+  /// computes its queries against the K/V block of rank r - t while the block moves on to
+  /// r + 1 (posted at the start of the step, once both neighbours finished the previous step);
+  /// the forward merges partial outputs by log-sum-exp; the backward sends the dK/dV
+  /// accumulators (fp32) one hop after each step, P hops in all, so they end at their owner.
+  void ring_attention(int32_t pp, const LayerOp& op, Label label) {
+    const bool backward = op.attn.backward;
+    const int64_t n = shape_.attention_seq();
+    const int64_t b = shape_.batch;
+    const int64_t q_width = shape_.attention_heads() * shape_.head_dim();
+    const int64_t kv_width = shape_.attention_kv_heads() * shape_.head_dim();
+    const size_t R = static_cast<size_t>(ring_);
+    Lanes step_end(R), kv(R, kNone), dkv(R, kNone);
+    for (int32_t r = 0; r < ring_; ++r) step_end[r] = last_compute(dev(pp, r));
+    for (int32_t t = 0; t < ring_; ++t) {
+      label.ring_step = t;
+      Lanes next_kv(R, kNone);
+      if (t + 1 < ring_) {
+        for (int32_t r = 0; r < ring_; ++r) {
+          next_kv[r] = ring_recv(pp, r, kv_block_bytes(2), label, {step_end[r], step_end[prev_ring(r)], kv[prev_ring(r)]});
+        }
+      }
+      for (int32_t r = 0; r < ring_; ++r) {
+        const DeviceId d = dev(pp, r);
+        const RingStepWork w = ring_step_work(layout_, ring_, n, r, t);
+        OpId last = kNone;
+        if (w.pairs > 0) {
+          AttentionShape a = op.attn;
+          a.q_len = w.q_len;
+          a.kv_len = w.kv_len;
+          a.causal_fraction = w.causal_fraction();
+          last = compute_op(d, compute_.attention(a), label);
+          if (kv[r] != kNone) p_.add_dep(last, kv[r]);
+          // Forward: merge the block's output into the fp32 accumulator (read both, write one).
+          if (!backward && t > 0) last = compute_op(d, compute_.memory_bound(Bytes{b * w.q_len * q_width * 10}), label);
+        }
+        if (backward && t > 0) {
+          // Add the block's dQ, and its dK/dV to the accumulators that arrived from r - 1.
+          const int64_t bytes = w.pairs > 0 ? b * (w.q_len * q_width + 2 * n * kv_width) * 10 : 0;
+          last = compute_op(d, bytes > 0 ? compute_.memory_bound(Bytes{bytes}) : Time::zero(), label);
+          p_.add_dep(last, dkv[r]);
+        }
+        if (last != kNone) step_end[r] = last;
+      }
+      if (backward) {
+        Lanes next_dkv(R);
+        for (int32_t r = 0; r < ring_; ++r) {
+          next_dkv[r] = ring_recv(pp, r, kv_block_bytes(4), label, {step_end[r], step_end[prev_ring(r)]});
+        }
+        dkv = std::move(next_dkv);
+      }
+      kv = std::move(next_kv);
+    }
+    if (backward) {
+      // The owner's dK/dV are complete once the last hop arrives.
+      label.ring_step = -1;
+      for (int32_t r = 0; r < ring_; ++r) p_.add_dep(compute_op(dev(pp, r), Time::zero(), label), dkv[r]);
+    }
+  }
+
+  /// All-gather CP (algorithms.md 2.2): gather K/V over the ring group, attend locally with the
+  /// layout's causal work, and reduce-scatter dK/dV in the backward; blocking, not overlapped.
+  void allgather_attention(int32_t pp, const LayerOp& op, Label label) {
+    const bool backward = op.attn.backward;
+    const int64_t n = shape_.attention_seq();
+    CollectiveSpec spec{backward ? CollectiveOp::ReduceScatter : CollectiveOp::AllGather, CollectiveAlgo::Ring,
+                        Bytes{kv_block_bytes(2) * ring_}, place_.group(Dim::Ring, coord(pp, 0)), {}, {}, {}, false, {}};
+    for (const Coord& c : combinations(coord(pp, 0), {Dim::Tp, Dim::Ulysses, Dim::Dp})) {
+      if (place_.gpu(c) != place_.gpu(coord(pp, 0))) spec.twins.push_back(place_.group(Dim::Ring, c));
+    }
+    spec.label = label;
+    spec.label.traffic = Traffic::ContextGather;
+    spec.fuse_steps = true;
+    for (int32_t r = 0; r < ring_; ++r) spec.streams.push_back(compute_stream_[dev(pp, r)]);
+    if (!backward) expand_collective(p_, spec);
+    for (int32_t r = 0; r < ring_; ++r) {
+      AttentionShape a = op.attn;
+      a.q_len = n;
+      a.kv_len = n * ring_;
+      a.causal_fraction = static_cast<double>(ring_rank_pairs(layout_, ring_, n, r)) /
+                          (static_cast<double>(n) * static_cast<double>(n * ring_));
+      compute_op(dev(pp, r), compute_.attention(a), label);
+    }
+    if (backward) expand_collective(p_, spec);
+  }
+
+  // ---- passes --------------------------------------------------------------------------------
+
+  /// Runs `ops` for every layer of the stage (in `reverse` order for backward passes).
+  void add_layers(int32_t pp, const StageLayout& st, Pass pass, Label label, bool reverse) {
+    const auto ops = layer_ops(shape_, pass, job_.training.recompute);
+    for (int32_t i = 0; i < st.layers; ++i) {
+      label.layer = st.first_layer + (reverse ? st.layers - 1 - i : i);
+      for (const LayerOp& op : ops) emit(pp, op, label);
+      if (pass == Pass::WeightGrad && grad_sync_) grad_bucket(pp, layer_params(job_.model));
+    }
+  }
+
+  void add_extra(int32_t pp, const std::vector<LayerOp>& ops, Label label) {
+    for (const LayerOp& op : ops) emit(pp, op, label);
   }
 
   /// The activations (or their gradients) of microbatch `mb` arriving from the stage `from`.
   void receive(DeviceId d, int32_t from, int32_t mb, bool backward, OpId consumer) {
-    const auto src_rank = graph_.device[static_cast<size_t>(from)];
-    if (src_rank == static_cast<int32_t>(d)) {
-      pending_.push_back({consumer, backward, from, mb});
+    const int32_t r = ring_of(d);
+    const int32_t src_rank = graph_.device[static_cast<size_t>(from)];
+    if (src_rank == pp_of(d)) {
+      pending_.push_back({consumer, backward, from, mb, r});
       return;
     }
     Op recv;
     recv.kind = OpKind::Recv;
     recv.stream = recv_stream_[d];
     recv.label.phase = backward ? Phase::B : Phase::F;
+    recv.label.traffic = Traffic::Pipeline;
     recv.label.microbatch = mb;
     const OpId id = p_.add_op(recv);
     const OpId members[] = {id};
@@ -179,116 +400,127 @@ class Builder {
     // Megatron's scatter/gather optimisation does).
     const int64_t bytes = shape_.tokens() / shape_.tp * shape_.hidden * kBf16;
     const GroupId g = p_.add_group(GroupKind::Transfer, members, Bytes{bytes});
-    // Every tensor-parallel rank of every data-parallel replica moves its shard at the same time.
+    // Every tensor-parallel and Ulysses rank of every data-parallel replica moves its shard at
+    // the same time.
     std::vector<Transfer> transfers;
-    for (int32_t k = 0; k < job_.parallel.dp; ++k) {
-      const auto from_ring = tp_ring(k, src_rank);
-      const auto to_ring = tp_ring(k, static_cast<int32_t>(d));
-      for (size_t t = 0; t < from_ring.size(); ++t) transfers.push_back({from_ring[t], to_ring[t], Bytes{bytes}});
+    for (Coord to : combinations(coord(pp_of(d), r), {Dim::Tp, Dim::Ulysses, Dim::Dp})) {
+      Coord at_source = to;
+      at_source[Dim::Pp] = src_rank;
+      transfers.push_back({place_.gpu(at_source), place_.gpu(to), Bytes{bytes}});
     }
     p_.set_transfers(g, transfers);
-    pending_.push_back({id, backward, from, mb});
+    pending_.push_back({id, backward, from, mb, r});
     p_.add_dep(consumer, id);
   }
 
-  /// A placeholder first op so dependencies have something to attach to before the real ops.
-  OpId open_pass(DeviceId d, Label label) {
-    Op o;
-    o.stream = compute_stream_[d];
-    o.label = label;
-    o.label.layer = -1;
-    return p_.add_op(o);
+  /// A placeholder first op on every ring rank so dependencies have something to attach to.
+  Lanes open_pass(int32_t pp, Label label) {
+    label.layer = -1;
+    Lanes first;
+    for (int32_t r = 0; r < ring_; ++r) first.push_back(compute_op(dev(pp, r), Time::zero(), label));
+    return first;
   }
 
-  void forward(DeviceId d, int32_t s, int32_t mb) {
+  /// Records the last op of each ring rank as the end of pass (s, mb).
+  void close_pass(int32_t pp, std::vector<OpId>& table, int32_t s, int32_t mb) {
+    for (int32_t r = 0; r < ring_; ++r) table[slot(s, mb, r)] = last_compute(dev(pp, r));
+  }
+
+  void forward(int32_t pp, int32_t s, int32_t mb) {
     const StageLayout& st = stages_[static_cast<size_t>(s)];
-    Label label{Phase::F, graph_.chunk[static_cast<size_t>(s)], -1, s, mb};
-    OpId first = open_pass(d, label);
-    if (graph_.prev[static_cast<size_t>(s)] >= 0) receive(d, graph_.prev[static_cast<size_t>(s)], mb, false, first);
-    zero3_gather(d, st, first);
-    OpId last = first;
-    if (st.embedding) add_extra(d, embedding_ops(shape_, Pass::Forward), label, first, last);
-    const OpId l = add_layers(d, st, Pass::Forward, label, false, first);
-    if (l != kNone) last = l;
-    if (st.head) add_extra(d, head_ops(shape_, vocab(), Pass::Forward), label, first, last);
-    p_.add_memory(first, activation_kib(st), 0);
-    fwd_last_[slot(s, mb)] = last;
+    Label label{Phase::F, Traffic::None, graph_.chunk[static_cast<size_t>(s)], -1, s, mb};
+    const Lanes first = open_pass(pp, label);
+    if (graph_.prev[static_cast<size_t>(s)] >= 0) {
+      for (int32_t r = 0; r < ring_; ++r) receive(dev(pp, r), graph_.prev[static_cast<size_t>(s)], mb, false, first[r]);
+    }
+    zero3_gather(pp, st, first);
+    if (st.embedding) add_extra(pp, embedding_ops(shape_, Pass::Forward), label);
+    add_layers(pp, st, Pass::Forward, label, false);
+    if (st.head) add_extra(pp, head_ops(shape_, vocab(), Pass::Forward), label);
+    for (int32_t r = 0; r < ring_; ++r) p_.add_memory(first[r], activation_kib(st), 0);
+    close_pass(pp, fwd_last_, s, mb);
   }
 
   /// B (with W) or I of (s, mb).
-  void backward(DeviceId d, int32_t s, int32_t mb, bool with_weights) {
+  void backward(int32_t pp, int32_t s, int32_t mb, bool with_weights) {
     const StageLayout& st = stages_[static_cast<size_t>(s)];
-    Label label{with_weights ? Phase::B : Phase::I, graph_.chunk[static_cast<size_t>(s)], -1, s, mb};
-    OpId first = open_pass(d, label);
-    pending_.push_back({first, false, s, mb});
-    if (graph_.next[static_cast<size_t>(s)] >= 0) receive(d, graph_.next[static_cast<size_t>(s)], mb, true, first);
-    zero3_gather(d, st, first);
-    OpId last = first;
-    if (st.head) add_extra(d, head_ops(shape_, vocab(), Pass::InputGrad), label, first, last);
-    const OpId l = add_layers(d, st, Pass::InputGrad, label, true, first);
-    if (l != kNone) last = l;
-    // A fused B sends its gradient on only after the whole backward (autograd), W included.
-    if (with_weights) {
-      const OpId w = weights(d, s, mb, label);
-      if (w != kNone) last = w;
+    Label label{with_weights ? Phase::B : Phase::I, Traffic::None, graph_.chunk[static_cast<size_t>(s)], -1, s, mb};
+    const Lanes first = open_pass(pp, label);
+    for (int32_t r = 0; r < ring_; ++r) {
+      pending_.push_back({first[r], false, s, mb, r});
+      if (graph_.next[static_cast<size_t>(s)] >= 0) receive(dev(pp, r), graph_.next[static_cast<size_t>(s)], mb, true, first[r]);
     }
-    bwd_last_[slot(s, mb)] = last;
+    zero3_gather(pp, st, first);
+    if (st.head) add_extra(pp, head_ops(shape_, vocab(), Pass::InputGrad), label);
+    add_layers(pp, st, Pass::InputGrad, label, true);
+    // A fused B sends its gradient on only after the whole backward (autograd), W included.
+    if (with_weights) weights(pp, s, mb, label);
+    close_pass(pp, bwd_last_, s, mb);
   }
 
-  /// Weight gradients of (s, mb); returns the last op. After the stage's last microbatch, every
-  /// layer's gradients (and the embedding's and head's) are reduced over data parallelism.
-  OpId weights(DeviceId d, int32_t s, int32_t mb, Label label) {
+  /// Weight gradients of (s, mb). After the stage's last microbatch, every layer's gradients
+  /// (and the embedding's and head's) are reduced over data parallelism.
+  void weights(int32_t pp, int32_t s, int32_t mb, Label label) {
     const StageLayout& st = stages_[static_cast<size_t>(s)];
     label.phase = label.phase == Phase::I ? Phase::W : label.phase;
     label.microbatch = mb;
-    OpId first = kNone;
-    OpId last = kNone;
     grad_sync_ = --weight_passes_left_[static_cast<size_t>(s)] == 0;
-    if (st.head) add_extra(d, head_ops(shape_, vocab(), Pass::WeightGrad), label, first, last);
-    const OpId l = add_layers(d, st, Pass::WeightGrad, label, true, first);
-    if (l != kNone) last = l;
-    if (st.embedding) add_extra(d, embedding_ops(shape_, Pass::WeightGrad), label, first, last);
-    if (grad_sync_ && (st.embedding || st.head)) grad_bucket(d, embedding_params(st));
+    if (st.head) add_extra(pp, head_ops(shape_, vocab(), Pass::WeightGrad), label);
+    add_layers(pp, st, Pass::WeightGrad, label, true);
+    if (st.embedding) add_extra(pp, embedding_ops(shape_, Pass::WeightGrad), label);
+    if (grad_sync_ && (st.embedding || st.head)) grad_bucket(pp, embedding_params(st));
     grad_sync_ = false;
-    if (last != kNone) p_.add_memory(last, 0, activation_kib(st));
-    return last;
+    for (int32_t r = 0; r < ring_; ++r) {
+      const OpId last = last_compute(dev(pp, r));
+      if (last != kNone) p_.add_memory(last, 0, activation_kib(st));
+    }
   }
 
-  /// After a layer's weight gradients of the last microbatch: reduce them over data parallelism.
-  void after_layer_grad(DeviceId d, Pass pass) {
-    if (pass == Pass::WeightGrad && grad_sync_) grad_bucket(d, layer_params(job_.model));
-  }
+  // ---- gradients and ZeRO --------------------------------------------------------------------
 
-  /// One gradient bucket of `params` (whole model, before tp) reduced over dp during the backward.
-  void grad_bucket(DeviceId d, int64_t params) {
-    if (job_.parallel.dp == 1 || !job_.parallel.overlap_grad_reduce || params == 0) return;
+  /// One gradient bucket of `params` (whole model, before tp) reduced during the backward.
+  void grad_bucket(int32_t pp, int64_t params) {
+    if (grad_group() == 1 || !job_.parallel.overlap_grad_reduce || params == 0) return;
     const CollectiveOp op = job_.parallel.zero >= 1 ? CollectiveOp::ReduceScatter : CollectiveOp::AllReduce;
-    dp_collective(d, op, params / job_.parallel.tp * kGradBytes, last_compute(d));
+    Lanes after;
+    for (int32_t r = 0; r < ring_; ++r) after.push_back(last_compute(dev(pp, r)));
+    dp_collective(pp, op, params / job_.parallel.tp * kGradBytes, after);
   }
 
-  OpId last_compute(DeviceId d) const { return p_.stream(compute_stream_[d]).ops.back(); }
-
-  /// A data-parallel collective of the representative on its dp stream, after `after`, carrying
-  /// the twin rings of the other tensor-parallel ranks. Returns its last op.
-  OpId dp_collective(DeviceId d, CollectiveOp op, int64_t bytes, OpId after) {
-    CollectiveSpec spec{op, CollectiveAlgo::Ring, Bytes{bytes}, dp_ring(0, static_cast<int32_t>(d)), {}, {}, {}};
+  /// A gradient-group collective of stage pp on its ring ranks' dp streams, each position
+  /// after its op in `after` (kNone: no wait), carrying the twin groups of the other tensor-
+  /// parallel ranks. Returns each ring rank's last op.
+  Lanes dp_collective(int32_t pp, CollectiveOp op, int64_t bytes, const Lanes& after) {
+    const DpGroup& g = dp_groups_[static_cast<size_t>(pp)];
+    CollectiveSpec spec{op, CollectiveAlgo::Ring, Bytes{bytes}, g.gpus, {}, {}, g.twins, false, {}};
     spec.fuse_steps = true;
     spec.streams.assign(spec.gpus.size(), kNone);
-    spec.streams[0] = dp_stream_[d];
     spec.label.phase = Phase::None;
-    for (int32_t t = 1; t < job_.parallel.tp; ++t) spec.twins.push_back(dp_ring(t, static_cast<int32_t>(d)));
-    const OpId first_after[] = {after};
-    return expand_collective(p_, spec, after == kNone ? std::span<const OpId>{} : first_after)[0];
+    spec.label.traffic = Traffic::DataParallel;
+    std::vector<OpId> first_after(spec.gpus.size(), kNone);
+    for (int32_t r = 0; r < ring_; ++r) {
+      const size_t at = g.position_of_ring[static_cast<size_t>(r)];
+      spec.streams[at] = dp_stream_[dev(pp, r)];
+      first_after[at] = after[static_cast<size_t>(r)];
+    }
+    const auto last = expand_collective(p_, spec, first_after);
+    Lanes out;
+    for (int32_t r = 0; r < ring_; ++r) out.push_back(last[g.position_of_ring[static_cast<size_t>(r)]]);
+    return out;
   }
 
   /// ZeRO-3: gather the stage's parameters before each pass (no caching across microbatches),
   /// prefetched at most one pass ahead: it may start once the previous pass has started.
-  void zero3_gather(DeviceId d, const StageLayout& st, OpId consumer) {
-    if (job_.parallel.zero < 3 || job_.parallel.dp == 1) return;
+  void zero3_gather(int32_t pp, const StageLayout& st, const Lanes& consumers) {
+    if (job_.parallel.zero < 3 || grad_group() == 1) return;
     const int64_t bytes = stage_params(st) / job_.parallel.tp * kParamBytes;
-    const OpId last = dp_collective(d, CollectiveOp::AllGather, bytes, previous_pass_[d]);
-    previous_pass_[d] = consumer;
-    if (last != kNone) p_.add_dep(consumer, last);
+    Lanes after;
+    for (int32_t r = 0; r < ring_; ++r) after.push_back(previous_pass_[dev(pp, r)]);
+    const Lanes last = dp_collective(pp, CollectiveOp::AllGather, bytes, after);
+    for (int32_t r = 0; r < ring_; ++r) {
+      previous_pass_[dev(pp, r)] = consumers[r];
+      if (last[r] != kNone) p_.add_dep(consumers[r], last[r]);
+    }
   }
 
   /// The vocabulary as Megatron pads it: a multiple of 128 x tp, so every rank gets equal rows.
@@ -308,22 +540,22 @@ class Builder {
     return st.layers * layer_params(job_.model) + embedding_params(st);
   }
 
-  double largest_stage_params(DeviceId d) const {
+  double largest_stage_params(int32_t pp) const {
     double most = 0;
     for (size_t s = 0; s < graph_.size(); ++s) {
-      if (graph_.device[s] == static_cast<int32_t>(d)) {
-        most = std::max(most, static_cast<double>(stage_params(stages_[s])) / job_.parallel.tp);
-      }
+      if (graph_.device[s] == pp) most = std::max(most, static_cast<double>(stage_params(stages_[s])) / job_.parallel.tp);
     }
     return most;
   }
+
+  // ---- memory --------------------------------------------------------------------------------
 
   /// Activations one microbatch keeps alive on a stage, per token per layer in bf16: the norm
   /// inputs and residuals (4h; sharded by tp only with sequence parallelism), Q/K/V and the
   /// attention output (2h + 2h_kv, sharded), the MLP intermediates (4i for SwiGLU, 2i for GELU,
   /// sharded), and without FlashAttention the scores, probabilities and dropout mask
   /// (5 a s / t bytes, Korthikanti et al.) unless recomputed. Full recompute keeps only the
-  /// layer input (2h, sharded with sequence parallelism).
+  /// layer input (2h, sharded with sequence parallelism). Tokens are the rank's sequence shard.
   double activation_bytes(const StageLayout& st) const {
     const ResolvedModel& m = job_.model;
     const double t = job_.parallel.tp;
@@ -353,65 +585,93 @@ class Builder {
     return static_cast<int32_t>(kib);
   }
 
-  void emit_rank(DeviceId d, const RankActions& actions) {
+  /// Sequence-parallel workspaces alive during one layer's attention (the largest of forward and
+  /// backward): the Ulysses all-to-all outputs, the ring's double-buffered K/V blocks with the
+  /// fp32 output or dQ/dK/dV accumulators, or the gathered K/V of all-gather CP.
+  double sp_buffer_bytes() const {
+    const double b = static_cast<double>(shape_.batch);
+    const double n = static_cast<double>(shape_.attention_seq());
+    const double q = static_cast<double>(shape_.attention_heads() * shape_.head_dim());
+    const double kv = static_cast<double>(shape_.attention_kv_heads() * shape_.head_dim());
+    double bytes = 0;
+    if (job_.parallel.ulysses > 1) bytes += b * n * (2 * q + 2 * kv) * kBf16;
+    if (ring_ > 1 && allgather_) {
+      bytes += 2.0 * static_cast<double>(kv_block_bytes(kBf16)) * ring_;  // gathered K/V, then dK/dV
+    } else if (ring_ > 1) {
+      const double forward = 2.0 * static_cast<double>(kv_block_bytes(kBf16)) + b * n * q * 4;
+      const double backward = 2.0 * static_cast<double>(kv_block_bytes(kBf16)) + 2.0 * static_cast<double>(kv_block_bytes(4)) +
+                              b * n * q * 4;
+      bytes += std::max(forward, backward);
+    }
+    return bytes;
+  }
+
+  // ---- the schedule --------------------------------------------------------------------------
+
+  void emit_rank(int32_t pp, const RankActions& actions) {
     weight_passes_left_.assign(graph_.size(), 0);
     for (size_t s = 0; s < graph_.size(); ++s) {
-      if (graph_.device[s] == static_cast<int32_t>(d)) weight_passes_left_[s] = graph_.microbatches;
+      if (graph_.device[s] == pp) weight_passes_left_[s] = graph_.microbatches;
     }
     for (const Action& a : actions) {
       switch (a.phase) {
-        case Phase::F: forward(d, a.stage, a.microbatch); break;
-        case Phase::B: backward(d, a.stage, a.microbatch, true); break;
-        case Phase::I: backward(d, a.stage, a.microbatch, false); break;
+        case Phase::F: forward(pp, a.stage, a.microbatch); break;
+        case Phase::B: backward(pp, a.stage, a.microbatch, true); break;
+        case Phase::I: backward(pp, a.stage, a.microbatch, false); break;
         case Phase::W: {
-          Label label{Phase::W, graph_.chunk[static_cast<size_t>(a.stage)], -1, a.stage, a.microbatch};
-          weights(d, a.stage, a.microbatch, label);
+          Label label{Phase::W, Traffic::None, graph_.chunk[static_cast<size_t>(a.stage)], -1, a.stage, a.microbatch};
+          weights(pp, a.stage, a.microbatch, label);
           break;
         }
         case Phase::FB:
-          forward(d, a.stage, a.microbatch);
-          backward(d, a.b_stage, a.b_microbatch, true);
+          forward(pp, a.stage, a.microbatch);
+          backward(pp, a.b_stage, a.b_microbatch, true);
           break;
         case Phase::None: break;
       }
     }
-    optimizer(d);
+    optimizer(pp);
   }
 
   /// The optimizer step after every gradient reduction, then ZeRO's parameter all-gather.
-  void optimizer(DeviceId d) {
+  void optimizer(int32_t pp) {
     int64_t params = 0;
     for (size_t s = 0; s < graph_.size(); ++s) {
-      if (graph_.device[s] == static_cast<int32_t>(d)) params += stage_params(stages_[s]) / job_.parallel.tp;
+      if (graph_.device[s] == pp) params += stage_params(stages_[s]) / job_.parallel.tp;
     }
-    if (!job_.parallel.overlap_grad_reduce && job_.parallel.dp > 1) {
-      // All gradients at once after the backward (Megatron-LM before overlapped buckets).
-      const CollectiveOp op = job_.parallel.zero >= 1 ? CollectiveOp::ReduceScatter : CollectiveOp::AllReduce;
-      dp_collective(d, op, params * kGradBytes, last_compute(d));
-    }
-    const int64_t local = job_.parallel.zero >= 1 ? params / job_.parallel.dp : params;
-    Op o;
-    o.stream = compute_stream_[d];
-    o.duration = compute_.memory_bound(Bytes{local * kOptimizerTraffic});
-    const OpId opt = p_.add_op(o);
-    const auto& dp_ops = p_.stream(dp_stream_[d]).ops;
-    if (!dp_ops.empty()) p_.add_dep(opt, dp_ops.back());
+    const int32_t group = grad_group();
     const int32_t zero = job_.parallel.zero;
-    if ((zero == 1 || zero == 2) && job_.parallel.dp > 1) dp_collective(d, CollectiveOp::AllGather, params * kParamBytes, opt);
+    if (!job_.parallel.overlap_grad_reduce && group > 1) {
+      // All gradients at once after the backward (Megatron-LM before overlapped buckets).
+      Lanes after;
+      for (int32_t r = 0; r < ring_; ++r) after.push_back(last_compute(dev(pp, r)));
+      dp_collective(pp, zero >= 1 ? CollectiveOp::ReduceScatter : CollectiveOp::AllReduce, params * kGradBytes, after);
+    }
+    const int64_t local = zero >= 1 ? params / group : params;
+    Lanes opt;
+    for (int32_t r = 0; r < ring_; ++r) {
+      const DeviceId d = dev(pp, r);
+      const OpId o = compute_op(d, compute_.memory_bound(Bytes{local * kOptimizerTraffic}), Label{});
+      const auto& dp_ops = p_.stream(dp_stream_[d]).ops;
+      if (!dp_ops.empty()) p_.add_dep(o, dp_ops.back());
+      opt.push_back(o);
+    }
+    if ((zero == 1 || zero == 2) && group > 1) dp_collective(pp, CollectiveOp::AllGather, params * kParamBytes, opt);
     MemoryEstimate mem;
-    const double dp = job_.parallel.dp;
-    mem.params = static_cast<double>(params) * kParamBytes / (zero >= 3 ? dp : 1);
-    if (zero >= 3) mem.params += largest_stage_params(d) * kParamBytes;  // the gathered stage
-    mem.grads = static_cast<double>(params) * kGradBytes / (job_.parallel.zero >= 2 ? dp : 1);
-    mem.optimizer = static_cast<double>(params) * kOptimizerBytes / (job_.parallel.zero >= 1 ? dp : 1);
-    plan_.memory.push_back(mem);
+    const double shards = group;
+    mem.params = static_cast<double>(params) * kParamBytes / (zero >= 3 ? shards : 1);
+    if (zero >= 3) mem.params += largest_stage_params(pp) * kParamBytes;  // the gathered stage
+    mem.grads = static_cast<double>(params) * kGradBytes / (zero >= 2 ? shards : 1);
+    mem.optimizer = static_cast<double>(params) * kOptimizerBytes / (zero >= 1 ? shards : 1);
+    mem.buffers = sp_buffer_bytes();
+    for (int32_t r = 0; r < ring_; ++r) plan_.memory.push_back(mem);
   }
 
   void finish_plan() {
     const int64_t sequences = job_.training.global_batch_size;
     plan_.tokens = sequences * job_.training.seq_len;
-    for (const char* dim : {"tp", "dp", "pp"}) {
-      if (place_.crosses_nodes(dim, topo_)) plan_.notes.push_back(std::string(dim) + " groups cross nodes");
+    for (Dim dim : kDims) {
+      if (place_.crosses_nodes(dim, topo_)) plan_.notes.push_back(std::string(to_string(dim)) + " groups cross nodes");
     }
   }
 
@@ -420,10 +680,14 @@ class Builder {
   const ComputeModel& compute_;
   RankPlacement place_;
   LayerShape shape_;
+  int32_t ring_;
+  RingLayout layout_;
+  bool allgather_;
   Program p_;
   StageGraph graph_;
   std::vector<StageLayout> stages_;
-  std::vector<StreamId> compute_stream_, recv_stream_, dp_stream_;
+  std::vector<StreamId> compute_stream_, recv_stream_, dp_stream_, sp_stream_;
+  std::vector<DpGroup> dp_groups_;
   std::vector<OpId> fwd_last_, bwd_last_;
   std::vector<PendingDep> pending_;
   std::vector<int32_t> weight_passes_left_;
@@ -434,35 +698,53 @@ class Builder {
 
 }  // namespace
 
+const char* to_string(Dim dim) {
+  switch (dim) {
+    case Dim::Tp: return "tp";
+    case Dim::Ulysses: return "ulysses";
+    case Dim::Ring: return "ring";
+    case Dim::Dp: return "dp";
+    case Dim::Pp: return "pp";
+  }
+  return "?";
+}
+
 RankPlacement::RankPlacement(const ClusterJob& job) {
   const ParallelSpec& ps = job.parallel;
-  tp_ = ps.tp;
-  dp_ = ps.dp;
-  pp_ = ps.pp;
+  const int32_t degrees[] = {ps.tp, ps.ulysses, ps.ring, ps.dp, ps.pp};
   int32_t stride = 1;
-  for (const std::string& dim : ps.placement) {
-    if (dim == "tp") stride_tp_ = stride, stride *= ps.tp;
-    else if (dim == "dp") stride_dp_ = stride, stride *= ps.dp;
-    else if (dim == "pp") stride_pp_ = stride, stride *= ps.pp;
-    else if (dim == "ulysses") stride *= ps.ulysses;
-    else if (dim == "ring") stride *= ps.ring;
+  for (const std::string& name : ps.placement) {
+    for (Dim dim : kDims) {
+      if (name != to_string(dim)) continue;
+      const int i = static_cast<int>(dim);
+      degree_[i] = degrees[i];
+      stride_[i] = stride;
+      stride *= degrees[i];
+    }
   }
 }
 
-int32_t RankPlacement::gpu(int32_t tp, int32_t dp, int32_t pp) const {
-  return tp * stride_tp_ + dp * stride_dp_ + pp * stride_pp_;
+int32_t RankPlacement::gpu(const Coord& c) const {
+  int32_t g = 0;
+  for (int i = 0; i < 5; ++i) g += c.at[i] * stride_[i];
+  return g;
 }
 
-bool RankPlacement::crosses_nodes(const std::string& dim, const Topology& topo) const {
-  const int32_t n = dim == "tp" ? tp_ : dim == "dp" ? dp_ : pp_;
-  const int32_t last = dim == "tp" ? gpu(n - 1, 0, 0) : dim == "dp" ? gpu(0, n - 1, 0) : gpu(0, 0, n - 1);
-  return topo.node_of(gpu(0, 0, 0)) != topo.node_of(last);
+std::vector<int32_t> RankPlacement::group(Dim dim, Coord c) const {
+  std::vector<int32_t> g;
+  for (int32_t i = 0; i < degree(dim); ++i) {
+    c[dim] = i;
+    g.push_back(gpu(c));
+  }
+  return g;
+}
+
+bool RankPlacement::crosses_nodes(Dim dim, const Topology& topo) const {
+  const auto g = group(dim, Coord{});
+  return topo.node_of(g.front()) != topo.node_of(g.back());
 }
 
 TrainingPlan build_training(const ClusterJob& job, const Topology& topo, const ComputeModel& compute) {
-  if (job.parallel.ulysses > 1 || job.parallel.ring > 1) {
-    throw InputError("parallel.ulysses / parallel.ring: sequence parallelism is not simulated in this version yet");
-  }
   return Builder(job, topo, compute).run();
 }
 

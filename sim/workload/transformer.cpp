@@ -36,8 +36,25 @@ std::vector<Gemm> forward_gemms(const LayerShape& s) {
 }
 
 AttentionShape attention(const LayerShape& s, bool backward) {
-  const double causal = (static_cast<double>(s.seq) + 1) / (2.0 * static_cast<double>(s.seq));
-  return {s.batch, s.seq, s.seq, s.heads / s.tp, s.head_dim(), causal, backward};
+  const auto n = static_cast<double>(s.attention_seq());
+  return {s.batch, s.attention_seq(), s.attention_seq(), s.attention_heads(), s.head_dim(), (n + 1) / (2 * n), backward};
+}
+
+/// Ulysses: Q, K, V (or their gradients) between sequence- and head-sharded layouts.
+void ulysses_qkv(const LayerShape& s, bool backward, std::vector<LayerOp>& ops) {
+  if (s.ulysses == 1) return;
+  const int64_t q = s.tokens() * s.heads / s.tp * s.head_dim() * kBf16;
+  const int64_t kv = s.tokens() * s.kv_heads / s.tp * s.head_dim() * kBf16;
+  ops.push_back({LayerOpKind::UlyssesAllToAll, backward ? "ulysses_a2a_dq" : "ulysses_a2a_q", {}, {}, Bytes{q}});
+  ops.push_back({LayerOpKind::UlyssesAllToAll, backward ? "ulysses_a2a_dk" : "ulysses_a2a_k", {}, {}, Bytes{kv}});
+  ops.push_back({LayerOpKind::UlyssesAllToAll, backward ? "ulysses_a2a_dv" : "ulysses_a2a_v", {}, {}, Bytes{kv}});
+}
+
+/// Ulysses: the attention output (or its gradient) between head- and sequence-sharded layouts.
+void ulysses_out(const LayerShape& s, bool backward, std::vector<LayerOp>& ops) {
+  if (s.ulysses == 1) return;
+  const int64_t o = s.tokens() * s.heads / s.tp * s.head_dim() * kBf16;
+  ops.push_back({LayerOpKind::UlyssesAllToAll, backward ? "ulysses_a2a_do" : "ulysses_a2a_o", {}, {}, Bytes{o}});
 }
 
 int64_t activation_bytes(const LayerShape& s) { return (s.swiglu ? 3 : 2) * s.tokens() * s.ffn / s.tp * kBf16; }
@@ -75,12 +92,16 @@ void unfused_attention(const LayerShape& s, bool backward, std::vector<LayerOp>&
   for (int64_t i = 0; i < passes; ++i) ops.push_back(backward ? qk : pv);
 }
 
+/// Core attention with the Ulysses all-to-alls around it: forward Q, K, V in and O out;
+/// backward dO in and dQ, dK, dV out.
 void attention_ops(const LayerShape& s, bool backward, std::vector<LayerOp>& ops) {
   if (!s.flash_attention) {
     unfused_attention(s, backward, ops);
     return;
   }
+  if (backward) ulysses_out(s, true, ops); else ulysses_qkv(s, false, ops);
   ops.push_back({LayerOpKind::Attention, backward ? "attention_grad" : "attention", {}, attention(s, backward), {}});
+  if (backward) ulysses_qkv(s, true, ops); else ulysses_out(s, false, ops);
 }
 
 std::vector<LayerOp> forward(const LayerShape& s) {
@@ -142,7 +163,7 @@ LayerShape layer_shape(const ClusterJob& job) {
   const ResolvedModel& m = job.model;
   return {job.training.micro_batch_size, job.training.seq_len, job.parallel.tp, m.hidden, m.heads, m.kv_heads,
           m.ffn_hidden, m.activation == "swiglu", job.training.attention_kernel == "flash",
-          job.parallel.sequence_parallel};
+          job.parallel.sequence_parallel, job.parallel.ulysses, job.parallel.ring};
 }
 
 std::vector<LayerOp> layer_ops(const LayerShape& s, Pass pass, std::string_view recompute) {
@@ -152,7 +173,13 @@ std::vector<LayerOp> layer_ops(const LayerShape& s, Pass pass, std::string_view 
     case Pass::InputGrad: {
       std::vector<LayerOp> ops;
       if (recompute == "full") ops = forward(s);
-      if (recompute == "selective") attention_ops(s, false, ops);
+      // Selective recompute reruns the core attention from its saved (head-sharded) inputs:
+      // no Ulysses all-to-all again, but a ring circulates K/V again.
+      if (recompute == "selective" && s.flash_attention) {
+        ops.push_back({LayerOpKind::Attention, "attention_recompute", {}, attention(s, false), {}});
+      } else if (recompute == "selective") {
+        unfused_attention(s, false, ops);
+      }
       for (LayerOp& op : input_grad(s)) ops.push_back(op);
       return ops;
     }

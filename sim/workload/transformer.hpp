@@ -15,13 +15,16 @@ namespace bubblesim::sim {
 
 enum class Pass : uint8_t { Forward, InputGrad, WeightGrad };
 
-enum class LayerOpKind : uint8_t { Gemm, Attention, Memory, TpAllGather, TpReduceScatter, TpAllReduce };
+enum class LayerOpKind : uint8_t {
+  Gemm, Attention, Memory, TpAllGather, TpReduceScatter, TpAllReduce,
+  UlyssesAllToAll,  // over the Ulysses group; bytes = the per-rank send buffer (nccl-tests size)
+};
 
 struct LayerOp {
   LayerOpKind kind;
   std::string_view name;
   GemmShape gemm{};       // Gemm
-  AttentionShape attn{};  // Attention
+  AttentionShape attn{};  // Attention (on the whole of the ring rank's block; ring steps split it)
   Bytes bytes;            // Memory: HBM traffic; Tp*: nccl-tests size (whole gathered tensor)
 };
 
@@ -34,8 +37,14 @@ struct LayerShape {
   bool swiglu;
   bool flash_attention = true;  // false: QK^T and PV as batched GEMMs, softmax through memory
   bool sequence_parallel = true;  // false (Megatron before 2022): all-reduces, norms replicated
-  int64_t tokens() const { return batch * seq; }
+  int64_t ulysses = 1, ring = 1;  // sequence-parallel degrees: each rank holds seq / (ulysses ring)
+  /// Tokens of a microbatch the rank's GEMMs see (its sequence shard, gathered over tp).
+  int64_t tokens() const { return batch * seq / (ulysses * ring); }
   int64_t head_dim() const { return hidden / heads; }
+  /// Attention after the Ulysses all-to-all: seq / ring tokens of heads / (tp ulysses) heads.
+  int64_t attention_seq() const { return seq / ring; }
+  int64_t attention_heads() const { return heads / (tp * ulysses); }
+  int64_t attention_kv_heads() const { return kv_heads / (tp * ulysses); }
 };
 
 LayerShape layer_shape(const ClusterJob& job);
