@@ -59,22 +59,19 @@ void write_report(std::ostream& out, const std::string& format, const Result& re
 }
 
 void run_cluster(const Scenario& sc, const RunOptions& opt, std::ostream& out, std::ostream& err) {
-  Stopwatch clock;
-  parse_flops_accounting(opt.flops_accounting);  // a bad name fails before the run
-  const ClusterJob job = plan_cluster(sc);
-  if (!opt.gantt_path.empty()) throw InputError("--gantt: SVG charts of cluster scenarios are not in this version; use --trace");
+  const FlopsAccounting accounting = parse_flops_accounting(opt.flops_accounting);  // a bad name fails first
+  if (!opt.gantt_path.empty()) {
+    plan_cluster(sc);  // a bad scenario is reported before the missing feature
+    throw InputError("--gantt: SVG charts of cluster scenarios are not in this version; use --trace");
+  }
   std::ofstream trace_file;
   if (!opt.trace_path.empty()) trace_file = open_output(opt.trace_path, "--trace");
-  const Topology topo(job.cluster);
-  const RooflineCompute compute(*job.cluster.gpu);
-  const TrainingPlan plan = build_training(job, topo, compute);
-  require_valid(plan.program);
-  const double t_build = clock.lap();
-  FlowNetwork network(topo);
-  const Trace trace = simulate(plan.program, GivenTimes{}, &network);
-  const double t_sim = clock.lap();
-  const ClusterResult result = make_cluster_result(sc, job, plan, trace, topo, network.link_bytes(),
-                                                   parse_flops_accounting(opt.flops_accounting));
+  const ClusterRun run(sc, accounting);
+  const TrainingPlan& plan = run.plan;
+  const Trace& trace = run.trace;
+  const ClusterResult& result = run.result;
+  const double t_build = run.build_s;
+  const double t_sim = run.simulate_s;
   write_report(out, opt.format, result);
   if (!opt.trace_path.empty()) {
     write_chrome_trace(trace_file, plan.program, trace, TimeUnit{"s", 1.0}, sc.name);
@@ -89,6 +86,17 @@ void run_cluster(const Scenario& sc, const RunOptions& opt, std::ostream& out, s
 }
 
 }  // namespace
+
+ClusterRun::ClusterRun(const Scenario& sc, FlopsAccounting accounting)
+    : job(plan_cluster(sc)), topo(job.cluster), compute(*job.cluster.gpu), network(topo) {
+  Stopwatch clock;
+  plan = build_training(job, topo, compute);
+  require_valid(plan.program);
+  build_s = clock.lap();
+  trace = simulate(plan.program, GivenTimes{}, &network);
+  simulate_s = clock.lap();
+  result = make_cluster_result(sc, job, plan, trace, topo, network.link_bytes(), accounting);
+}
 
 void run_scenario(const RunOptions& opt, std::ostream& out, std::ostream& err) {
   if (opt.format != "text" && opt.format != "json" && opt.format != "csv") {

@@ -6,6 +6,13 @@
 #include <string>
 #include <vector>
 
+#include "sim/exec/trace.hpp"
+#include "sim/model/compute.hpp"
+#include "sim/model/network.hpp"
+#include "sim/report/cluster_report.hpp"
+#include "sim/sched/training.hpp"
+#include "sim/topo/topology.hpp"
+
 namespace bubblesim::sim {
 
 inline constexpr const char* kVersion = "0.1.0";
@@ -18,6 +25,21 @@ struct RunOptions {
   std::string gantt_path;
   bool timing = false;
   std::string flops_accounting = "megatron";
+};
+
+/// A cluster scenario planned, built and simulated, with its result (which points into it).
+struct ClusterRun {
+  ClusterRun(const Scenario& sc, FlopsAccounting accounting);
+  ClusterRun(const ClusterRun&) = delete;
+  ClusterRun& operator=(const ClusterRun&) = delete;
+  ClusterJob job;
+  Topology topo;
+  RooflineCompute compute;
+  TrainingPlan plan;
+  FlowNetwork network;
+  Trace trace;
+  ClusterResult result;
+  double build_s = 0, simulate_s = 0;
 };
 
 /// Loads, plans, simulates and reports one scenario. Throws InputError on bad input and

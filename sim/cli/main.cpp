@@ -5,6 +5,7 @@
 
 #include "sim/cli/collective.hpp"
 #include "sim/cli/commands.hpp"
+#include "sim/cli/sweep.hpp"
 #include "sim/core/error.hpp"
 
 namespace po = boost::program_options;
@@ -25,6 +26,8 @@ const char* kUsage =
     "       bubblesim collective SCENARIO --op all-reduce|all-gather|reduce-scatter|all-to-all|sendrecv\n"
     "                            [--ranks N] [--group intra|inter|all] [--sizes 8B:8GB]\n"
     "                            [--algo ring|two-level] [--mode flow|analytic] [--format text|csv]\n"
+    "       bubblesim sweep SCENARIO --vary key.path=v1,v2,... [--vary ...] [--set key.path=value ...]\n"
+    "                       [--format text|csv|json] [--csv out.csv] [--json out.json] [--jobs N]\n"
     "       bubblesim schedules          list the pipeline schedules\n"
     "       bubblesim keys               list every scenario key with its type\n"
     "       bubblesim presets            list the GPU and model presets with their sources\n"
@@ -48,6 +51,28 @@ int collective_command(const std::vector<std::string>& args) {
   po::notify(vm);
   if (co.scenario.empty()) throw InputError("collective: missing SCENARIO file (see bubblesim --help)");
   run_collective(co, std::cout);
+  return kExitOk;
+}
+
+int sweep_command(const std::vector<std::string>& args) {
+  SweepOptions so;
+  po::options_description opts("sweep options");
+  opts.add_options()("scenario", po::value<std::string>(&so.scenario), "cluster scenario YAML file")(
+      "vary", po::value<std::vector<std::string>>(&so.vary)->composing(),
+      "key.path=v1,v2,... or zipped k1+k2=a1+a2,b1+b2 (';' separates values that hold commas); several --vary give every combination")(
+      "set", po::value<std::vector<std::string>>(&so.overrides)->composing(), "override a key for every point")(
+      "format", po::value<std::string>(&so.format)->default_value(so.format), "text | csv | json")(
+      "csv", po::value<std::string>(&so.csv_path), "also write the table as CSV")(
+      "json", po::value<std::string>(&so.json_path), "also write the table as JSON")(
+      "jobs", po::value<int>(&so.jobs)->default_value(0), "worker threads (0: every core)");
+  po::positional_options_description pos;
+  pos.add("scenario", 1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(opts).positional(pos).run(), vm);
+  po::notify(vm);
+  if (so.scenario.empty()) throw InputError("sweep: missing SCENARIO file (see bubblesim --help)");
+  if (so.jobs < 0) throw InputError("--jobs: must be 0 (every core) or more");
+  run_sweep_command(so, std::cout, std::cerr);
   return kExitOk;
 }
 
@@ -108,6 +133,7 @@ int main(int argc, char** argv) {
     args.erase(args.begin());
     if (cmd == "run") return run_command(args);
     if (cmd == "collective") return collective_command(args);
+    if (cmd == "sweep") return sweep_command(args);
     if (cmd == "schedules") {
       print_schedules(std::cout);
       return kExitOk;
@@ -120,7 +146,7 @@ int main(int argc, char** argv) {
       print_keys(std::cout);
       return kExitOk;
     }
-    throw InputError("unknown command \"" + cmd + "\" (valid: run, collective, schedules, keys, presets; see bubblesim --help)");
+    throw InputError("unknown command \"" + cmd + "\" (valid: run, collective, sweep, schedules, keys, presets; see bubblesim --help)");
   } catch (const InputError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return kExitInput;
