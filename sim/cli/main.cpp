@@ -6,6 +6,9 @@
 #include "sim/cli/collective.hpp"
 #include "sim/cli/commands.hpp"
 #include "sim/cli/sweep.hpp"
+#include "sim/report/explain.hpp"
+#include "sim/scenario/cluster_job.hpp"
+#include <nlohmann/json.hpp>
 #include "sim/core/error.hpp"
 
 namespace po = boost::program_options;
@@ -26,6 +29,7 @@ const char* kUsage =
     "       bubblesim collective SCENARIO --op all-reduce|all-gather|reduce-scatter|all-to-all|sendrecv\n"
     "                            [--ranks N] [--group intra|inter|all] [--sizes 8B:8GB]\n"
     "                            [--algo ring|two-level] [--mode flow|analytic] [--format text|csv]\n"
+    "       bubblesim explain SCENARIO [--set key.path=value ...] [--format text|json]\n"
     "       bubblesim sweep SCENARIO --vary key.path=v1,v2,... [--vary ...] [--set key.path=value ...]\n"
     "                       [--format text|csv|json] [--csv out.csv] [--json out.json] [--jobs N]\n"
     "       bubblesim schedules          list the pipeline schedules\n"
@@ -51,6 +55,29 @@ int collective_command(const std::vector<std::string>& args) {
   po::notify(vm);
   if (co.scenario.empty()) throw InputError("collective: missing SCENARIO file (see bubblesim --help)");
   run_collective(co, std::cout);
+  return kExitOk;
+}
+
+int explain_command(const std::vector<std::string>& args) {
+  std::string scenario, format = "text";
+  std::vector<std::string> overrides;
+  po::options_description opts("explain options");
+  opts.add_options()("scenario", po::value<std::string>(&scenario), "cluster scenario YAML file")(
+      "set", po::value<std::vector<std::string>>(&overrides)->composing(), "override a key: key.path=value")(
+      "format", po::value<std::string>(&format)->default_value(format), "text | json");
+  po::positional_options_description pos;
+  pos.add("scenario", 1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(opts).positional(pos).run(), vm);
+  po::notify(vm);
+  if (scenario.empty()) throw InputError("explain: missing SCENARIO file (see bubblesim --help)");
+  if (format != "text" && format != "json") throw InputError("--format: unknown format \"" + format + "\" (valid: text, json)");
+  const Scenario sc = load_scenario(scenario, overrides);
+  if (!sc.cluster) throw InputError(sc.source + ": explain needs a cluster scenario (cluster, model, training)");
+  const ClusterJob job = plan_cluster(sc);
+  const Explanation e = explain(job);
+  if (format == "json") std::cout << explain_json(sc, e).dump(2) << "\n";
+  else write_explain_text(std::cout, sc, job, e);
   return kExitOk;
 }
 
@@ -134,6 +161,7 @@ int main(int argc, char** argv) {
     if (cmd == "run") return run_command(args);
     if (cmd == "collective") return collective_command(args);
     if (cmd == "sweep") return sweep_command(args);
+    if (cmd == "explain") return explain_command(args);
     if (cmd == "schedules") {
       print_schedules(std::cout);
       return kExitOk;
@@ -146,7 +174,7 @@ int main(int argc, char** argv) {
       print_keys(std::cout);
       return kExitOk;
     }
-    throw InputError("unknown command \"" + cmd + "\" (valid: run, collective, sweep, schedules, keys, presets; see bubblesim --help)");
+    throw InputError("unknown command \"" + cmd + "\" (valid: run, collective, explain, sweep, schedules, keys, presets; see bubblesim --help)");
   } catch (const InputError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return kExitInput;

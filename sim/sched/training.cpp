@@ -550,28 +550,11 @@ class Builder {
 
   // ---- memory --------------------------------------------------------------------------------
 
-  /// Activations one microbatch keeps alive on a stage, per token per layer in bf16: the norm
-  /// inputs and residuals (4h; sharded by tp only with sequence parallelism), Q/K/V and the
-  /// attention output (2h + 2h_kv, sharded), the MLP intermediates (4i for SwiGLU, 2i for GELU,
-  /// sharded), and without FlashAttention the scores, probabilities and dropout mask
-  /// (5 a s / t bytes, Korthikanti et al.) unless recomputed. Full recompute keeps only the
-  /// layer input (2h, sharded with sequence parallelism). Tokens are the rank's sequence shard.
+  /// Activations one microbatch keeps alive on a stage (the rank's sequence shard).
   double activation_bytes(const StageLayout& st) const {
-    const ResolvedModel& m = job_.model;
-    const double t = job_.parallel.tp;
-    const double h = m.hidden;
-    const double h_kv = static_cast<double>(m.kv_heads) * (h / m.heads);
-    const double replicated = job_.parallel.sequence_parallel ? t : 1;
-    double per_token = 0;
-    if (job_.training.recompute == "full") {
-      per_token = 2 * h / replicated;
-    } else {
-      const double mlp = (m.activation == "swiglu" ? 4.0 : 2.0) * m.ffn_hidden;
-      per_token = 2 * 4 * h / replicated + 2 * (2 * h + 2 * h_kv + mlp) / t;
-      if (job_.training.attention_kernel == "unfused" && job_.training.recompute == "none") {
-        per_token += 5.0 * m.heads * static_cast<double>(job_.training.seq_len) / t;
-      }
-    }
+    const double per_token = activation_bytes_per_token(job_.model, job_.parallel.tp, job_.parallel.sequence_parallel,
+                                                        job_.training.recompute, shape_.flash_attention,
+                                                        job_.training.seq_len);
     return per_token * static_cast<double>(shape_.tokens()) * st.layers;
   }
 

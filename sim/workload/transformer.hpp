@@ -71,6 +71,15 @@ const char* describe(FlopsAccounting a);
 double model_flops_per_iteration(const ResolvedModel& m, int64_t seq, int64_t sequences,
                                  FlopsAccounting a = FlopsAccounting::Megatron, bool full_recompute = false);
 
+/// Activation bytes one layer keeps per token of a microbatch for its backward, in bf16: the
+/// norm inputs and residuals (4h; sharded by tp only with sequence parallelism), Q/K/V and the
+/// attention output (2h + 2h_kv, sharded), the MLP intermediates (4i for SwiGLU, 2i for GELU,
+/// sharded), and without FlashAttention the scores, probabilities and dropout mask (5 a s / t
+/// bytes, Korthikanti et al.) unless recomputed. Full recompute keeps only the layer input (2h,
+/// sharded with sequence parallelism).
+double activation_bytes_per_token(const ResolvedModel& m, int64_t tp, bool sequence_parallel,
+                                  std::string_view recompute, bool flash_attention, int64_t seq);
+
 /// Parameters of one transformer layer (GQA, SwiGLU or GELU MLP; norms ignored).
 int64_t layer_params(const ResolvedModel& m);
 
