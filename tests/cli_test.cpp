@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -335,4 +336,73 @@ TEST_CASE("a cluster scenario runs end to end with the v1 JSON keys", "[cli][clu
   const json jg = json::parse(g.out);
   CHECK(jg["fits"] == false);
   CHECK(jg["over_memory_bytes"].get<double>() > 0);
+}
+
+TEST_CASE("bubblesim sweep runs every combination, explains the invalid ones and ranks the rest", "[cli][sweep]") {
+  const std::string usp = "scenarios/cluster/usp-llama3-8b-2x8-a800-208k.yaml";
+  const Result r = cli("sweep " + usp + " --vary parallel.ulysses+parallel.ring=1+16,2+8,4+4,8+2,16+1"
+                       " --vary parallel.ring_layout=contiguous,zigzag --set parallel.zero=3 --set training.recompute=full"
+                       " --format json");
+  REQUIRE(r.code == 0);
+  const json j = json::parse(r.out);
+  REQUIRE(j["points"].size() == 10);
+  int ranked = 0, invalid = 0;
+  double best = 0;
+  for (const json& p : j["points"]) {
+    if (!p["valid"].get<bool>()) {
+      ++invalid;
+      CHECK_THAT(p["reason"].get<std::string>(), Catch::Contains("ulysses 16 must divide"));
+      continue;
+    }
+    if (p["rank"].get<int>() > 0) ++ranked;
+    best = std::max(best, p["tokens_per_s"].get<double>());
+    // Zigzag beats contiguous for the same split: causal imbalance costs the contiguous layout.
+    if (p["values"]["parallel.ring_layout"] == "contiguous") CHECK(p["idle_breakdown"]["imbalance"].get<double>() > 0.2);
+  }
+  CHECK(invalid == 2);
+  CHECK(ranked == 8);
+  CHECK(j["best"]["tokens_per_s"].get<double>() == best);
+  CHECK(j["best"]["values"]["parallel.ring_layout"] == "zigzag");
+  // Text: the best is marked, invalid points say why; CSV: a header and one row per point.
+  const Result text = cli("sweep " + usp + " --vary parallel.ulysses+parallel.ring=8+2,16+1 --set parallel.zero=3"
+                          " --set training.recompute=full");
+  CHECK_THAT(text.out, Catch::Contains("   * 8") && Catch::Contains("invalid: parallel.ulysses") && Catch::Contains("best (*)"));
+  const Result csv = cli("sweep " + usp + " --vary parallel.ulysses+parallel.ring=8+2,16+1 --format csv --jobs 1");
+  CHECK(std::count(csv.out.begin(), csv.out.end(), '\n') == 3);
+  CHECK_THAT(csv.out, Catch::StartsWith("parallel.ulysses,parallel.ring,valid,reason,"));
+  // Memory: without ZeRO-3 or recompute nothing fits at 208K, and the sweep says so.
+  CHECK_THAT(cli("sweep " + usp + " --vary parallel.ring_layout=zigzag").out, Catch::Contains("no valid configuration fits"));
+  expect_input_error("sweep " + usp, "at least one --vary");
+  expect_input_error("sweep " + usp + " --vary parallel.ring", "expected key.path=value1,value2");
+  expect_input_error("sweep " + usp + " --vary parallel.ulysses+parallel.ring=1+16,2", "gives 1 values for 2 keys");
+  expect_input_error("sweep " + usp + " --vary parallel.rnig=1,2", "parallel.rnig");
+  expect_input_error(std::string("sweep ") + kScenario + " --vary parallel.schedule=1f1b", "needs a cluster scenario");
+}
+
+TEST_CASE("bubblesim explain compares the parallelisms and checks the ring's overlap", "[cli][explain]") {
+  const std::string usp = "scenarios/cluster/usp-llama3-8b-2x8-a800-208k.yaml";
+  const Result r = cli("explain " + usp + " --format json");
+  REQUIRE(r.code == 0);
+  const json j = json::parse(r.out);
+  CHECK(j["degree"] == 16);
+  std::map<std::string, json> rows;
+  for (const json& row : j["rows"]) rows[row["method"].get<std::string>()] = row;
+  // SP-Ring at N = 16 (5.4 scaled): forward 2 (N - 1) K/V blocks, backward again plus N fp32 dK/dV hops.
+  const double block = 212992.0 / 16 * 1024 * 2;  // one K (or V) block, bytes
+  CHECK(rows.at("SP-Ring")["activation_comm_bytes"].get<double>() == Approx(15 * 2 * block * 2 + 16 * 2 * block * 2));
+  CHECK(rows.count("USP 8x2 (this scenario)") == 1);
+  CHECK(rows.at("USP 8x2 (this scenario)")["activation_comm_bytes"].get<double>() <
+        rows.at("SP-Ring")["activation_comm_bytes"].get<double>());
+  // ZeRO-3 shards every model state; TP + Megatron-SP sends 10 (N - 1) / N b S h e per layer.
+  CHECK(rows.at("ZeRO-3")["model_state_bytes"].get<double>() == Approx(rows.at("DP")["model_state_bytes"].get<double>() / 16));
+  CHECK(rows.at("TP + Megatron-SP")["activation_comm_bytes"].get<double>() == Approx(10.0 * 15 / 16 * 212992 * 4096 * 2));
+  // 104K-token blocks hide their transfer easily; 512-token blocks over the NICs do not.
+  CHECK(j["ring_overlap"]["holds"] == true);
+  CHECK(j["groups_crossing_nodes"] == json::array({"ring"}));
+  const json tiny = json::parse(cli("explain " + usp + " --format json --set training.seq_len=2K --set parallel.ulysses=1"
+                                    " --set parallel.ring=16").out);
+  CHECK(tiny["ring_overlap"]["holds"] == false);
+  CHECK(tiny["ring_overlap"]["block_tokens"] == 128);
+  CHECK_THAT(cli("explain " + usp).out, Catch::Contains("overlap holds") && Catch::Contains("SP-Ulysses"));
+  expect_input_error("explain " + usp + " --format csv", "valid: text, json");
 }

@@ -223,13 +223,14 @@ std::vector<SweepPoint> run_sweep(const SweepOptions& opt, std::ostream& progres
     throw InputError("sweep: " + std::to_string(points.size()) + " combinations; at most " + std::to_string(kMaxPoints));
   }
   // The first point also checks the file and the keys: a typo fails the whole sweep at once.
-  load_scenario(opt.scenario, [&] {
+  const Scenario first = load_scenario(opt.scenario, [&] {
     std::vector<std::string> o = opt.overrides;
     for (const Axis& a : axes) {
       for (size_t k = 0; k < a.keys.size(); ++k) o.push_back(a.keys[k] + "=" + a.values.front()[k]);
     }
     return o;
   }());
+  if (!first.cluster) throw InputError(first.source + ": sweep needs a cluster scenario (cluster, model, training)");
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   const size_t workers = std::min(points.size(), static_cast<size_t>(opt.jobs > 0 ? opt.jobs : static_cast<int>(cores)));
   std::atomic<size_t> next{0};
