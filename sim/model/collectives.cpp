@@ -32,16 +32,18 @@ class Expander {
   }
 
   /// One step over `members` (indices into the spec's ranks): member i sends `bytes` to
-  /// member (i + shift) mod size.
-  void step(const std::vector<size_t>& members, int64_t bytes, size_t shift, int32_t hops = 1) {
+  /// member (i + shift) mod size, for every shift in [shift, last_shift] at once.
+  void step(const std::vector<size_t>& members, int64_t bytes, size_t shift, int32_t hops = 1, size_t last_shift = 0) {
     std::vector<OpId> ops;
     std::vector<Transfer> transfers;
     const size_t n = members.size();
     for (size_t i = 0; i < n; ++i) {
       const size_t r = members[i];
-      transfers.push_back({s_.gpus[r], s_.gpus[members[(i + shift) % n]], Bytes{bytes}, hops});
-      for (const auto& twin : s_.twins) {
-        transfers.push_back({twin[r], twin[members[(i + shift) % n]], Bytes{bytes}, hops});
+      for (size_t k = shift; k <= std::max(shift, last_shift); ++k) {
+        transfers.push_back({s_.gpus[r], s_.gpus[members[(i + k) % n]], Bytes{bytes}, hops});
+        for (const auto& twin : s_.twins) {
+          transfers.push_back({twin[r], twin[members[(i + k) % n]], Bytes{bytes}, hops});
+        }
       }
       if (s_.streams[r] == kNone) continue;  // a twin the Program does not simulate
       Op op;
@@ -148,6 +150,12 @@ std::vector<OpId> expand_collective(Program& p, const CollectiveSpec& s, std::sp
     case CollectiveOp::AllGather:
     case CollectiveOp::ReduceScatter: e.ring(all, chunk, steps); break;
     case CollectiveOp::AllToAll:
+      // Fused (training Programs): every pair at once, as NCCL posts all of an all-to-all's
+      // sends and receives in one group; otherwise pairwise steps.
+      if (s.fuse_steps) {
+        e.step(all, chunk, 1, 1, static_cast<size_t>(steps));
+        break;
+      }
       for (int k = 1; k <= steps; ++k) e.step(all, chunk, static_cast<size_t>(k));
       break;
     case CollectiveOp::SendRecv: e.step(all, s.size.value, 1); break;

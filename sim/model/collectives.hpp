@@ -45,6 +45,7 @@ struct CollectiveSpec {
   std::vector<std::vector<int32_t>> twins;
   /// Fuse a ring's steps into one group whose transfers carry every step's bytes and latency:
   /// exact when the ring's links carry nothing else, and far fewer events (training Programs).
+  /// An all-to-all is then one group with every pair's transfer at once (NCCL's grouped p2p).
   bool fuse_steps = false;
   /// Label of every op of the collective (the pass and layer it serves).
   Label label;

@@ -1,30 +1,57 @@
 #include "sim/model/network.hpp"
 
 #include <algorithm>
-#include <cmath>
+#include <functional>
 #include <limits>
 
 #include "sim/core/error.hpp"
 
 namespace bubblesim::sim {
-namespace {
-
-constexpr double kDrainedBytes = 1e-6;  // float residue below which a flow has drained
-
-}  // namespace
 
 FlowNetwork::FlowNetwork(const Topology& topo) : topo_(topo) {
-  link_bytes_.assign(topo.links(), 0.0);
-  link_left_.assign(topo.links(), 0.0);
-  link_users_.assign(topo.links(), 0);
+  const size_t links = static_cast<size_t>(topo.links());
+  link_flows_.resize(links);
+  link_bytes_.assign(links, 0.0);
+  link_left_.assign(links, 0.0);
+  link_users_.assign(links, 0);
+  link_seen_.assign(links, 0);
+}
+
+FlowNetwork::FlowId FlowNetwork::add_flow(const Flow& f) {
+  FlowId id;
+  if (!free_.empty()) {
+    id = free_.back();
+    free_.pop_back();
+    flows_[id] = f;
+  } else {
+    id = static_cast<FlowId>(flows_.size());
+    flows_.push_back(f);
+    flow_seen_.push_back(0);
+  }
+  flows_[id].alive = true;
+  for (LinkId l : *f.route) link_flows_[l].push_back(id);
+  return id;
+}
+
+void FlowNetwork::remove_flow(FlowId id) {
+  Flow& f = flows_[id];
+  for (LinkId l : *f.route) {
+    auto& on = link_flows_[l];
+    *std::find(on.begin(), on.end(), id) = on.back();
+    on.pop_back();
+  }
+  f.alive = false;
+  ++f.stamp;
+  free_.push_back(id);
 }
 
 void FlowNetwork::start(const Program& p, GroupId g, Time now) {
-  drain_to(now);
+  now_ = now;
   if (pending_.size() <= g) pending_.resize(p.groups().size(), 0);
   const auto transfers = p.transfers(g);
   BUBBLESIM_ASSERT(!transfers.empty(), "network asked to carry a group without transfers");
   pending_[g] = static_cast<uint32_t>(transfers.size());
+  std::vector<LinkId> seeds;
   for (const Transfer& t : transfers) {
     const int32_t a = t.from_gpu;
     const int32_t b = t.to_gpu;
@@ -34,6 +61,7 @@ void FlowNetwork::start(const Program& p, GroupId g, Time now) {
     }
     if (a == b) {  // same GPU: a local copy, free at this level of detail
       tails_.push_back({now, g});
+      std::push_heap(tails_.begin(), tails_.end(), std::greater<>{});
       continue;
     }
     const auto& route = topo_.route(a, b);
@@ -42,47 +70,66 @@ void FlowNetwork::start(const Program& p, GroupId g, Time now) {
     latency = latency * t.hops;
     if (t.bytes.value <= 0) {
       tails_.push_back({now + latency, g});
+      std::push_heap(tails_.begin(), tails_.end(), std::greater<>{});
       continue;
     }
-    flows_.push_back(Flow{g, &route, static_cast<double>(t.bytes.value), 0.0, latency});
+    Flow f{g, &route, static_cast<double>(t.bytes.value), 0.0, now, Time::max(), latency};
+    add_flow(f);
+    seeds.insert(seeds.end(), route.begin(), route.end());
   }
-  recompute_rates();
+  refill(seeds);
   ++version_;
 }
 
-void FlowNetwork::drain_to(Time now) {
-  const double dt = (now - now_).seconds();
-  if (dt > 0) {
-    for (Flow& f : flows_) {
-      const double moved = std::min(f.remaining, f.rate * dt);
-      f.remaining -= moved;
-      for (LinkId l : *f.route) link_bytes_[l] += moved;
+void FlowNetwork::refill(std::vector<LinkId>& seeds) {
+  // The component: every flow reachable from the seed links through shared links.
+  ++visit_;
+  component_.clear();
+  component_links_.clear();
+  for (LinkId l : seeds) {
+    if (link_seen_[l] == visit_) continue;
+    link_seen_[l] = visit_;
+    component_links_.push_back(l);
+  }
+  for (size_t i = 0; i < component_links_.size(); ++i) {
+    for (FlowId id : link_flows_[component_links_[i]]) {
+      if (flow_seen_[id] == visit_) continue;
+      flow_seen_[id] = visit_;
+      component_.push_back(id);
+      for (LinkId l : *flows_[id].route) {
+        if (link_seen_[l] == visit_) continue;
+        link_seen_[l] = visit_;
+        component_links_.push_back(l);
+      }
     }
   }
-  now_ = now;
-}
-
-void FlowNetwork::recompute_rates() {
+  // Bring their bytes up to now at the old rates.
+  old_rates_.clear();
+  for (FlowId id : component_) {
+    Flow& f = flows_[id];
+    old_rates_.push_back(f.rate);
+    const double moved = std::min(f.remaining, f.rate * (now_ - f.since).seconds());
+    f.remaining -= moved;
+    f.since = now_;
+    for (LinkId l : *f.route) link_bytes_[l] += moved;
+    f.rate = -1;  // unfrozen
+  }
+  for (LinkId l : component_links_) {
+    link_left_[l] = topo_.link(l).bandwidth.bytes_per_s;
+    link_users_[l] = static_cast<uint32_t>(link_flows_[l].size());
+  }
   // Progressive filling: raise every unfrozen flow's rate together; when a link fills, freeze
   // the flows on it at the fair share they reached.
-  for (Flow& f : flows_) {
-    f.rate = -1;  // unfrozen
-    for (LinkId l : *f.route) {
-      link_left_[l] = topo_.link(l).bandwidth.bytes_per_s;
-      link_users_[l] = 0;
-    }
-  }
-  for (const Flow& f : flows_) {
-    for (LinkId l : *f.route) ++link_users_[l];
-  }
-  size_t unfrozen = flows_.size();
+  size_t unfrozen = component_.size();
   while (unfrozen > 0) {
     double share = std::numeric_limits<double>::infinity();
-    for (const Flow& f : flows_) {
+    for (FlowId id : component_) {
+      const Flow& f = flows_[id];
       if (f.rate >= 0) continue;
       for (LinkId l : *f.route) share = std::min(share, link_left_[l] / link_users_[l]);
     }
-    for (Flow& f : flows_) {
+    for (FlowId id : component_) {
+      Flow& f = flows_[id];
       if (f.rate >= 0) continue;
       bool bottlenecked = false;
       for (LinkId l : *f.route) bottlenecked = bottlenecked || link_left_[l] / link_users_[l] <= share * (1 + 1e-12);
@@ -96,12 +143,29 @@ void FlowNetwork::recompute_rates() {
       }
     }
   }
+  for (size_t i = 0; i < component_.size(); ++i) {
+    Flow& f = flows_[component_[i]];
+    if (f.rate == old_rates_[i]) continue;  // same rate: the same finish, its heap entry stays valid
+    f.finish = now_ + Time::from_seconds(f.remaining / f.rate);
+    due_.push_back({f.finish, component_[i], ++f.stamp});
+    std::push_heap(due_.begin(), due_.end(), std::greater<>{});
+  }
+}
+
+void FlowNetwork::prune() const {
+  while (!due_.empty()) {
+    const Due& top = due_.front();
+    const Flow& f = flows_[top.flow];
+    if (f.alive && f.stamp == top.stamp) return;
+    std::pop_heap(due_.begin(), due_.end(), std::greater<>{});
+    due_.pop_back();
+  }
 }
 
 Time FlowNetwork::next_event() const {
-  Time next = Time::max();
-  for (const Flow& f : flows_) next = min(next, now_ + Time::from_seconds(f.remaining / f.rate));  // drains
-  for (const Tail& t : tails_) next = min(next, t.arrive);
+  prune();
+  Time next = due_.empty() ? Time::max() : due_.front().at;
+  if (!tails_.empty()) next = min(next, tails_.front().arrive);
   return next;
 }
 
@@ -111,36 +175,29 @@ void FlowNetwork::finish_transfer(GroupId g, std::vector<GroupId>& finished) {
 }
 
 void FlowNetwork::advance(Time now, std::vector<GroupId>& finished) {
-  // Flows whose bytes drain by `now` - latency have arrived; the others drain up to now.
-  drain_to(now);
-  bool changed = false;
-  for (size_t i = 0; i < flows_.size();) {
-    Flow& f = flows_[i];
-    // Drained: no bytes left, or less than next_event() can see (it rounds to whole ps).
-    if (f.remaining > kDrainedBytes && Time::from_seconds(f.remaining / f.rate) > Time::zero()) {
-      ++i;
-      continue;
-    }
-    // Drained: its tail ends one route latency after the drain, which happened by now.
-    tails_.push_back({now + f.latency, f.group});
-    f = flows_.back();
-    flows_.pop_back();
-    changed = true;
+  now_ = now;
+  // Flows drained by now: their tails end one route latency after the drain.
+  std::vector<LinkId> seeds;
+  for (prune(); !due_.empty() && due_.front().at <= now; prune()) {
+    const FlowId id = due_.front().flow;
+    std::pop_heap(due_.begin(), due_.end(), std::greater<>{});
+    due_.pop_back();
+    Flow& f = flows_[id];
+    for (LinkId l : *f.route) link_bytes_[l] += f.remaining;  // the rest of its bytes
+    tails_.push_back({f.finish + f.latency, f.group});
+    std::push_heap(tails_.begin(), tails_.end(), std::greater<>{});
+    seeds.insert(seeds.end(), f.route->begin(), f.route->end());
+    remove_flow(id);
   }
-  for (size_t i = 0; i < tails_.size();) {
-    if (tails_[i].arrive > now) {
-      ++i;
-      continue;
-    }
-    finish_transfer(tails_[i].group, finished);
-    tails_[i] = tails_.back();
+  bool changed = !seeds.empty();
+  while (!tails_.empty() && tails_.front().arrive <= now) {
+    finish_transfer(tails_.front().group, finished);
+    std::pop_heap(tails_.begin(), tails_.end(), std::greater<>{});
     tails_.pop_back();
     changed = true;
   }
-  if (changed) {
-    recompute_rates();
-    ++version_;
-  }
+  if (!seeds.empty()) refill(seeds);
+  if (changed) ++version_;
 }
 
 }  // namespace bubblesim::sim

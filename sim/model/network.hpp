@@ -28,8 +28,11 @@ class NetworkModel {
   virtual uint32_t version() const = 0;
 };
 
-/// Flow-level max-min fair sharing over a Topology. Costs: start and each completion recompute
-/// all rates by progressive filling, O(flows x route length x bottleneck rounds).
+/// Flow-level max-min fair sharing over a Topology. A flow's start or completion recomputes the
+/// rates of the flows it shares links with (transitively), by progressive filling; other flows
+/// keep their rates and are not touched. Flows drain lazily: each keeps its bytes as of its last
+/// rate change and its finish time sits in a heap. Costs per start or completion:
+/// O(component flows x route length x bottleneck rounds + log flows).
 class FlowNetwork final : public NetworkModel {
  public:
   explicit FlowNetwork(const Topology& topo);
@@ -39,32 +42,55 @@ class FlowNetwork final : public NetworkModel {
   void advance(Time now, std::vector<GroupId>& finished) override;
   uint32_t version() const override { return version_; }
 
-  /// Bytes carried per link so far (for link utilisation).
+  /// Bytes carried per link so far (for link utilisation; complete once every flow has drained).
   const std::vector<double>& link_bytes() const { return link_bytes_; }
 
  private:
+  using FlowId = uint32_t;
   struct Flow {
     GroupId group;
     const std::vector<LinkId>* route;
-    double remaining;  // bytes
+    double remaining;  // bytes, as of `since`
     double rate = 0;   // bytes per second
+    Time since;        // when `remaining` was last brought up to date
+    Time finish;       // when the bytes drain at the current rate
     Time latency;
+    uint32_t stamp = 0;  // bumped on every rate change; older heap entries are stale
+    bool alive = false;
+  };
+  struct Due {
+    Time at;
+    FlowId flow;
+    uint32_t stamp;
+    bool operator>(const Due& o) const { return at > o.at; }
   };
   struct Tail {
     Time arrive;
     GroupId group;
+    bool operator>(const Tail& o) const { return arrive > o.arrive; }
   };
-  void drain_to(Time now);
-  void recompute_rates();
+  FlowId add_flow(const Flow& f);
+  void remove_flow(FlowId id);
+  /// Brings the flows sharing links (transitively) with `seeds` up to now and refills their rates.
+  void refill(std::vector<LinkId>& seeds);
   void finish_transfer(GroupId g, std::vector<GroupId>& finished);
+  void prune() const;  // drops stale heap tops so next_event() sees a live one
 
   const Topology& topo_;
-  std::vector<Flow> flows_;         // draining
-  std::vector<Tail> tails_;         // drained, in flight for their route latency
-  std::vector<uint32_t> pending_;   // per group: transfers not yet arrived
+  std::vector<Flow> flows_;
+  std::vector<FlowId> free_;
+  std::vector<std::vector<FlowId>> link_flows_;  // per link: the live flows crossing it
+  mutable std::vector<Due> due_;                 // min-heap of flow finish times (lazy deletion)
+  std::vector<Tail> tails_;                      // min-heap: drained, in flight for their latency
+  std::vector<uint32_t> pending_;                // per group: transfers not yet arrived
   std::vector<double> link_bytes_;
-  std::vector<double> link_left_;   // scratch for recompute_rates
+  std::vector<double> link_left_;                // scratch for refill
   std::vector<uint32_t> link_users_;
+  std::vector<uint32_t> link_seen_, flow_seen_;  // scratch: visit marks per refill
+  uint32_t visit_ = 0;
+  std::vector<FlowId> component_;
+  std::vector<double> old_rates_;                // per component flow, before the refill
+  std::vector<LinkId> component_links_;
   Time now_;
   uint32_t version_ = 0;
 };
