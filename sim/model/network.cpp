@@ -50,7 +50,9 @@ void FlowNetwork::start(const Program& p, GroupId g, Time now) {
   if (pending_.size() <= g) pending_.resize(p.groups().size(), 0);
   const auto transfers = p.transfers(g);
   BUBBLESIM_ASSERT(!transfers.empty(), "network asked to carry a group without transfers");
+  if (arrival_.size() <= g) arrival_.resize(p.groups().size(), Time::zero());
   pending_[g] = static_cast<uint32_t>(transfers.size());
+  arrival_[g] = now;
   std::vector<LinkId> seeds;
   for (const Transfer& t : transfers) {
     const int32_t a = t.from_gpu;
@@ -60,8 +62,7 @@ void FlowNetwork::start(const Program& p, GroupId g, Time now) {
                        " of a cluster with " + std::to_string(topo_.gpus()));
     }
     if (a == b) {  // same GPU: a local copy, free at this level of detail
-      tails_.push_back({now, g});
-      std::push_heap(tails_.begin(), tails_.end(), std::greater<>{});
+      drained(g, now);
       continue;
     }
     const auto& route = topo_.route(a, b);
@@ -69,8 +70,7 @@ void FlowNetwork::start(const Program& p, GroupId g, Time now) {
     for (LinkId l : route) latency += topo_.link(l).latency;
     latency = latency * t.hops;
     if (t.bytes.value <= 0) {
-      tails_.push_back({now + latency, g});
-      std::push_heap(tails_.begin(), tails_.end(), std::greater<>{});
+      drained(g, now + latency);
       continue;
     }
     Flow f{g, &route, static_cast<double>(t.bytes.value), 0.0, now, Time::max(), latency};
@@ -143,20 +143,48 @@ void FlowNetwork::refill(std::vector<LinkId>& seeds) {
       }
     }
   }
+  // New finish times, one heap entry per distinct time.
+  rescheduled_.clear();
   for (size_t i = 0; i < component_.size(); ++i) {
     Flow& f = flows_[component_[i]];
     if (f.rate == old_rates_[i]) continue;  // same rate: the same finish, its heap entry stays valid
     f.finish = now_ + Time::from_seconds(f.remaining / f.rate);
-    due_.push_back({f.finish, component_[i], ++f.stamp});
+    ++f.stamp;
+    rescheduled_.push_back(component_[i]);
+  }
+  std::sort(rescheduled_.begin(), rescheduled_.end(),
+            [&](FlowId a, FlowId b) { return flows_[a].finish < flows_[b].finish; });
+  for (size_t i = 0; i < rescheduled_.size();) {
+    uint32_t batch;
+    if (free_batches_.empty()) {
+      batch = static_cast<uint32_t>(batches_.size());
+      batches_.emplace_back();
+    } else {
+      batch = free_batches_.back();
+      free_batches_.pop_back();
+    }
+    const Time at = flows_[rescheduled_[i]].finish;
+    for (; i < rescheduled_.size() && flows_[rescheduled_[i]].finish == at; ++i) {
+      batches_[batch].push_back({rescheduled_[i], flows_[rescheduled_[i]].stamp});
+    }
+    due_.push_back({at, batch});
     std::push_heap(due_.begin(), due_.end(), std::greater<>{});
   }
 }
 
 void FlowNetwork::prune() const {
   while (!due_.empty()) {
-    const Due& top = due_.front();
-    const Flow& f = flows_[top.flow];
-    if (f.alive && f.stamp == top.stamp) return;
+    auto& batch = batches_[due_.front().batch];
+    for (size_t i = 0; i < batch.size();) {  // drop flows rescheduled or gone since
+      if (live(batch[i])) {
+        ++i;
+      } else {
+        batch[i] = batch.back();
+        batch.pop_back();
+      }
+    }
+    if (!batch.empty()) return;
+    free_batches_.push_back(due_.front().batch);
     std::pop_heap(due_.begin(), due_.end(), std::greater<>{});
     due_.pop_back();
   }
@@ -169,29 +197,36 @@ Time FlowNetwork::next_event() const {
   return next;
 }
 
-void FlowNetwork::finish_transfer(GroupId g, std::vector<GroupId>& finished) {
+void FlowNetwork::drained(GroupId g, Time arrive) {
   BUBBLESIM_ASSERT(pending_[g] > 0, "transfer finished twice");
-  if (--pending_[g] == 0) finished.push_back(g);
+  arrival_[g] = max(arrival_[g], arrive);
+  if (--pending_[g] > 0) return;
+  tails_.push_back({arrival_[g], g});
+  std::push_heap(tails_.begin(), tails_.end(), std::greater<>{});
 }
 
 void FlowNetwork::advance(Time now, std::vector<GroupId>& finished) {
   now_ = now;
-  // Flows drained by now: their tails end one route latency after the drain.
+  // Flows drained by now: each arrives one route latency after its drain.
   std::vector<LinkId> seeds;
   for (prune(); !due_.empty() && due_.front().at <= now; prune()) {
-    const FlowId id = due_.front().flow;
+    const uint32_t b = due_.front().batch;
     std::pop_heap(due_.begin(), due_.end(), std::greater<>{});
     due_.pop_back();
-    Flow& f = flows_[id];
-    for (LinkId l : *f.route) link_bytes_[l] += f.remaining;  // the rest of its bytes
-    tails_.push_back({f.finish + f.latency, f.group});
-    std::push_heap(tails_.begin(), tails_.end(), std::greater<>{});
-    seeds.insert(seeds.end(), f.route->begin(), f.route->end());
-    remove_flow(id);
+    for (const Batched& entry : batches_[b]) {
+      if (!live(entry)) continue;
+      Flow& f = flows_[entry.flow];
+      for (LinkId l : *f.route) link_bytes_[l] += f.remaining;  // the rest of its bytes
+      drained(f.group, f.finish + f.latency);
+      seeds.insert(seeds.end(), f.route->begin(), f.route->end());
+      remove_flow(entry.flow);
+    }
+    batches_[b].clear();
+    free_batches_.push_back(b);
   }
   bool changed = !seeds.empty();
   while (!tails_.empty() && tails_.front().arrive <= now) {
-    finish_transfer(tails_.front().group, finished);
+    finished.push_back(tails_.front().group);
     std::pop_heap(tails_.begin(), tails_.end(), std::greater<>{});
     tails_.pop_back();
     changed = true;

@@ -58,11 +58,15 @@ class FlowNetwork final : public NetworkModel {
     uint32_t stamp = 0;  // bumped on every rate change; older heap entries are stale
     bool alive = false;
   };
+  /// Flows that drain at the same moment share one heap entry (an all-to-all's pairs do).
   struct Due {
     Time at;
-    FlowId flow;
-    uint32_t stamp;
+    uint32_t batch;  // index into batches_
     bool operator>(const Due& o) const { return at > o.at; }
+  };
+  struct Batched {
+    FlowId flow;
+    uint32_t stamp;  // the flow's stamp when batched; a later rate change makes it stale
   };
   struct Tail {
     Time arrive;
@@ -73,16 +77,21 @@ class FlowNetwork final : public NetworkModel {
   void remove_flow(FlowId id);
   /// Brings the flows sharing links (transitively) with `seeds` up to now and refills their rates.
   void refill(std::vector<LinkId>& seeds);
-  void finish_transfer(GroupId g, std::vector<GroupId>& finished);
-  void prune() const;  // drops stale heap tops so next_event() sees a live one
+  /// A transfer of group g has drained; it arrives at `arrive`.
+  void drained(GroupId g, Time arrive);
+  void prune() const;  // drops heap tops with no live flow left so next_event() sees a live one
+  bool live(const Batched& b) const { return flows_[b.flow].alive && flows_[b.flow].stamp == b.stamp; }
 
   const Topology& topo_;
   std::vector<Flow> flows_;
   std::vector<FlowId> free_;
   std::vector<std::vector<FlowId>> link_flows_;  // per link: the live flows crossing it
-  mutable std::vector<Due> due_;                 // min-heap of flow finish times (lazy deletion)
-  std::vector<Tail> tails_;                      // min-heap: drained, in flight for their latency
-  std::vector<uint32_t> pending_;                // per group: transfers not yet arrived
+  mutable std::vector<Due> due_;                 // min-heap of finish times (lazy deletion)
+  mutable std::vector<std::vector<Batched>> batches_;
+  mutable std::vector<uint32_t> free_batches_;
+  std::vector<Tail> tails_;                      // min-heap: groups drained, in flight for their latency
+  std::vector<uint32_t> pending_;                // per group: transfers not yet drained
+  std::vector<Time> arrival_;                    // per group: latest arrival of its drained transfers
   std::vector<double> link_bytes_;
   std::vector<double> link_left_;                // scratch for refill
   std::vector<uint32_t> link_users_;
@@ -90,6 +99,7 @@ class FlowNetwork final : public NetworkModel {
   uint32_t visit_ = 0;
   std::vector<FlowId> component_;
   std::vector<double> old_rates_;                // per component flow, before the refill
+  std::vector<FlowId> rescheduled_;
   std::vector<LinkId> component_links_;
   Time now_;
   uint32_t version_ = 0;
