@@ -3,6 +3,7 @@
 // Not an allocator: it only advises; where THP is off or unsupported it changes nothing.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <vector>
 
@@ -17,6 +18,14 @@ void reserve_huge(std::vector<T>& v, size_t n) {
   if (n <= v.capacity()) return;
   v.reserve(n);
   advise_huge_pages(v.data(), v.capacity() * sizeof(T));
+}
+
+/// Makes room for `more` elements, doubling the capacity with huge pages advised, for arrays
+/// that grow one push at a time to hundreds of MB (a Program's ops, edges and transfers).
+template <class T>
+void grow_huge(std::vector<T>& v, size_t more) {
+  if (v.size() + more <= v.capacity()) return;
+  reserve_huge(v, std::max(v.size() + more, 2 * v.capacity()));
 }
 
 /// v = n copies of `value`, with huge pages advised before the copies are written.

@@ -86,6 +86,7 @@ OpId Program::add_op(Op op) {
   op.device = streams_[op.stream].device;
   const auto id = static_cast<OpId>(ops_.size());
   streams_[op.stream].ops.push_back(id);
+  grow_huge(ops_, 1);
   ops_.push_back(op);
   finalized_ = false;
   return id;
@@ -102,6 +103,7 @@ uint32_t Program::latency_index(Time t) {
 
 void Program::add_dep(OpId op, OpId on, Time latency) {
   // Out-of-range ids are kept and reported by validate(), not asserted: IR can come from files.
+  grow_huge(pending_, 1);
   pending_.push_back(PendingEdge{op, on, latency_index(latency)});
   finalized_ = false;
 }
@@ -122,6 +124,7 @@ void Program::set_transfers(GroupId g, std::span<const Transfer> transfers) {
   BUBBLESIM_ASSERT(g < groups_.size() && groups_[g].transfer_count == 0, "transfers set twice");
   groups_[g].transfer_begin = static_cast<uint32_t>(transfers_.size());
   groups_[g].transfer_count = static_cast<uint32_t>(transfers.size());
+  grow_huge(transfers_, transfers.size());
   transfers_.insert(transfers_.end(), transfers.begin(), transfers.end());
 }
 

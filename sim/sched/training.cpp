@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <numeric>
 
 #include "sim/core/error.hpp"
@@ -200,15 +201,23 @@ class Builder {
   }
 
   /// A blocking collective of device d's group along `dim`, issued on its compute stream.
+  /// Its groups (and twins) are the same for every call, so each device's spec is built once.
   OpId group_collective(DeviceId d, CollectiveOp kind, Dim dim, Bytes bytes, Label label,
                         std::initializer_list<Dim> twin_dims) {
-    auto [gpus, twins] = group_with_twins(d, dim, twin_dims);
-    label.traffic = dim == Dim::Ulysses ? Traffic::Ulysses : Traffic::TensorParallel;
-    CollectiveSpec spec{kind, CollectiveAlgo::Ring, bytes, std::move(gpus), {}, {}, std::move(twins), false, {}};
+    auto& cache = dim == Dim::Ulysses ? ulysses_spec_ : tp_spec_;
+    if (cache.size() <= d) cache.resize(d + 1);
+    if (!cache[d]) {
+      auto [gpus, twins] = group_with_twins(d, dim, twin_dims);
+      cache[d] = std::make_unique<CollectiveSpec>(
+          CollectiveSpec{kind, CollectiveAlgo::Ring, bytes, std::move(gpus), {}, {}, std::move(twins), true, {}});
+      cache[d]->streams.assign(cache[d]->gpus.size(), kNone);
+      cache[d]->streams[0] = compute_stream_[d];
+    }
+    CollectiveSpec& spec = *cache[d];
+    spec.op = kind;
+    spec.size = bytes;
     spec.label = label;
-    spec.fuse_steps = true;
-    spec.streams.assign(spec.gpus.size(), kNone);
-    spec.streams[0] = compute_stream_[d];
+    spec.label.traffic = dim == Dim::Ulysses ? Traffic::Ulysses : Traffic::TensorParallel;
     return expand_collective(p_, spec)[0];
   }
 
@@ -264,13 +273,16 @@ class Builder {
     const OpId id = p_.add_op(o);
     const OpId members[] = {id};
     const GroupId g = p_.add_group(GroupKind::Transfer, members, Bytes{bytes});
-    std::vector<Transfer> transfers;
-    Coord from_base = coord(pp, prev_ring(r));
-    for (Coord to : combinations(coord(pp, r), {Dim::Tp, Dim::Ulysses, Dim::Dp})) {
-      Coord from = to;
-      from[Dim::Ring] = from_base[Dim::Ring];
-      transfers.push_back({place_.gpu(from), place_.gpu(to), Bytes{bytes}});
+    if (ring_transfers_.size() <= d) ring_transfers_.resize(d + 1);
+    std::vector<Transfer>& transfers = ring_transfers_[d];
+    if (transfers.empty()) {
+      for (Coord to : combinations(coord(pp, r), {Dim::Tp, Dim::Ulysses, Dim::Dp})) {
+        Coord from = to;
+        from[Dim::Ring] = prev_ring(r);
+        transfers.push_back({place_.gpu(from), place_.gpu(to), Bytes{0}});
+      }
     }
+    for (Transfer& t : transfers) t.bytes = Bytes{bytes};
     p_.set_transfers(g, transfers);
     for (OpId dep : deps) {
       if (dep != kNone) p_.add_dep(id, dep);
@@ -671,6 +683,8 @@ class Builder {
   std::vector<StageLayout> stages_;
   std::vector<StreamId> compute_stream_, recv_stream_, dp_stream_, sp_stream_;
   std::vector<DpGroup> dp_groups_;
+  std::vector<std::unique_ptr<CollectiveSpec>> tp_spec_, ulysses_spec_;  // per device, built on first use
+  std::vector<std::vector<Transfer>> ring_transfers_;                     // per device: its K/V arrivals
   std::vector<OpId> fwd_last_, bwd_last_;
   std::vector<PendingDep> pending_;
   std::vector<int32_t> weight_passes_left_;

@@ -102,8 +102,16 @@ Topology& Topology::operator=(Topology&&) noexcept = default;
 
 const std::vector<LinkId>& Topology::route(int32_t a, int32_t b) const {
   BUBBLESIM_ASSERT(a != b && a >= 0 && b >= 0 && a < gpus_ && b < gpus_, "route between invalid GPUs");
+  const size_t dense = static_cast<size_t>(a) * static_cast<size_t>(gpus_) + static_cast<size_t>(b);
+  if (gpus_ <= kDenseRoutes) {
+    if (dense_.empty()) dense_.assign(static_cast<size_t>(gpus_) * static_cast<size_t>(gpus_), nullptr);
+    if (dense_[dense] != nullptr) return *dense_[dense];
+  }
   const uint64_t key = (static_cast<uint64_t>(a) << 32) | static_cast<uint32_t>(b);
-  if (auto it = routes_.find(key); it != routes_.end()) return it->second;
+  if (auto it = routes_.find(key); it != routes_.end()) {
+    if (gpus_ <= kDenseRoutes) dense_[dense] = &it->second;
+    return it->second;
+  }
   using G = Graph::G;
   const G& g = graph_->g;
   const auto src = graph_->gpu_vertex[static_cast<size_t>(a)];
@@ -132,7 +140,9 @@ const std::vector<LinkId>& Topology::route(int32_t a, int32_t b) const {
   std::vector<LinkId> path;
   for (auto v = dst; v != src; v = boost::source(via[v], g)) path.push_back(g[via[v]].link);
   std::reverse(path.begin(), path.end());
-  return routes_.emplace(key, std::move(path)).first->second;
+  const std::vector<LinkId>& cached = routes_.emplace(key, std::move(path)).first->second;
+  if (gpus_ <= kDenseRoutes) dense_[dense] = &cached;
+  return cached;
 }
 
 Time Topology::route_latency(int32_t a, int32_t b) const {

@@ -57,7 +57,11 @@ class Topology {
   std::vector<Link> links_;
   int32_t gpus_ = 0;
   int32_t gpus_per_node_ = 1;
-  mutable std::unordered_map<uint64_t, std::vector<LinkId>> routes_;
+  mutable std::unordered_map<uint64_t, std::vector<LinkId>> routes_;  // node-based: values never move
+  /// Clusters up to kDenseRoutes GPUs also index the cached routes by a * gpus + b (the network
+  /// looks one up per transfer).
+  static constexpr int32_t kDenseRoutes = 2048;
+  mutable std::vector<const std::vector<LinkId>*> dense_;
 };
 
 }  // namespace bubblesim::sim
