@@ -396,13 +396,13 @@ TEST_CASE("bubblesim explain compares the parallelisms and checks the ring's ove
   // ZeRO-3 shards every model state; TP + Megatron-SP sends 10 (N - 1) / N b S h e per layer.
   CHECK(rows.at("ZeRO-3")["model_state_bytes"].get<double>() == Approx(rows.at("DP")["model_state_bytes"].get<double>() / 16));
   CHECK(rows.at("TP + Megatron-SP")["activation_comm_bytes"].get<double>() == Approx(10.0 * 15 / 16 * 212992 * 4096 * 2));
-  // 104K-token blocks hide their transfer easily; 512-token blocks over the NICs do not.
+  // 104K-token blocks hide their transfer easily; 1K-token blocks over 10 Gb/s NICs do not.
   CHECK(j["ring_overlap"]["holds"] == true);
   CHECK(j["groups_crossing_nodes"] == json::array({"ring"}));
-  const json tiny = json::parse(cli("explain " + usp + " --format json --set training.seq_len=2K --set parallel.ulysses=1"
-                                    " --set parallel.ring=16").out);
+  const json tiny = json::parse(cli("explain " + usp + " --format json --set training.seq_len=16K --set parallel.ulysses=1"
+                                    " --set parallel.ring=16 --set 'cluster.inter_node.bandwidth=10 Gb/s'").out);
   CHECK(tiny["ring_overlap"]["holds"] == false);
-  CHECK(tiny["ring_overlap"]["block_tokens"] == 128);
+  CHECK(tiny["ring_overlap"]["block_tokens"] == 1024);
   CHECK_THAT(cli("explain " + usp).out, Catch::Contains("overlap holds") && Catch::Contains("SP-Ulysses"));
   expect_input_error("explain " + usp + " --format csv", "valid: text, json");
 }

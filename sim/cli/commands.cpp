@@ -88,7 +88,7 @@ void run_cluster(const Scenario& sc, const RunOptions& opt, std::ostream& out, s
 }  // namespace
 
 ClusterRun::ClusterRun(const Scenario& sc, FlopsAccounting accounting)
-    : job(plan_cluster(sc)), topo(job.cluster), compute(*job.cluster.gpu), network(topo) {
+    : job(plan_cluster(sc)), topo(job.cluster), compute(*job.cluster.gpu, job.training.attention_kernel), network(topo) {
   Stopwatch clock;
   plan = build_training(job, topo, compute);
   require_valid(plan.program);

@@ -17,6 +17,23 @@ constexpr int kBf16Bytes = 2;
 
 bool is_hopper(const GpuPreset& g) { return g.arch == "hopper"; }
 
+/// FlashAttention-2 on Hopper (no Hopper features), from hardware.md 2.2 [FA2fig]: forward hd128
+/// 309 -> 370 TFLOPS (the FA3 figure's FA2 line); fwd+bwd 248 -> 338 non-causal and 163 -> 328
+/// causal, 512 -> 16k tokens. The backward is what the fwd+bwd figure leaves after the forward
+/// (backward FLOPs counted 2.5x): 3.5 / E_fb = 1 / E_f + 2.5 / E_b.
+EfficiencyCurve fa2_hopper_fwd() {
+  return {{{512, 309 / 989.0}, {1024, 350 / 989.0}, {2048, 362 / 989.0}, {4096, 368 / 989.0},
+           {8192, 370 / 989.0}, {16384, 370 / 989.0}}};
+}
+EfficiencyCurve fa2_hopper_bwd() {
+  const auto backward = [](double fwd_bwd, double fwd) { return 2.5 / (3.5 / fwd_bwd - 1 / fwd) / 989.0; };
+  return {{{512, backward(248, 309)}, {16384, backward(338, 370)}}};
+}
+EfficiencyCurve fa2_hopper_causal() {
+  // Causal over non-causal fwd+bwd (163/248 at 512, 328/338 at 16k) applied to the forward.
+  return {{{512, 309 / 989.0 * 163 / 248}, {16384, 370 / 989.0 * 328 / 338}}};
+}
+
 /// FlashAttention efficiency (fraction of dense peak) by sequence length, hd128:
 /// Hopper from FA3 (fwd; bwd from the third-party transcription), others from FA2 on A100
 /// (fwd+bwd figure, applied to both directions). hardware.md 2.2.
@@ -65,8 +82,14 @@ double EfficiencyCurve::at(double length) const {
   return points.back().second;
 }
 
-RooflineCompute::RooflineCompute(const GpuPreset& gpu)
-    : gpu_(gpu), attention_fwd_(fwd_curve(gpu)), attention_bwd_(bwd_curve(gpu)), attention_causal_(causal_curve(gpu)) {}
+RooflineCompute::RooflineCompute(const GpuPreset& gpu, std::string_view attention_kernel)
+    : gpu_(gpu), attention_fwd_(fwd_curve(gpu)), attention_bwd_(bwd_curve(gpu)), attention_causal_(causal_curve(gpu)) {
+  if (attention_kernel == "flash2" && is_hopper(gpu)) {
+    attention_fwd_ = fa2_hopper_fwd();
+    attention_bwd_ = fa2_hopper_bwd();
+    attention_causal_ = fa2_hopper_causal();
+  }
+}
 
 double RooflineCompute::gemm_efficiency(const GemmShape& s) const {
   const auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
@@ -97,6 +120,21 @@ Time RooflineCompute::gemm(const GemmShape& s) const {
   return Time::from_seconds(kLaunchSeconds + std::max(compute, memory));
 }
 
+double RooflineCompute::attention_wave_ratio(const AttentionShape& s, double length) const {
+  // FlashAttention launches one CTA per (sequence, head, 128-row block): of queries forward, of
+  // keys backward, kFlashCtasPerSm resident per SM. The curves were measured with 16 heads and
+  // 16k tokens per batch (hardware.md 2.2); a block with fewer CTAs fills its last wave less
+  // (5 heads of 8k tokens: 320 CTAs, 1.2 waves on 132 SMs), one with as many fills it alike.
+  constexpr double kRows = 128;
+  constexpr double kFlashCtasPerSm = 2;
+  const double slots = gpu_.sms.value * kFlashCtasPerSm;
+  const auto wave = [&](double ctas) { return ctas / (std::ceil(ctas / slots) * slots); };
+  const double rows = static_cast<double>(s.backward ? s.kv_len : s.q_len);
+  const double ctas = static_cast<double>(s.batch * s.heads) * std::ceil(rows / kRows);
+  const double bench_ctas = std::max(1.0, std::floor(16384 / length)) * 16 * std::ceil(length / kRows);
+  return wave(ctas) / wave(bench_ctas);
+}
+
 Time RooflineCompute::attention(const AttentionShape& s) const {
   // FLOPs as FlashAttention counts them: 4 b q kv h d forward, 2.5x that backward.
   constexpr double kBackwardFactor = 2.5;
@@ -111,6 +149,7 @@ Time RooflineCompute::attention(const AttentionShape& s) const {
   constexpr double kCausalBelow = 0.75;  // causal_fraction under which a block counts as diagonal
   double eff = (s.backward ? attention_bwd_ : attention_fwd_).at(length);
   if (s.causal_fraction < kCausalBelow) eff *= attention_causal_.at(length) / attention_fwd_.at(length);
+  eff *= attention_wave_ratio(s, length);
   return Time::from_seconds(kLaunchSeconds + flops / (gpu_.bf16_flops.value * eff));
 }
 

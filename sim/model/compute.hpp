@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string_view>
 #include <vector>
 
 #include "sim/core/units.hpp"
@@ -44,13 +45,18 @@ struct EfficiencyCurve {
 
 class RooflineCompute final : public ComputeModel {
  public:
-  explicit RooflineCompute(const GpuPreset& gpu);
+  /// `attention_kernel` "flash2" uses FlashAttention-2's curves on Hopper too (elsewhere they
+  /// are the only ones); "flash" (or anything else) the best kernel for the GPU.
+  explicit RooflineCompute(const GpuPreset& gpu, std::string_view attention_kernel = "flash");
   Time gemm(const GemmShape& s) const override;
   Time attention(const AttentionShape& s) const override;
   Time memory_bound(Bytes bytes) const override;
 
   /// Fraction of peak a GEMM of this shape reaches (for reports and tests).
   double gemm_efficiency(const GemmShape& s) const;
+  /// How much better or worse an attention block fills the GPU's last wave of CTAs than the
+  /// benchmark the curves come from did, at the curve's `length`.
+  double attention_wave_ratio(const AttentionShape& s, double length) const;
 
  private:
   const GpuPreset& gpu_;

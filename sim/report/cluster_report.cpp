@@ -69,8 +69,14 @@ ClusterResult make_cluster_result(const Scenario& sc, const ClusterJob& job, con
   r.iteration_s = t.makespan.seconds();
   const double world = job.cluster.world();
   r.tokens_per_s = r.iteration_s > 0 ? static_cast<double>(plan.tokens) / r.iteration_s : 0;
-  const double flops = model_flops_per_iteration(job.model, job.training.seq_len, job.training.global_batch_size,
-                                                 accounting, job.training.recompute == "full");
+  double flops = model_flops_per_iteration(job.model, job.training.seq_len, job.training.global_batch_size,
+                                           accounting, job.training.recompute == "full");
+  if (job.training.attention_only()) {
+    // Core attention alone: 2 b S^2 h forward with the causal half (Megatron), x3 with backward.
+    const double s = static_cast<double>(job.training.seq_len);
+    flops = 2 * static_cast<double>(job.training.micro_batch_size) * s * s * job.model.hidden *
+            (job.training.scope == "attention-forward" ? 1 : 3) * (accounting == FlopsAccounting::Megatron ? 1 : 2);
+  }
   r.tflops_per_gpu = r.iteration_s > 0 ? flops / r.iteration_s / world / 1e12 : 0;
   r.mfu = r.tflops_per_gpu * 1e12 / job.cluster.gpu->bf16_flops.value;
   r.gpu_memory_bytes = job.cluster.gpu->hbm_bytes.value;
@@ -109,6 +115,10 @@ void write_text(std::ostream& out, const ClusterResult& r) {
         << fmt("%11.4f", m.idle_breakdown.imbalance.seconds()) << fmt("%10.2f GB", r.peak_memory_bytes[d] / kGB) << "\n";
   }
   const double peak = *std::max_element(r.peak_memory_bytes.begin(), r.peak_memory_bytes.end());
+  if (j.training.attention_only()) {
+    out << "\n" << j.training.scope << " (the distributed attention alone): " << fmt("%.3f", r.iteration_s * 1e3)
+        << " ms per call, " << fmt("%.2f", r.iteration_s > 0 ? 1 / r.iteration_s : 0.0) << " iterations/s";
+  }
   out << "\niteration time " << fmt("%.4f", r.iteration_s) << " s; " << fmt("%.0f", r.tokens_per_s) << " tokens/s; "
       << fmt("%.1f", r.tflops_per_gpu) << " TFLOPS/GPU; MFU " << fmt("%.3f", r.mfu) << " (FLOPs: "
       << describe(r.accounting) << ")\n";
@@ -152,6 +162,8 @@ nlohmann::json to_json(const ClusterResult& r) {
   const double peak = *std::max_element(r.peak_memory_bytes.begin(), r.peak_memory_bytes.end());
   return {{"scenario", r.scenario->name},
           {"iteration_time_s", r.iteration_s},
+          {"iterations_per_s", r.iteration_s > 0 ? 1 / r.iteration_s : 0.0},
+          {"scope", r.job->training.scope},
           {"tokens_per_s", r.tokens_per_s},
           {"tflops_per_gpu", r.tflops_per_gpu},
           {"mfu", r.mfu},
@@ -163,7 +175,8 @@ nlohmann::json to_json(const ClusterResult& r) {
           {"gpu_memory_bytes", r.gpu_memory_bytes},
           {"flops_accounting", describe(r.accounting)},
           {"time_unit", "s"},
-          {"simulated_devices", "one representative GPU per pipeline stage"},
+          {"simulated_devices", r.job->parallel.ring > 1 ? "one representative GPU per pipeline stage and ring rank"
+                                                          : "one representative GPU per pipeline stage"},
           {"notes", r.plan->notes},
           {"critical_path", [&] {
              nlohmann::json parts = nlohmann::json::object();

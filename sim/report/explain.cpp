@@ -80,7 +80,7 @@ RingOverlap ring_overlap(const ClusterJob& job, int32_t n) {
   const int64_t b = job.training.micro_batch_size;
   RingOverlap o;
   o.block_tokens = job.training.seq_len / ring;
-  const RooflineCompute compute(*job.cluster.gpu);
+  const RooflineCompute compute(*job.cluster.gpu, job.training.attention_kernel);
   o.compute_s = compute.attention({b, o.block_tokens, o.block_tokens, heads, d, 1.0, false}).seconds();
   const int64_t bytes = 2 * b * o.block_tokens * kv_heads * d * 2;
   o.transfer_s = ring_step_seconds(job, ring_groups(job, static_cast<int32_t>(ring)), bytes);
@@ -108,7 +108,7 @@ Explanation explain(const ClusterJob& job) {
   const double S = static_cast<double>(t.seq_len);
   const double h = m.hidden;
   const double psi = static_cast<double>(layer_params(m));
-  const bool flash = t.attention_kernel == "flash";
+  const bool flash = t.attention_kernel != "unfused";
   const double act = activation_bytes_per_token(m, 1, true, t.recompute, flash, t.seq_len) * b * S;
   const double states = psi * (kParam + kGrad + kOptimizer);
   const double bshe = b * S * h * 2;

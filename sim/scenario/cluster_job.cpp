@@ -136,6 +136,13 @@ void check_training(const Scenario& sc, ClusterJob& job) {
     fail(sc, "training.attention_kernel", "sequence parallelism (ulysses or ring > 1) runs FlashAttention kernels; "
                                           "unfused attention is modelled without it");
   }
+  if (t.attention_only() && (ps.pp > 1 || ps.dp > 1)) {
+    fail(sc, "training.scope", t.scope + " times the distributed attention alone: pp and dp must be 1 (got pp " +
+                                   std::to_string(ps.pp) + ", dp " + std::to_string(ps.dp) + ")");
+  }
+  if (t.attention_only() && t.attention_kernel == "unfused") {
+    fail(sc, "training.scope", t.scope + " models FlashAttention kernels; attention_kernel unfused is not supported");
+  }
   if (t.dtype == "fp32") fail(sc, "training.dtype", "fp32 training is not modelled (bf16 and fp16 are)");
   const bool zigzag = ps.ring_layout == "zigzag" && ps.ring > 1;
   const int64_t split = static_cast<int64_t>(ps.tp) * ps.ulysses * ps.ring * (zigzag ? 2 : 1);
@@ -143,6 +150,10 @@ void check_training(const Scenario& sc, ClusterJob& job) {
     fail(sc, "training.seq_len", std::to_string(t.seq_len) + " tokens do not split evenly over tp x ulysses x ring" +
                                      std::string(zigzag ? " x 2 (zigzag)" : "") + " = " +
                                      std::to_string(split));
+  }
+  if (t.attention_only()) {  // one call of the attention on one microbatch
+    job.shape.m = 1;
+    return;
   }
   const int64_t per_step = static_cast<int64_t>(t.micro_batch_size) * ps.dp;
   if (t.global_batch_size % per_step != 0) {

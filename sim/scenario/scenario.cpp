@@ -70,8 +70,13 @@ const std::vector<KeySpec>& key_table() {
       {"training.dtype", Type::String, "compute precision", {"bf16", "fp16", "fp32"}},
       {"training.recompute", Type::String, "activation recompute", {"none", "selective", "full"}},
       {"training.attention_kernel", Type::String,
-       "flash (FlashAttention, default) or unfused (score matrices in memory, as Megatron-LM in 2021)",
-       {"flash", "unfused"}},
+       "flash (the best FlashAttention for the GPU: FA3 on Hopper, FA2 elsewhere; default), flash2 "
+       "(FlashAttention-2 everywhere) or unfused (score matrices in memory, as Megatron-LM in 2021)",
+       {"flash", "flash2", "unfused"}},
+      {"training.scope", Type::String,
+       "what one iteration is: iteration (a training step, default), attention-forward or "
+       "attention-forward-backward (one call of the distributed attention alone, as attention benchmarks time it)",
+       {"iteration", "attention-forward", "attention-forward-backward"}},
       {"parallel", Type::Map, "parallel degrees and the pipeline schedule"},
       {"parallel.dp", Type::Int, "data-parallel degree"},
       {"parallel.tp", Type::Int, "tensor-parallel degree"},
@@ -465,6 +470,7 @@ void extract_full(const YAML::Node& root, const Loader& L, Scenario& sc) {
     if (t["dtype"]) ts.dtype = t["dtype"].Scalar();
     if (t["recompute"]) ts.recompute = t["recompute"].Scalar();
     if (t["attention_kernel"]) ts.attention_kernel = t["attention_kernel"].Scalar();
+    if (t["scope"]) ts.scope = t["scope"].Scalar();
     sc.training = ts;
   }
 }

@@ -49,6 +49,8 @@ struct TrainingSpec {
   std::string dtype = "bf16";
   std::string recompute = "none";
   std::string attention_kernel = "flash";
+  std::string scope = "iteration";  // or attention-forward / attention-forward-backward
+  bool attention_only() const { return scope != "iteration"; }
 };
 
 struct ParallelSpec {

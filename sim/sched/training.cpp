@@ -19,6 +19,10 @@ constexpr int64_t kGradBytes = 4;         // fp32 main gradients, reduced in fp3
 constexpr int64_t kOptimizerBytes = 12;   // fp32 master weights, Adam m and v
 constexpr int64_t kOptimizerTraffic = 34; // HBM bytes per local parameter in one Adam step
 constexpr int64_t kBf16 = 2;
+/// HBM bytes per output element to merge a ring step's block into the fp32 accumulator as
+/// ring-flash-attention does (algorithms.md 2.1): cast the bf16 block to fp32 (2 + 4), out -
+/// block (4 + 4 + 4), times sigmoid(lse difference) (4 + 4), out minus that (4 + 4 + 4).
+constexpr int64_t kMergeBytes = 38;
 
 /// Layers and extra work of one pipeline stage (in model order).
 struct StageLayout {
@@ -76,8 +80,12 @@ class Builder {
     const size_t slots = graph_.size() * static_cast<size_t>(graph_.microbatches) * static_cast<size_t>(ring_);
     fwd_last_.assign(slots, kNone);
     bwd_last_.assign(slots, kNone);
-    const auto actions = generate(job_.schedule, ps, graph_);
-    for (int32_t pp = 0; pp < ps.p; ++pp) emit_rank(pp, actions[static_cast<size_t>(pp)]);
+    if (job_.training.attention_only()) {
+      attention_benchmark();
+    } else {
+      const auto actions = generate(job_.schedule, ps, graph_);
+      for (int32_t pp = 0; pp < ps.p; ++pp) emit_rank(pp, actions[static_cast<size_t>(pp)]);
+    }
     for (const PendingDep& d : pending_) {
       const OpId on = (d.backward ? bwd_last_ : fwd_last_)[slot(d.stage, d.mb, d.ring)];
       BUBBLESIM_ASSERT(on != kNone, "training: a pass depends on one never scheduled");
@@ -323,8 +331,10 @@ class Builder {
           a.causal_fraction = w.causal_fraction();
           last = compute_op(d, compute_.attention(a), label);
           if (kv[r] != kNone) p_.add_dep(last, kv[r]);
-          // Forward: merge the block's output into the fp32 accumulator (read both, write one).
-          if (!backward && t > 0) last = compute_op(d, compute_.memory_bound(Bytes{b * w.q_len * q_width * 10}), label);
+          // Forward: merge the block's output into the fp32 accumulator by log-sum-exp.
+          if (!backward && t > 0) {
+            last = compute_op(d, compute_.memory_bound(Bytes{b * w.q_len * q_width * kMergeBytes}), label);
+          }
         }
         if (backward && t > 0) {
           // Add the block's dQ, and its dK/dV to the accumulators that arrived from r - 1.
@@ -628,6 +638,28 @@ class Builder {
     optimizer(pp);
   }
 
+  /// training.scope attention-*: one call of the distributed attention (and its backward) on
+  /// every ring rank of the single stage, nothing else.
+  void attention_benchmark() {
+    Label label{Phase::F, Traffic::None, 0, -1, 0, 0};
+    label.layer = 0;
+    const Lanes first = open_pass(0, label);
+    for (const LayerOp& op : core_attention_ops(shape_, false)) emit(0, op, label);
+    if (job_.training.scope == "attention-forward-backward") {
+      label.phase = Phase::B;
+      for (const LayerOp& op : core_attention_ops(shape_, true)) emit(0, op, label);
+    }
+    MemoryEstimate mem;
+    mem.buffers = sp_buffer_bytes();
+    for (int32_t r = 0; r < ring_; ++r) {
+      // Q, K, V and the output of the rank's shard stay alive for the backward.
+      const double qkvo = static_cast<double>(shape_.tokens()) *
+                          (2.0 * job_.model.hidden + 2.0 * job_.model.kv_heads * shape_.head_dim()) / shape_.tp * kBf16;
+      p_.add_memory(first[r], static_cast<int32_t>(std::ceil(qkvo / plan_.activation_unit_bytes)), 0);
+      plan_.memory.push_back(mem);
+    }
+  }
+
   /// The optimizer step after every gradient reduction, then ZeRO's parameter all-gather.
   void optimizer(int32_t pp) {
     int64_t params = 0;
@@ -663,7 +695,8 @@ class Builder {
   }
 
   void finish_plan() {
-    const int64_t sequences = job_.training.global_batch_size;
+    const int64_t sequences =
+        job_.training.attention_only() ? job_.training.micro_batch_size : job_.training.global_batch_size;
     plan_.tokens = sequences * job_.training.seq_len;
     for (Dim dim : kDims) {
       if (place_.crosses_nodes(dim, topo_)) plan_.notes.push_back(std::string(to_string(dim)) + " groups cross nodes");

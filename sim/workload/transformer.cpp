@@ -162,7 +162,7 @@ std::vector<LayerOp> weight_grad(const LayerShape& s) {
 LayerShape layer_shape(const ClusterJob& job) {
   const ResolvedModel& m = job.model;
   return {job.training.micro_batch_size, job.training.seq_len, job.parallel.tp, m.hidden, m.heads, m.kv_heads,
-          m.ffn_hidden, m.activation == "swiglu", job.training.attention_kernel == "flash",
+          m.ffn_hidden, m.activation == "swiglu", job.training.attention_kernel != "unfused",
           job.parallel.sequence_parallel, job.parallel.ulysses, job.parallel.ring};
 }
 
@@ -185,6 +185,12 @@ std::vector<LayerOp> layer_ops(const LayerShape& s, Pass pass, std::string_view 
     }
   }
   return {};
+}
+
+std::vector<LayerOp> core_attention_ops(const LayerShape& s, bool backward) {
+  std::vector<LayerOp> ops;
+  attention_ops(s, backward, ops);
+  return ops;
 }
 
 std::vector<LayerOp> embedding_ops(const LayerShape& s, Pass pass) {

@@ -53,6 +53,10 @@ LayerShape layer_shape(const ClusterJob& job);
 /// again in front of the input-gradient pass, "selective" the attention forward only.
 std::vector<LayerOp> layer_ops(const LayerShape& s, Pass pass, std::string_view recompute = "none");
 
+/// The distributed core attention alone, as attention benchmarks time it: the Ulysses
+/// all-to-alls and the attention (forward), or their gradients (backward).
+std::vector<LayerOp> core_attention_ops(const LayerShape& s, bool backward);
+
 /// Embedding (first stage) and LM head with the loss (last stage) for one pass.
 std::vector<LayerOp> embedding_ops(const LayerShape& s, Pass pass);
 std::vector<LayerOp> head_ops(const LayerShape& s, int64_t vocab, Pass pass);
