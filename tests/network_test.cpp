@@ -33,7 +33,7 @@ ResolvedCluster cluster(int nodes, int gpn, double intra_gbs, double inter_gbs, 
 /// Simulates one collective over GPUs `gpus` of `topo` in flow mode; returns its time in s.
 double flow_time(const Topology& topo, CollectiveOp op, CollectiveAlgo algo, int64_t size, const std::vector<int>& gpus) {
   Program p;
-  CollectiveSpec spec{op, algo, Bytes{size}, {}, {}, {}};
+  CollectiveSpec spec{op, algo, Bytes{size}, {}, {}, {}, {}, false, {}};
   for (size_t i = 0; i < gpus.size(); ++i) {
     const DeviceId d = p.add_device("gpu " + std::to_string(gpus[i]));
     spec.gpus.push_back(gpus[i]);
@@ -165,7 +165,7 @@ TEST_CASE("a collective simulated on one representative GPU takes the time of th
   const Topology t(cluster(2, 8, 300, 50, 2));
   const double full = flow_time(t, CollectiveOp::AllReduce, CollectiveAlgo::TwoLevel, kS, first(16));
   Program p;
-  CollectiveSpec spec{CollectiveOp::AllReduce, CollectiveAlgo::TwoLevel, Bytes{kS}, {}, {}, {}};
+  CollectiveSpec spec{CollectiveOp::AllReduce, CollectiveAlgo::TwoLevel, Bytes{kS}, {}, {}, {}, {}, false, {}};
   const StreamId only = p.add_stream(p.add_device("gpu 0"), StreamKind::Comm, "comm");
   for (int g = 0; g < 16; ++g) {
     spec.gpus.push_back(g);
@@ -186,7 +186,7 @@ TEST_CASE("fused ring steps take the step-wise time when the ring has its links 
   const Topology t(cluster(1, 8, 100, 50, 5));
   for (CollectiveOp op : {CollectiveOp::AllReduce, CollectiveOp::AllGather, CollectiveOp::ReduceScatter}) {
     Program p;
-    CollectiveSpec spec{op, CollectiveAlgo::Ring, Bytes{kS}, {}, {}, {}};
+    CollectiveSpec spec{op, CollectiveAlgo::Ring, Bytes{kS}, {}, {}, {}, {}, false, {}};
     spec.fuse_steps = true;
     for (int g = 0; g < 8; ++g) {
       spec.gpus.push_back(g);

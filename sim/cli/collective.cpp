@@ -134,7 +134,7 @@ void run_collective(const CollectiveOptions& opt, std::ostream& out) {
   for (int64_t size : sizes) {
     double seconds = 0;
     if (n > 1 && opt.mode == "flow") {
-      CollectiveSpec spec{op, algo, Bytes{size}, {}, {}, {}};
+      CollectiveSpec spec{op, algo, Bytes{size}, {}, {}, {}, {}, false, {}};
       seconds = flow_seconds(topo, spec, gpus);
     } else if (n > 1 && algo == CollectiveAlgo::TwoLevel) {
       // B_e of algorithms.md 3.3 is per GPU: the node's NICs shared by its g rails, within PCIe.

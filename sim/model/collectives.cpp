@@ -40,9 +40,9 @@ class Expander {
     for (size_t i = 0; i < n; ++i) {
       const size_t r = members[i];
       for (size_t k = shift; k <= std::max(shift, last_shift); ++k) {
-        transfers.push_back({s_.gpus[r], s_.gpus[members[(i + k) % n]], Bytes{bytes}, hops});
+        transfers.push_back({s_.gpus[r], s_.gpus[members[(i + k) % n]], Bytes{bytes}, hops * s_.merged});
         for (const auto& twin : s_.twins) {
-          transfers.push_back({twin[r], twin[members[(i + k) % n]], Bytes{bytes}, hops});
+          transfers.push_back({twin[r], twin[members[(i + k) % n]], Bytes{bytes}, hops * s_.merged});
         }
       }
       if (s_.streams[r] == kNone) continue;  // a twin the Program does not simulate

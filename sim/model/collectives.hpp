@@ -49,6 +49,9 @@ struct CollectiveSpec {
   bool fuse_steps = false;
   /// Label of every op of the collective (the pass and layer it serves).
   Label label;
+  /// Back-to-back collectives of the same kind on the same GPUs merged into this one (their
+  /// sizes summed): each transfer pays the route latency this many times, as they would.
+  int32_t merged = 1;
 };
 
 /// Appends the collective's steps (one group per step and per ring) and returns, per position,

@@ -211,7 +211,7 @@ class Builder {
   /// A blocking collective of device d's group along `dim`, issued on its compute stream.
   /// Its groups (and twins) are the same for every call, so each device's spec is built once.
   OpId group_collective(DeviceId d, CollectiveOp kind, Dim dim, Bytes bytes, Label label,
-                        std::initializer_list<Dim> twin_dims) {
+                        std::initializer_list<Dim> twin_dims, int32_t merged = 1) {
     auto& cache = dim == Dim::Ulysses ? ulysses_spec_ : tp_spec_;
     if (cache.size() <= d) cache.resize(d + 1);
     if (!cache[d]) {
@@ -224,6 +224,7 @@ class Builder {
     CollectiveSpec& spec = *cache[d];
     spec.op = kind;
     spec.size = bytes;
+    spec.merged = merged;
     spec.label = label;
     spec.label.traffic = dim == Dim::Ulysses ? Traffic::Ulysses : Traffic::TensorParallel;
     return expand_collective(p_, spec)[0];
@@ -240,7 +241,8 @@ class Builder {
         return group_collective(d, CollectiveOp::AllReduce, Dim::Tp, op.bytes, label, {});
       case LayerOpKind::UlyssesAllToAll:
         // Every tp rank and dp replica runs its own Ulysses all-to-all at the same moment.
-        return group_collective(d, CollectiveOp::AllToAll, Dim::Ulysses, op.bytes, label, {Dim::Tp, Dim::Dp});
+        return group_collective(d, CollectiveOp::AllToAll, Dim::Ulysses, op.bytes, label, {Dim::Tp, Dim::Dp},
+                                op.merged);
       default: return compute_op(d, duration(op), label);
     }
   }
@@ -390,7 +392,7 @@ class Builder {
 
   /// Runs `ops` for every layer of the stage (in `reverse` order for backward passes).
   void add_layers(int32_t pp, const StageLayout& st, Pass pass, Label label, bool reverse) {
-    const auto ops = layer_ops(shape_, pass, job_.training.recompute);
+    const auto ops = merge_all_to_alls(layer_ops(shape_, pass, job_.training.recompute));
     for (int32_t i = 0; i < st.layers; ++i) {
       label.layer = st.first_layer + (reverse ? st.layers - 1 - i : i);
       for (const LayerOp& op : ops) emit(pp, op, label);
@@ -644,10 +646,10 @@ class Builder {
     Label label{Phase::F, Traffic::None, 0, -1, 0, 0};
     label.layer = 0;
     const Lanes first = open_pass(0, label);
-    for (const LayerOp& op : core_attention_ops(shape_, false)) emit(0, op, label);
+    for (const LayerOp& op : merge_all_to_alls(core_attention_ops(shape_, false))) emit(0, op, label);
     if (job_.training.scope == "attention-forward-backward") {
       label.phase = Phase::B;
-      for (const LayerOp& op : core_attention_ops(shape_, true)) emit(0, op, label);
+      for (const LayerOp& op : merge_all_to_alls(core_attention_ops(shape_, true))) emit(0, op, label);
     }
     MemoryEstimate mem;
     mem.buffers = sp_buffer_bytes();

@@ -187,6 +187,19 @@ std::vector<LayerOp> layer_ops(const LayerShape& s, Pass pass, std::string_view 
   return {};
 }
 
+std::vector<LayerOp> merge_all_to_alls(const std::vector<LayerOp>& ops) {
+  std::vector<LayerOp> out;
+  for (const LayerOp& op : ops) {
+    if (op.kind == LayerOpKind::UlyssesAllToAll && !out.empty() && out.back().kind == LayerOpKind::UlyssesAllToAll) {
+      out.back().bytes = Bytes{out.back().bytes.value + op.bytes.value};
+      out.back().merged += op.merged;
+      continue;
+    }
+    out.push_back(op);
+  }
+  return out;
+}
+
 std::vector<LayerOp> core_attention_ops(const LayerShape& s, bool backward) {
   std::vector<LayerOp> ops;
   attention_ops(s, backward, ops);

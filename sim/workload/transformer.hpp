@@ -26,7 +26,13 @@ struct LayerOp {
   GemmShape gemm{};       // Gemm
   AttentionShape attn{};  // Attention (on the whole of the ring rank's block; ring steps split it)
   Bytes bytes;            // Memory: HBM traffic; Tp*: nccl-tests size (whole gathered tensor)
+  int32_t merged = 1;     // collectives: how many back-to-back ones of this kind it stands for
 };
+
+/// Merges runs of consecutive Ulysses all-to-alls (Q, K, V in; dQ, dK, dV out) into one op with
+/// their sizes summed and `merged` set: the same bytes and latencies over the same links, with a
+/// third of the groups and flows to simulate.
+std::vector<LayerOp> merge_all_to_alls(const std::vector<LayerOp>& ops);
 
 /// The sizes one tensor-parallel rank works with.
 struct LayerShape {
