@@ -73,7 +73,8 @@ void FlowNetwork::start(const Program& p, GroupId g, Time now) {
       drained(g, now + latency);
       continue;
     }
-    Flow f{g, &route, static_cast<double>(t.bytes.value), 0.0, now, Time::max(), latency};
+    Flow f{g, &route, static_cast<double>(t.bytes.value), static_cast<double>(t.bytes.value), 0.0, now, Time::max(),
+           latency};
     add_flow(f);
     seeds.insert(seeds.end(), route.begin(), route.end());
   }
@@ -111,7 +112,6 @@ void FlowNetwork::refill(std::vector<LinkId>& seeds) {
     const double moved = std::min(f.remaining, f.rate * (now_ - f.since).seconds());
     f.remaining -= moved;
     f.since = now_;
-    for (LinkId l : *f.route) link_bytes_[l] += moved;
     f.rate = -1;  // unfrozen
   }
   for (LinkId l : component_links_) {
@@ -216,7 +216,7 @@ void FlowNetwork::advance(Time now, std::vector<GroupId>& finished) {
     for (const Batched& entry : batches_[b]) {
       if (!live(entry)) continue;
       Flow& f = flows_[entry.flow];
-      for (LinkId l : *f.route) link_bytes_[l] += f.remaining;  // the rest of its bytes
+      for (LinkId l : *f.route) link_bytes_[l] += f.bytes;
       drained(f.group, f.finish + f.latency);
       seeds.insert(seeds.end(), f.route->begin(), f.route->end());
       remove_flow(entry.flow);

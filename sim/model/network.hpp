@@ -42,7 +42,7 @@ class FlowNetwork final : public NetworkModel {
   void advance(Time now, std::vector<GroupId>& finished) override;
   uint32_t version() const override { return version_; }
 
-  /// Bytes carried per link so far (for link utilisation; complete once every flow has drained).
+  /// Bytes per link of the flows drained so far (for link utilisation, once every flow has drained).
   const std::vector<double>& link_bytes() const { return link_bytes_; }
 
  private:
@@ -50,6 +50,7 @@ class FlowNetwork final : public NetworkModel {
   struct Flow {
     GroupId group;
     const std::vector<LinkId>* route;
+    double bytes;      // in all
     double remaining;  // bytes, as of `since`
     double rate = 0;   // bytes per second
     Time since;        // when `remaining` was last brought up to date

@@ -100,7 +100,7 @@ Topology::~Topology() = default;
 Topology::Topology(Topology&&) noexcept = default;
 Topology& Topology::operator=(Topology&&) noexcept = default;
 
-const std::vector<LinkId>& Topology::route(int32_t a, int32_t b) const {
+const std::vector<LinkId>& Topology::find_route(int32_t a, int32_t b) const {
   BUBBLESIM_ASSERT(a != b && a >= 0 && b >= 0 && a < gpus_ && b < gpus_, "route between invalid GPUs");
   const size_t dense = static_cast<size_t>(a) * static_cast<size_t>(gpus_) + static_cast<size_t>(b);
   if (gpus_ <= kDenseRoutes) {

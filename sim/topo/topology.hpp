@@ -46,12 +46,19 @@ class Topology {
 
   /// The directed links from GPU `a` to GPU `b` (a != b), shortest in hops, never through another
   /// GPU. Computed with BFS on first use and cached: O(V + E) once per pair.
-  const std::vector<LinkId>& route(int32_t a, int32_t b) const;
+  const std::vector<LinkId>& route(int32_t a, int32_t b) const {
+    if (!dense_.empty()) {  // the hot path: one lookup per transfer started
+      const auto* r = dense_[static_cast<size_t>(a) * static_cast<size_t>(gpus_) + static_cast<size_t>(b)];
+      if (r != nullptr) return *r;
+    }
+    return find_route(a, b);
+  }
   /// Sum of the route's latencies, and its narrowest link.
   Time route_latency(int32_t a, int32_t b) const;
   Bandwidth route_bandwidth(int32_t a, int32_t b) const;
 
  private:
+  const std::vector<LinkId>& find_route(int32_t a, int32_t b) const;
   struct Graph;
   std::unique_ptr<Graph> graph_;
   std::vector<Link> links_;
