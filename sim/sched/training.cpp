@@ -23,6 +23,9 @@ constexpr int64_t kBf16 = 2;
 /// ring-flash-attention does (algorithms.md 2.1): cast the bf16 block to fp32 (2 + 4), out -
 /// block (4 + 4 + 4), times sigmoid(lse difference) (4 + 4), out minus that (4 + 4 + 4).
 constexpr int64_t kMergeBytes = 38;
+/// The backward's per-step accumulation: the block's bf16 dQ/dK/dV added into fp32 accumulators
+/// (read 4 + 2, write 4 bytes per element).
+constexpr int64_t kAccumulateBytes = 10;
 
 /// Layers and extra work of one pipeline stage (in model order).
 struct StageLayout {
@@ -340,7 +343,7 @@ class Builder {
         }
         if (backward && t > 0) {
           // Add the block's dQ, and its dK/dV to the accumulators that arrived from r - 1.
-          const int64_t bytes = w.pairs > 0 ? b * (w.q_len * q_width + 2 * n * kv_width) * 10 : 0;
+          const int64_t bytes = w.pairs > 0 ? b * (w.q_len * q_width + 2 * n * kv_width) * kAccumulateBytes : 0;
           last = compute_op(d, bytes > 0 ? compute_.memory_bound(Bytes{bytes}) : Time::zero(), label);
           p_.add_dep(last, dkv[r]);
         }
