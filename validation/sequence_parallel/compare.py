@@ -16,8 +16,16 @@
         host without peer-to-peer, through the CPUs), which bubblesim's L20 topology (one PCIe
         switch at NCCL's PCIe rate) does not describe.
 
-Not compared: RFA's varlen rows (several packed documents of unstated lengths), USPR/USPO
-(README tables with many tiny head shapes; a later pass), NEMO (FP8 whole-model runs).
+* USPO: yunchang's older README tables and charts (8 x A100 NVLink, batch 2, 8K or 4K tokens per
+        GPU): 8, 2 and 64 (GQA, 8 KV) heads of d 128, ring and USP splits with basic, zigzag and
+        stripe rings. Reported, not in the target: in its 2- and 8-head rows the three layouts run
+        alike (8 heads, ring 8: 8.16 / 8.21 / 8.46 iter/s), as non-causal attention would, where
+        causal zigzag and stripe rings do half the work of a contiguous one's last rank, so
+        bubblesim predicts them 1.5-2.5x faster; its 64-head GQA rows, where the layouts differ as
+        causal attention makes them, agree within -15% to +13%.
+
+Not compared: RFA's varlen rows (several packed documents of unstated lengths), USPR (the current
+README tables, many tiny head sizes; a later pass), NEMO (FP8 whole-model runs).
 
 Usage: compare.py [BUBBLESIM] [PUBLISHED_CSV] [--max-mean=PERCENT]. Prints every row, the mean and
 worst absolute percentage error per source and over the target sources (RFA, RFAO), and whether
@@ -64,7 +72,7 @@ def row_case(r):
     gpu = next(v for k, v in GPUS.items() if k in r["gpu"])
     metric = r["metric"]
     scope = "attention-forward-backward" if "fwd+bwd" in metric or "fwdbwd" in metric else "attention-forward"
-    kind = metric.split("_throughput_")[1]
+    kind = metric.split("_throughput")[1].lstrip("_")
     base = {"cluster.gpu": gpu, "model.hidden": r["hidden"], "model.heads": r["heads"],
             "model.kv_heads": r["kv_heads"], "training.scope": scope}
     if src in ("RFA", "RFAO"):
@@ -76,15 +84,23 @@ def row_case(r):
         sets = dict(base, **{"training.seq_len": 8 * per_gpu, "parallel.ring": 8,
                              "parallel.ring_layout": LAYOUTS[kind]})
         return (f"{src} {r['gpu'].split()[0]} {scope}", LAYOUTS[kind], [sets], float(r["value"]))
-    if src == "USP":
+    if src in ("USP", "USPO"):
         u, ring = int(r["ulysses"]), int(r["ring"])
         label = tokens(r["seq_len"])
+        if src == "USP":
+            layout = LAYOUTS[kind]
+            group = f"USP {r['gpu'].split()[0]} {r['seq_len']}"
+        else:
+            # yunchang's charts and tables: the layout is in the id; batch 2 (the charts' bs).
+            name = r["id"].lower()
+            layout = "zigzag" if "zigzag" in name else "striped" if "strip" in name else "contiguous"
+            base["training.micro_batch_size"] = 2
+            group = f"USPO {r['id'].split('-')[1]} {scope}"
         readings = []
-        for total in (label, 8 * label):  # the label as global, or per GPU
+        for total in (8 * label, label):  # the label per GPU (as the benchmark scripts take it), or global
             readings.append(dict(base, **{"training.seq_len": total, "parallel.ulysses": u, "parallel.ring": ring,
-                                          "parallel.ring_layout": LAYOUTS[kind]}))
-        return (f"USP {r['gpu'].split()[0]} {r['seq_len']}", f"u{u}r{ring} {LAYOUTS[kind]}", readings,
-                float(r["value"]))
+                                          "parallel.ring_layout": layout}))
+        return (group, f"u{u}r{ring} {layout}", readings, float(r["value"]))
     return None
 
 
@@ -95,7 +111,7 @@ def main():
     published = args[1] if len(args) > 1 else os.path.join(ROOT, "..", "shared", "validation", "published.csv")
     cases = []
     for r in csv.DictReader(open(published, newline="")):
-        if r["id"].split("-")[0] in ("RFA", "RFAO", "USP"):
+        if r["id"].split("-")[0] in ("RFA", "RFAO", "USP", "USPO"):
             case = row_case(r)
             if case:
                 cases.append((r["id"],) + case)
@@ -104,22 +120,22 @@ def main():
     def possible(sets, iters_per_s):
         """Whether the published rate fits under the GPUs' peak (causal attention FLOPs, per GPU)."""
         seq, gpus = int(sets["training.seq_len"]), int(sets.get("cluster.gpus_per_node", 8))
-        flops = 2.0 * seq * seq * int(sets["model.hidden"]) / gpus
+        flops = 2.0 * int(sets.get("training.micro_batch_size", 1)) * seq * seq * int(sets["model.hidden"]) / gpus
         if sets["training.scope"] == "attention-forward-backward":
             flops *= 3.5
         return flops * iters_per_s <= PEAK[sets["cluster.gpu"]]
 
     # One reading of the seq_len label per source: the first under which every row is possible.
     reading = {}
-    for src in ("RFA", "RFAO", "USP"):
+    for src in ("RFA", "RFAO", "USP", "USPO"):
         mine = [c for c in cases if c[0].split("-")[0] == src]
         options = max(len(c[3]) for c in mine)
         ok = [all(possible(c[3][min(i, len(c[3]) - 1)], c[4]) for c in mine) for i in range(options)]
         reading[src] = ok.index(True) if True in ok else 0
         if options > 1:
             errs = [sum(abs(predicted[c[0]][i] - c[4]) / c[4] for c in mine) / len(mine) for i in range(options)]
-            print(f"{src}: seq_len label read as {'global' if reading[src] == 0 else 'per GPU'} (as global: "
-                  f"{'possible' if ok[0] else 'impossible'}, mean error {100 * errs[0]:.1f}%; per GPU: "
+            print(f"{src}: seq_len label read as {'per GPU' if reading[src] == 0 else 'global'} (per GPU: "
+                  f"{'possible' if ok[0] else 'impossible'}, mean error {100 * errs[0]:.1f}%; as global: "
                   f"{'possible' if ok[1] else 'impossible'}, mean error {100 * errs[1]:.1f}%)")
     print(f"\n{'id':36} {'configuration':22} {'published':>10} {'bubblesim':>10} {'error':>7}")
     by_source, groups = defaultdict(list), defaultdict(list)
@@ -136,6 +152,9 @@ def main():
             target_errors += errs
         print(f"{src:5} {len(errs):3d} rows: mean {100 * sum(errs) / len(errs):5.1f}%, worst {100 * max(errs):5.1f}%"
               f"{'' if src in TARGET else '  (reported, not in the target: see the header of compare.py)'}")
+    for group, entries in groups.items():
+        errs = [abs(sim - pub) / pub for _, pub, sim in entries]
+        print(f"  {group:40} {len(errs):3d} rows: mean {100 * sum(errs) / len(errs):5.1f}%, worst {100 * max(errs):5.1f}%")
     mean = 100 * sum(target_errors) / len(target_errors)
     print(f"target ({'+'.join(TARGET)}) {len(target_errors)} rows: mean {mean:5.1f}%, "
           f"worst {100 * max(target_errors):5.1f}%\n")
