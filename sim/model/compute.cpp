@@ -89,6 +89,9 @@ RooflineCompute::RooflineCompute(const GpuPreset& gpu, std::string_view attentio
     attention_bwd_ = fa2_hopper_bwd();
     attention_causal_ = fa2_hopper_causal();
   }
+  constexpr double kFa2Hd64 = 0.87;  // 132/150 .. 176/203 on A100; 215/248 .. 296/338 on H100
+  constexpr double kFa3Hd64 = 0.75;  // FA3 fwd on H100: 333/467 .. 497/648
+  head_dim_ratio_ = is_hopper(gpu) && attention_kernel != "flash2" ? kFa3Hd64 : kFa2Hd64;
 }
 
 double RooflineCompute::gemm_efficiency(const GemmShape& s) const {
@@ -150,6 +153,13 @@ Time RooflineCompute::attention(const AttentionShape& s) const {
   double eff = (s.backward ? attention_bwd_ : attention_fwd_).at(length);
   if (s.causal_fraction < kCausalBelow) eff *= attention_causal_.at(length) / attention_fwd_.at(length);
   eff *= attention_wave_ratio(s, length);
+  // Smaller heads run slower per FLOP (hardware.md 2.2: hd64 reaches 0.87 of hd128 with FA2 on
+  // A100 and H100, about 0.75 with FA3 on H100); below hd64 the same ratio per halving is
+  // assumed (no measurement in hardware.md). hd above 128 is taken at hd128's efficiency.
+  if (s.head_dim < 128) {
+    const double per_halving = head_dim_ratio_;
+    eff *= std::pow(per_halving, std::log2(128.0 / static_cast<double>(std::max<int64_t>(1, s.head_dim))));
+  }
   return Time::from_seconds(kLaunchSeconds + flops / (gpu_.bf16_flops.value * eff));
 }
 

@@ -63,6 +63,7 @@ class RooflineCompute final : public ComputeModel {
   EfficiencyCurve attention_fwd_;
   EfficiencyCurve attention_bwd_;
   EfficiencyCurve attention_causal_;
+  double head_dim_ratio_ = 1;  // attention efficiency of hd64 relative to hd128
 };
 
 }  // namespace bubblesim::sim

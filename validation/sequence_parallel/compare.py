@@ -24,8 +24,16 @@
         bubblesim predicts them 1.5-2.5x faster; its 64-head GQA rows, where the layouts differ as
         causal attention makes them, agree within -15% to +13%.
 
-Not compared: RFA's varlen rows (several packed documents of unstated lengths), USPR (the current
-README tables, many tiny head sizes; a later pass), NEMO (FP8 whole-model runs).
+* USPR: yunchang's current README tables (8 x A100 NVLink, 4 x A100 on PCIe, 8 x L20), head sizes
+        32 and 128, every ulysses x ring split, basic / zigzag / stripe, forward only. Reported,
+        not in the target: no single reading of its seq_len labels makes every row possible (per
+        GPU, its 128K rows would need 2-6 PFLOPS), and read as global its 128K rows agree (A100:
+        group means 8.5% to 16.6%, GQA 0-2%) while its 512 to 32K rows run 2x to 100x slower than
+        the attention they time, as fixed per-call costs (Python, launches, all-to-all setup) at
+        those sizes would; the PCIe A100 box and the L20 all-to-alls as for USP above.
+
+Not compared: RFA's varlen rows (several packed documents of unstated lengths), NEMO (FP8
+whole-model runs; bubblesim models bf16).
 
 Usage: compare.py [BUBBLESIM] [PUBLISHED_CSV] [--max-mean=PERCENT]. Prints every row, the mean and
 worst absolute percentage error per source and over the target sources (RFA, RFAO), and whether
@@ -84,12 +92,30 @@ def row_case(r):
         sets = dict(base, **{"training.seq_len": 8 * per_gpu, "parallel.ring": 8,
                              "parallel.ring_layout": LAYOUTS[kind]})
         return (f"{src} {r['gpu'].split()[0]} {scope}", LAYOUTS[kind], [sets], float(r["value"]))
-    if src in ("USP", "USPO"):
+    if src in ("USP", "USPO", "USPR"):
+        if not re.match(r"^[0-9.]+$", r["value"]):
+            return None  # "OOM"
         u, ring = int(r["ulysses"]), int(r["ring"])
         label = tokens(r["seq_len"])
         if src == "USP":
             layout = LAYOUTS[kind]
             group = f"USP {r['gpu'].split()[0]} {r['seq_len']}"
+        elif src == "USPR":
+            layout = "zigzag" if "zigzag" in kind else "striped" if "stripe" in kind else "contiguous"
+            gpus = int(r["gpus_per_node"])
+            if "PCIe machine" in r["gpu"]:  # A100s on PCIe (no NVLink): PCIe 4.0 between them
+                base["cluster.intra_node.bandwidth"] = "25 GB/s"
+            base["cluster.gpus_per_node"] = gpus
+            # Batch: the L20 table's note gives 2 for MHA rows and 1 for GQA rows; for the A100
+            # tables, the script's default of 2 (the same README's charts state bs=2).
+            mha = r["heads"] == r["kv_heads"]
+            base["training.micro_batch_size"] = 2 if mha or "L20" not in r["gpu"] else 1
+            group = f"USPR {r['id'].split('-')[1]} h{r['hidden']}/{r['heads']}/{r['kv_heads']} {r['seq_len']}"
+            readings = []
+            for total in (gpus * label, label):
+                readings.append(dict(base, **{"training.seq_len": total, "parallel.ulysses": u, "parallel.ring": ring,
+                                              "parallel.ring_layout": layout}))
+            return (group, f"u{u}r{ring} {layout} {kind.split('_')[-1]}", readings, float(r["value"]))
         else:
             # yunchang's charts and tables: the layout is in the id; batch 2 (the charts' bs).
             name = r["id"].lower()
@@ -111,7 +137,7 @@ def main():
     published = args[1] if len(args) > 1 else os.path.join(ROOT, "..", "shared", "validation", "published.csv")
     cases = []
     for r in csv.DictReader(open(published, newline="")):
-        if r["id"].split("-")[0] in ("RFA", "RFAO", "USP", "USPO"):
+        if r["id"].split("-")[0] in ("RFA", "RFAO", "USP", "USPO", "USPR"):
             case = row_case(r)
             if case:
                 cases.append((r["id"],) + case)
@@ -127,7 +153,7 @@ def main():
 
     # One reading of the seq_len label per source: the first under which every row is possible.
     reading = {}
-    for src in ("RFA", "RFAO", "USP", "USPO"):
+    for src in ("RFA", "RFAO", "USP", "USPO", "USPR"):
         mine = [c for c in cases if c[0].split("-")[0] == src]
         options = max(len(c[3]) for c in mine)
         ok = [all(possible(c[3][min(i, len(c[3]) - 1)], c[4]) for c in mine) for i in range(options)]
