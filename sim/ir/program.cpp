@@ -55,8 +55,8 @@ const char* to_string(GroupKind k) {
   return "?";
 }
 
-DeviceId Program::add_device(std::string name) {
-  devices_.push_back(Device{std::move(name), {}});
+DeviceId Program::add_device(std::string name, uint32_t peer_group) {
+  devices_.push_back(Device{std::move(name), {}, peer_group});
   return static_cast<DeviceId>(devices_.size() - 1);
 }
 

@@ -90,6 +90,10 @@ struct Stream {
 struct Device {
   std::string name;
   std::vector<StreamId> streams;
+  /// Devices with the same peer group run the same part of the model side by side (the ring
+  /// ranks of one pipeline stage): waiting for a peer to finish is imbalance, not a bubble.
+  /// kNone: none.
+  uint32_t peer_group = kNone;
 };
 
 /// One point-to-point transfer of a group, between two GPUs of the cluster (topology indices).
@@ -119,7 +123,7 @@ struct Group {
 /// forward and reverse CSR arrays in O(ops + edges). Queries are O(1).
 class Program {
  public:
-  DeviceId add_device(std::string name);
+  DeviceId add_device(std::string name, uint32_t peer_group = kNone);
   StreamId add_stream(DeviceId device, StreamKind kind, std::string name);
   /// The device's first compute stream (kNone if it has none): the one whose ops count as busy.
   StreamId compute_stream(DeviceId device) const;

@@ -136,6 +136,21 @@ Metrics compute_metrics(const Program& p, const Trace& t) {
     dm.last_end = r.end;
     ++dm.ops;
   }
+  // The latest compute end among each device's peers (itself included).
+  std::vector<Time> peer_end(cursor);
+  {
+    std::vector<std::pair<uint32_t, Time>> group_end;
+    for (DeviceId d = 0; d < devices; ++d) {
+      const uint32_t g = p.devices()[d].peer_group;
+      if (g == kNone) continue;
+      if (group_end.size() <= g) group_end.resize(g + 1, {0, Time::zero()});
+      group_end[g].second = max(group_end[g].second, cursor[d]);
+    }
+    for (DeviceId d = 0; d < devices; ++d) {
+      const uint32_t g = p.devices()[d].peer_group;
+      if (g != kNone) peer_end[d] = group_end[g].second;
+    }
+  }
   double idle_fraction_sum = 0;
   double span_fraction_sum = 0;
   double busy_total = 0;  // seconds: a sum over thousands of devices can exceed int64 ps
@@ -147,7 +162,10 @@ Metrics compute_metrics(const Program& p, const Trace& t) {
     // reduction and ZeRO's parameter all-gather), then the drain until the slowest device ends.
     const Time own = std::max(Time::zero(), last_comm_end[d] - cursor[d]);
     (last_comm_kind[d] == OpKind::Collective ? dm.idle_breakdown.collective_wait : dm.idle_breakdown.p2p_wait) += own;
-    dm.idle_breakdown.pipeline_bubble += m.makespan - cursor[d] - own;
+    // Until its slowest peer (if any) finishes, the device waits on uneven work.
+    const Time peers = std::clamp(peer_end[d] - cursor[d] - own, Time::zero(), m.makespan - cursor[d] - own);
+    dm.idle_breakdown.imbalance += peers;
+    dm.idle_breakdown.pipeline_bubble += m.makespan - cursor[d] - own - peers;
     dm.idle = m.makespan - dm.busy;
     dm.span = dm.last_end - dm.first_start;
     if (m.makespan > Time::zero()) idle_fraction_sum += dm.idle.seconds() / m.makespan.seconds();

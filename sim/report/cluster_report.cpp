@@ -94,7 +94,7 @@ void write_text(std::ostream& out, const ClusterResult& r) {
   const ClusterJob& j = *r.job;
   const ParallelSpec& ps = j.parallel;
   out << "bubblesim: " << r.scenario->name << "\n";
-  out << j.cluster.nodes << " x " << j.cluster.gpus_per_node << " " << j.cluster.gpu->id << "; " << j.model.preset
+  out << j.cluster.nodes << " x " << j.cluster.gpus_per_node << " " << j.cluster.gpu->id << "; " << (j.model.preset.empty() ? std::string("custom model") : j.model.preset)
       << " (" << j.model.layers << " layers, hidden " << j.model.hidden << "); seq " << j.training.seq_len
       << ", global batch " << j.training.global_batch_size << ", " << j.shape.m << " microbatches of "
       << j.training.micro_batch_size << "\n";

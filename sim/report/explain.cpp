@@ -155,7 +155,7 @@ void write_explain_text(std::ostream& out, const Scenario& sc, const ClusterJob&
   const ResolvedModel& m = job.model;
   char buf[512];
   out << "bubblesim explain: " << sc.name << "\n";
-  out << m.preset << " (hidden " << m.hidden << ", " << m.heads << " heads, " << m.kv_heads << " KV heads), seq "
+  out << (m.preset.empty() ? std::string("custom model") : m.preset) << " (hidden " << m.hidden << ", " << m.heads << " heads, " << m.kv_heads << " KV heads), seq "
       << job.training.seq_len << ", micro batch " << job.training.micro_batch_size << ", recompute "
       << job.training.recompute << "\n";
   out << "per rank and per layer at degree N = " << e.degree

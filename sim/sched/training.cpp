@@ -70,7 +70,8 @@ class Builder {
         const int32_t gpu = place_.gpu(coord(pp, r));
         std::string name = "stage " + std::to_string(pp);
         if (ring_ > 1) name += " ring " + std::to_string(r);
-        const DeviceId d = p_.add_device(name + " (gpu " + std::to_string(gpu) + ")");
+        const DeviceId d = p_.add_device(name + " (gpu " + std::to_string(gpu) + ")",
+                                         ring_ > 1 ? static_cast<uint32_t>(pp) : kNone);
         compute_stream_.push_back(p_.add_stream(d, StreamKind::Compute, "compute"));
         recv_stream_.push_back(p_.add_stream(d, StreamKind::Comm, "p2p"));
         dp_stream_.push_back(p_.add_stream(d, StreamKind::Comm, "dp"));
