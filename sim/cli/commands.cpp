@@ -71,6 +71,7 @@ void run_cluster(const Scenario& sc, const RunOptions& opt, std::ostream& out, s
   const Trace& trace = run.trace;
   const ClusterResult& result = run.result;
   const double t_build = run.build_s;
+  const double t_validate = run.validate_s;
   const double t_sim = run.simulate_s;
   write_report(out, opt.format, result);
   if (!opt.trace_path.empty()) {
@@ -79,8 +80,8 @@ void run_cluster(const Scenario& sc, const RunOptions& opt, std::ostream& out, s
   }
   if (opt.timing) {
     char buf[256];
-    std::snprintf(buf, sizeof buf, "timing: build %.3f s, simulate %.3f s (%llu events); %zu ops\n", t_build, t_sim,
-                  static_cast<unsigned long long>(trace.events), plan.program.num_ops());
+    std::snprintf(buf, sizeof buf, "timing: build %.3f s, validate %.3f s, simulate %.3f s (%llu events); %zu ops\n",
+                  t_build, t_validate, t_sim, static_cast<unsigned long long>(trace.events), plan.program.num_ops());
     err << buf;
   }
 }
@@ -91,8 +92,9 @@ ClusterRun::ClusterRun(const Scenario& sc, FlopsAccounting accounting)
     : job(plan_cluster(sc)), topo(job.cluster), compute(*job.cluster.gpu, job.training.attention_kernel), network(topo) {
   Stopwatch clock;
   plan = build_training(job, topo, compute);
-  require_valid(plan.program);
   build_s = clock.lap();
+  require_valid(plan.program);
+  validate_s = clock.lap();
   trace = simulate(plan.program, GivenTimes{}, &network);
   simulate_s = clock.lap();
   result = make_cluster_result(sc, job, plan, trace, topo, network.link_bytes(), accounting);

@@ -39,7 +39,7 @@ struct ClusterRun {
   FlowNetwork network;
   Trace trace;
   ClusterResult result;
-  double build_s = 0, simulate_s = 0;
+  double build_s = 0, validate_s = 0, simulate_s = 0;
 };
 
 /// Loads, plans, simulates and reports one scenario. Throws InputError on bad input and
