@@ -1,6 +1,7 @@
 #include "sim/cli/collective.hpp"
 
 #include <cctype>
+#include <cmath>
 #include <cstdio>
 #include <vector>
 
@@ -119,6 +120,10 @@ void run_collective(const CollectiveOptions& opt, std::ostream& out) {
     throw InputError("--algo two-level needs the same number of ranks on every node (" + std::to_string(n) +
                      " ranks over " + std::to_string(nodes) + " nodes)");
   }
+  // Inside one node, ring collectives reach NCCL's size-dependent share of the links.
+  const auto efficiency = [&](int64_t size) {
+    return crosses || algo != CollectiveAlgo::Ring || n < 2 ? 1.0 : nccl_efficiency(*cluster.gpu, op, size / n);
+  };
   const bool text = opt.format == "text";
   if (text) {
     out << "# bubblesim collective: " << to_string(op) << " over " << n << " GPU(s) of " << sc.name << " ("
@@ -135,6 +140,7 @@ void run_collective(const CollectiveOptions& opt, std::ostream& out) {
     double seconds = 0;
     if (n > 1 && opt.mode == "flow") {
       CollectiveSpec spec{op, algo, Bytes{size}, {}, {}, {}, {}, false, {}};
+      spec.efficiency = efficiency(size);
       seconds = flow_seconds(topo, spec, gpus);
     } else if (n > 1 && algo == CollectiveAlgo::TwoLevel) {
       // B_e of algorithms.md 3.3 is per GPU: the node's NICs shared by its g rails, within PCIe.
@@ -144,7 +150,10 @@ void run_collective(const CollectiveOptions& opt, std::ostream& out) {
       seconds = two_level_all_reduce_time(Bytes{size}, g, nodes, cluster.intra_bandwidth, cluster.intra_latency,
                                           Bandwidth{per_gpu}, cluster.inter_latency).seconds();
     } else if (n > 1) {
-      seconds = alpha_beta_time(op, Bytes{size}, n, bw, alpha).seconds();
+      // The bytes the flow model puts on the wire per step (chunk / efficiency, whole bytes).
+      const int64_t chunk = size / n;
+      const auto wire = static_cast<int64_t>(std::ceil(static_cast<double>(chunk) / efficiency(size)));
+      seconds = alpha_beta_time(op, Bytes{size - chunk * n + wire * n}, n, bw, alpha).seconds();
     }
     const double algbw = seconds > 0 ? static_cast<double>(size) / seconds / 1e9 : 0;
     const double busbw = algbw * busbw_factor(op, n);

@@ -1,5 +1,7 @@
 #include "sim/model/collectives.hpp"
 
+#include <cmath>
+#include <iterator>
 #include <map>
 
 #include "sim/core/error.hpp"
@@ -37,12 +39,13 @@ class Expander {
     std::vector<OpId> ops;
     std::vector<Transfer> transfers;
     const size_t n = members.size();
+    const auto wire = static_cast<int64_t>(std::ceil(static_cast<double>(bytes) / s_.efficiency));
     for (size_t i = 0; i < n; ++i) {
       const size_t r = members[i];
       for (size_t k = shift; k <= std::max(shift, last_shift); ++k) {
-        transfers.push_back({s_.gpus[r], s_.gpus[members[(i + k) % n]], Bytes{bytes}, hops * s_.merged});
+        transfers.push_back({s_.gpus[r], s_.gpus[members[(i + k) % n]], Bytes{wire}, hops * s_.merged});
         for (const auto& twin : s_.twins) {
-          transfers.push_back({twin[r], twin[members[(i + k) % n]], Bytes{bytes}, hops * s_.merged});
+          transfers.push_back({twin[r], twin[members[(i + k) % n]], Bytes{wire}, hops * s_.merged});
         }
       }
       if (s_.streams[r] == kNone) continue;  // a twin the Program does not simulate
@@ -161,6 +164,26 @@ std::vector<OpId> expand_collective(Program& p, const CollectiveSpec& s, std::sp
     case CollectiveOp::SendRecv: e.step(all, s.size.value, 1); break;
   }
   return e.done();
+}
+
+double nccl_efficiency(const GpuPreset& gpu, CollectiveOp op, int64_t bytes_per_step) {
+  if (gpu.arch != "ampere" || gpu.nvlink_per_dir.value <= 0 || op == CollectiveOp::AllToAll ||
+      op == CollectiveOp::SendRecv) {
+    return 1;
+  }
+  // (bytes per rank per step, efficiency): the A100 sweep's sizes / 8 ranks. Below 1 MiB per
+  // step the sweep is dominated by single-process launch overhead (-g 8), so the 8 MB point holds.
+  constexpr std::pair<double, double> kPoints[] = {
+      {1 << 20, 0.712}, {16 << 20, 0.765}, {64 << 20, 0.94}, {128 << 20, 0.974}};
+  const double x = std::max(1.0, static_cast<double>(bytes_per_step));
+  if (x <= kPoints[0].first) return kPoints[0].second;
+  for (size_t i = 1; i < std::size(kPoints); ++i) {
+    if (x <= kPoints[i].first) {
+      const double w = std::log2(x / kPoints[i - 1].first) / std::log2(kPoints[i].first / kPoints[i - 1].first);
+      return kPoints[i - 1].second + w * (kPoints[i].second - kPoints[i - 1].second);
+    }
+  }
+  return kPoints[std::size(kPoints) - 1].second;
 }
 
 Time alpha_beta_time(CollectiveOp op, Bytes size, int n, Bandwidth bw, Time alpha) {

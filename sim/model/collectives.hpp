@@ -13,6 +13,7 @@
 
 #include "sim/core/units.hpp"
 #include "sim/ir/program.hpp"
+#include "sim/preset/presets.hpp"
 
 namespace bubblesim::sim {
 
@@ -52,7 +53,17 @@ struct CollectiveSpec {
   /// Back-to-back collectives of the same kind on the same GPUs merged into this one (their
   /// sizes summed): each transfer pays the route latency this many times, as they would.
   int32_t merged = 1;
+  /// The share of the links' bandwidth NCCL's pipeline reaches at this size (nccl_efficiency):
+  /// transfers carry bytes / efficiency. 1: the links' full rate.
+  double efficiency = 1;
 };
+
+/// How much of the NVLink ring bandwidth NCCL achieves for a ring collective inside one node, by
+/// the bytes each rank moves per step (nccl-tests size / ranks), beyond what the per-hop latency
+/// already accounts for. Fitted to the 8 x A100 all-reduce sweep of hardware.md 2.3 (8 MB 110,
+/// 128 MB 177, 512 MB 223, 1 GB 232 GB/s busbw) against this model's own alpha-beta time;
+/// 1 where no sweep is recorded (Hopper's NVLS numbers measure another algorithm, PCIe GPUs).
+double nccl_efficiency(const GpuPreset& gpu, CollectiveOp op, int64_t bytes_per_step);
 
 /// Appends the collective's steps (one group per step and per ring) and returns, per position,
 /// its last op (kNone where not simulated, or for a single GPU). A position's steps run in

@@ -229,6 +229,7 @@ class Builder {
     spec.op = kind;
     spec.size = bytes;
     spec.merged = merged;
+    spec.efficiency = efficiency(kind, bytes, spec.gpus);
     spec.label = label;
     spec.label.traffic = dim == Dim::Ulysses ? Traffic::Ulysses : Traffic::TensorParallel;
     return expand_collective(p_, spec)[0];
@@ -259,6 +260,15 @@ class Builder {
       return;
     }
     for (int32_t r = 0; r < ring_; ++r) add(dev(pp, r), op, label);
+  }
+
+  /// NCCL's achieved share of the links for a ring collective of `size` inside one node.
+  double efficiency(CollectiveOp kind, Bytes size, const std::vector<int32_t>& gpus) const {
+    if (gpus.size() < 2) return 1;
+    for (int32_t g : gpus) {
+      if (topo_.node_of(g) != topo_.node_of(gpus.front())) return 1;
+    }
+    return nccl_efficiency(*job_.cluster.gpu, kind, size.value / static_cast<int64_t>(gpus.size()));
   }
 
   OpId last_compute(DeviceId d) const {
@@ -522,6 +532,7 @@ class Builder {
     const DpGroup& g = dp_groups_[static_cast<size_t>(pp)];
     CollectiveSpec spec{op, CollectiveAlgo::Ring, Bytes{bytes}, g.gpus, {}, {}, g.twins, false, {}};
     spec.fuse_steps = true;
+    spec.efficiency = efficiency(op, Bytes{bytes}, g.gpus);
     spec.streams.assign(spec.gpus.size(), kNone);
     spec.label.phase = Phase::None;
     spec.label.traffic = Traffic::DataParallel;
