@@ -60,3 +60,31 @@ TEST_CASE("efficiency curves interpolate in log length and clamp at the ends", "
   CHECK(c.at(1 << 20) == Approx(0.6));
   CHECK(c.at(512) == Approx(0.2));  // below the first point it falls with the length
 }
+
+TEST_CASE("attention fills its last wave of CTAs as the curves' benchmark did, or worse", "[compute]") {
+  const RooflineCompute h100(find_gpu("h100-sxm5-80gb", "test"));
+  // 32 heads of 8K queries: 2048 CTAs, as many as the benchmark's 2 x 16 heads: no change.
+  CHECK(h100.attention_wave_ratio({1, 8192, 8192, 32, 128, 1.0, false}, 8192) == Approx(1.0));
+  // 5 heads: 320 CTAs on 132 SMs x 2 = 1.21 waves -> 2 waves, against 7.76 -> 8 for the benchmark.
+  const double ratio = (320.0 / 528) / (2048.0 / 2112);
+  CHECK(h100.attention_wave_ratio({1, 8192, 8192, 5, 128, 1.0, false}, 8192) == Approx(ratio));
+  // The backward launches per key block: a long key block fills waves even with few queries.
+  CHECK(h100.attention_wave_ratio({1, 128, 8192, 32, 128, 1.0, true}, 1024) >
+        h100.attention_wave_ratio({1, 128, 8192, 32, 128, 1.0, false}, 1024));
+}
+
+TEST_CASE("FlashAttention-2 on Hopper and smaller heads run slower per FLOP", "[compute]") {
+  const GpuPreset& h100_preset = find_gpu("h100-sxm5-80gb", "test");
+  const RooflineCompute fa3(h100_preset);
+  const RooflineCompute fa2(h100_preset, "flash2");
+  const AttentionShape fwd{1, 16384, 16384, 32, 128, 1.0, false};
+  const double flops = 4.0 * 32 * 128 * 16384.0 * 16384.0;
+  CHECK(fa2.attention(fwd).seconds() == Approx(4e-6 + flops / 370e12));  // hardware.md 2.2: FA2 fwd hd128
+  CHECK(fa3.attention(fwd).seconds() == Approx(4e-6 + flops / 648e12));
+  // hd64 reaches 0.87 of hd128 with FA2 (A100), 0.75 with FA3 (H100), per FLOP.
+  const RooflineCompute a100(find_gpu("a100-sxm4-80gb", "test"));
+  const AttentionShape hd128{1, 4096, 4096, 32, 128, 1.0, false};
+  const AttentionShape hd64{1, 4096, 4096, 64, 64, 1.0, false};  // the same FLOPs
+  CHECK((a100.attention(hd64).seconds() - 4e-6) == Approx((a100.attention(hd128).seconds() - 4e-6) / 0.87));
+  CHECK((fa3.attention(hd64).seconds() - 4e-6) == Approx((fa3.attention(hd128).seconds() - 4e-6) / 0.75));
+}
