@@ -205,6 +205,23 @@ TEST_CASE("--gantt writes an SVG with a bar per op and the time axis", "[cli][re
   CHECK(bars > 40);
 }
 
+TEST_CASE("--gantt on a cluster run draws every stream, communication by the parallelism it serves", "[cli][report]") {
+  const fs::path f = temp("cluster_gantt.svg");
+  REQUIRE(cli("run validation/sequence_parallel/attention.yaml --set parallel.ring=4 --set parallel.ulysses=2 "
+              "--set training.scope=attention-forward-backward --format json --gantt " + f.string()).code == 0);
+  const std::string svg = slurp(f);
+  CHECK_THAT(svg, Catch::StartsWith("<svg") && Catch::EndsWith("</svg>\n"));
+  // Four ring ranks, each with a compute row and a ring row; the Ulysses all-to-alls and ring
+  // blocks in their own colours.
+  CHECK_THAT(svg, Catch::Contains(">stage 0 ring 3 compute<") && Catch::Contains(">stage 0 ring 3 ring<"));
+  CHECK_THAT(svg, Catch::Contains("#eeca3b") && Catch::Contains("#9467bd") && Catch::Contains("ring K/V"));
+  CHECK_THAT(svg, Catch::Contains("time (s)"));
+  // Too many ops for an SVG: refused before anything is written to stdout.
+  expect_input_error("run scenarios/bench/usp-llama3-70b-1024xh100.yaml --set model.layers=32 --set parallel.pp=4 "
+                     "--set cluster.nodes=32 --set training.global_batch_size=4 --gantt " + f.string(),
+                     "too many for an SVG");
+}
+
 TEST_CASE("two processes simulating the same scenario write identical traces", "[cli][determinism]") {
   const fs::path a = temp("det_a.json");
   const fs::path b = temp("det_b.json");

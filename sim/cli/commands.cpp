@@ -60,13 +60,12 @@ void write_report(std::ostream& out, const std::string& format, const Result& re
 
 void run_cluster(const Scenario& sc, const RunOptions& opt, std::ostream& out, std::ostream& err) {
   const FlopsAccounting accounting = parse_flops_accounting(opt.flops_accounting);  // a bad name fails first
-  if (!opt.gantt_path.empty()) {
-    plan_cluster(sc);  // a bad scenario is reported before the missing feature
-    throw InputError("--gantt: SVG charts of cluster scenarios are not in this version; use --trace");
-  }
   std::ofstream trace_file;
+  std::ofstream gantt_file;
   if (!opt.trace_path.empty()) trace_file = open_output(opt.trace_path, "--trace");
+  if (!opt.gantt_path.empty()) gantt_file = open_output(opt.gantt_path, "--gantt");
   const ClusterRun run(sc, accounting);
+  if (!opt.gantt_path.empty()) check_svg_size(run.plan.program);  // before any report is printed
   const TrainingPlan& plan = run.plan;
   const Trace& trace = run.trace;
   const ClusterResult& result = run.result;
@@ -77,6 +76,13 @@ void run_cluster(const Scenario& sc, const RunOptions& opt, std::ostream& out, s
   if (!opt.trace_path.empty()) {
     write_chrome_trace(trace_file, plan.program, trace, TimeUnit{"s", 1.0}, sc.name);
     close_output(trace_file, opt.trace_path, "--trace");
+  }
+  if (!opt.gantt_path.empty()) {
+    char title[512];
+    std::snprintf(title, sizeof title, "%s: iteration %.6g s, idle %.1f%%, %zu simulated devices", sc.name.c_str(),
+                  result.iteration_s, 100 * result.metrics.idle_fraction, plan.program.devices().size());
+    write_svg_gantt(gantt_file, plan.program, trace, TimeUnit{"s", 1.0}, title);
+    close_output(gantt_file, opt.gantt_path, "--gantt");
   }
   if (opt.timing) {
     char buf[256];

@@ -144,37 +144,72 @@ namespace {
 
 /// Geometry of the SVG Gantt, in pixels.
 struct SvgLayout {
-  static constexpr double kLeft = 80, kTop = 56, kRow = 30, kGap = 8, kPlot = 1100, kRight = 30;
-  static constexpr double kBottom = 70;       // axis labels and legend
+  static constexpr double kTop = 56, kRow = 30, kGap = 8, kPlot = 1100, kRight = 30;
   static constexpr double kCharWidth = 7.0;   // of the 11 px bar labels
   static constexpr double kLegendGap = 50;    // from the axis to the legend
   static constexpr double kLegendStep = 140;  // between legend entries
+  static constexpr double kLegendLine = 24;   // between legend lines
   static constexpr int kTicks = 10;
   size_t rows;
-  double span;  // makespan in the display unit
+  double span;         // makespan in the display unit
+  double left = 80;    // room for the row labels
+  double bottom = 70;  // axis labels and legend
   double axis_y() const { return kTop + rows * (kRow + kGap); }
   double row_y(size_t row) const { return kTop + row * (kRow + kGap); }
-  double x_of(double v) const { return kLeft + v / span * kPlot; }
+  double x_of(double v) const { return left + v / span * kPlot; }
 };
 
-void svg_header(std::ostream& out, const RunResult& r, const SvgLayout& L) {
-  char buf[512];
-  out << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << L.kLeft + L.kPlot + L.kRight << "\" height=\""
-      << L.axis_y() + L.kBottom << "\" font-family=\"DejaVu Sans, Arial, sans-serif\">\n";
+/// One row of the chart: the ops of some streams of one device.
+struct GanttRow {
+  std::string label;
+  std::vector<StreamId> streams;
+};
+
+/// What a chart shows: rows, a title and the unit; `traffic` colours communication ops by the
+/// parallelism they serve (cluster runs).
+struct GanttView {
+  const Program& program;
+  const Trace& trace;
+  const TimeUnit& unit;
+  std::string title;
+  std::vector<GanttRow> rows;
+  bool traffic = false;
+};
+
+struct TrafficStyle {
+  Traffic traffic;
+  const char* colour;
+  const char* legend;
+};
+constexpr TrafficStyle kTrafficStyles[] = {{Traffic::TensorParallel, "#e45756", "TP collective"},
+                                           {Traffic::Pipeline, "#ff9da6", "PP transfer"},
+                                           {Traffic::DataParallel, "#bab0ac", "DP collective"},
+                                           {Traffic::Ulysses, "#eeca3b", "Ulysses all-to-all"},
+                                           {Traffic::Ring, "#9467bd", "ring K/V"},
+                                           {Traffic::ContextGather, "#17becf", "CP all-gather"}};
+
+const char* op_colour(const GanttView& v, const Op& op) {
+  if (v.traffic && op.kind != OpKind::Compute) {
+    for (const TrafficStyle& s : kTrafficStyles) {
+      if (s.traffic == op.label.traffic) return s.colour;
+    }
+  }
+  return phase_colour(op);
+}
+
+void svg_header(std::ostream& out, const GanttView& v, const SvgLayout& L) {
+  out << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << L.left + L.kPlot + L.kRight << "\" height=\""
+      << L.axis_y() + L.bottom << "\" font-family=\"DejaVu Sans, Arial, sans-serif\">\n";
   out << "<defs><pattern id=\"idle\" width=\"6\" height=\"6\" patternUnits=\"userSpaceOnUse\" "
          "patternTransform=\"rotate(45)\"><rect width=\"6\" height=\"6\" fill=\"#f4f4f4\"/>"
          "<line x1=\"0\" y1=\"0\" x2=\"0\" y2=\"6\" stroke=\"#d0d0d0\" stroke-width=\"2\"/></pattern></defs>\n";
   out << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-  const std::string chunks = r.job->shape.v > 1 ? ", v=" + std::to_string(r.job->shape.v) : "";
-  std::snprintf(buf, sizeof buf, "%s: %s, p=%d, m=%d%s; iteration %s %s, bubble %.1f%%", r.scenario->name.c_str(),
-                std::string(info(r.job->kind).name).c_str(), r.job->shape.p, r.job->shape.m, chunks.c_str(),
-                num(r.unit.of(r.trace->makespan)).c_str(), r.unit.name.c_str(), 100 * r.metrics.idle_fraction);
-  out << "<text x=\"" << L.kLeft << "\" y=\"24\" font-size=\"16\" font-weight=\"bold\">" << xml_escape(buf)
+  out << "<text x=\"" << L.left << "\" y=\"24\" font-size=\"16\" font-weight=\"bold\">" << xml_escape(v.title)
       << "</text>\n";
 }
 
 /// Vertical grid lines with "nice" tick labels in the scenario's unit.
-void svg_axis(std::ostream& out, const RunResult& r, const SvgLayout& L) {
+void svg_axis(std::ostream& out, const GanttView& v, const SvgLayout& L) {
   char buf[512];
   const double step = nice_step(L.span, SvgLayout::kTicks);
   for (int k = 0; k * step <= L.span * (1 + 1e-9); ++k) {
@@ -187,31 +222,32 @@ void svg_axis(std::ostream& out, const RunResult& r, const SvgLayout& L) {
   }
   std::snprintf(buf, sizeof buf,
                 "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" text-anchor=\"middle\">time (%s)</text>\n",
-                L.kLeft + L.kPlot / 2, L.axis_y() + 34, r.unit.name.c_str());
+                L.left + L.kPlot / 2, L.axis_y() + 34, v.unit.name.c_str());
   out << buf;
 }
 
-/// One device: its hatched (idle) background, then a bar per op with its microbatch inside.
-void svg_device(std::ostream& out, const RunResult& r, const SvgLayout& L, DeviceId dev) {
-  const Program& p = *r.program;
+/// One row: its hatched (idle) background, then a bar per op with its microbatch inside.
+void svg_row(std::ostream& out, const GanttView& v, const SvgLayout& L, size_t index) {
+  const Program& p = v.program;
+  const GanttRow& row = v.rows[index];
   char buf[512];
-  const double y = L.row_y(dev);
+  const double y = L.row_y(index);
   std::snprintf(buf, sizeof buf,
-                "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" text-anchor=\"end\">device %u</text>\n"
+                "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" text-anchor=\"end\">%s</text>\n"
                 "<rect x=\"%.2f\" y=\"%.1f\" width=\"%.2f\" height=\"%.1f\" fill=\"url(#idle)\"/>\n",
-                L.kLeft - 8, y + L.kRow / 2 + 4, dev, L.kLeft, y, L.kPlot, L.kRow);
+                L.left - 8, y + L.kRow / 2 + 4, xml_escape(row.label).c_str(), L.left, y, L.kPlot, L.kRow);
   out << buf;
-  for (StreamId s : p.devices()[dev].streams) {
+  for (StreamId s : row.streams) {
     for (OpId id : p.stream(s).ops) {
-      const OpRecord& rec = r.trace->records[id];
-      const double x0 = L.x_of(r.unit.of(rec.start));
-      const double w = std::max(0.5, L.x_of(r.unit.of(rec.end)) - x0);
+      const OpRecord& rec = v.trace.records[id];
+      const double x0 = L.x_of(v.unit.of(rec.start));
+      const double w = std::max(0.5, L.x_of(v.unit.of(rec.end)) - x0);
       std::snprintf(buf, sizeof buf,
                     "<rect x=\"%.2f\" y=\"%.1f\" width=\"%.2f\" height=\"%.1f\" fill=\"%s\" stroke=\"white\" "
                     "stroke-width=\"0.6\"><title>%s%s: %s to %s %s</title></rect>\n",
-                    x0, y, w, L.kRow, phase_colour(p.op(id)), xml_escape(short_name(p, id)).c_str(),
-                    where_of(p.op(id)).c_str(), num(r.unit.of(rec.start)).c_str(), num(r.unit.of(rec.end)).c_str(),
-                    r.unit.name.c_str());
+                    x0, y, w, L.kRow, op_colour(v, p.op(id)), xml_escape(short_name(p, id)).c_str(),
+                    where_of(p.op(id)).c_str(), num(v.unit.of(rec.start)).c_str(), num(v.unit.of(rec.end)).c_str(),
+                    v.unit.name.c_str());
       out << buf;
       const std::string label = bar_label(p, id);
       if (label.empty() || w < L.kCharWidth * label.size() + 2) continue;
@@ -223,10 +259,10 @@ void svg_device(std::ostream& out, const RunResult& r, const SvgLayout& L, Devic
   }
 }
 
-void svg_legend(std::ostream& out, const SvgLayout& L) {
+void svg_legend(std::ostream& out, const GanttView& v, const SvgLayout& L) {
   char buf[512];
   const double ly = L.axis_y() + L.kLegendGap;
-  double lx = L.kLeft;
+  double lx = L.left;
   const char* kEntry =
       "<rect x=\"%.1f\" y=\"%.1f\" width=\"14\" height=\"14\" fill=\"%s\" stroke=\"#ccc\"/>"
       "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\">%s</text>\n";
@@ -238,18 +274,58 @@ void svg_legend(std::ostream& out, const SvgLayout& L) {
   std::snprintf(buf, sizeof buf, kEntry, lx, ly - 11, "url(#idle)", lx + 19, ly,
                 "idle; numbers = microbatch (chunk letter)");
   out << buf;
+  if (!v.traffic) return;
+  lx = L.left;
+  for (const TrafficStyle& s : kTrafficStyles) {
+    std::snprintf(buf, sizeof buf, kEntry, lx, ly + L.kLegendLine - 11, s.colour, lx + 19, ly + L.kLegendLine,
+                  s.legend);
+    out << buf;
+    lx += L.kLegendStep;
+  }
+}
+
+void write_svg(std::ostream& out, const GanttView& v) {
+  check_svg_size(v.program);
+  SvgLayout layout{v.rows.size(), std::max(1e-300, v.unit.of(v.trace.makespan))};
+  size_t longest = 0;
+  for (const GanttRow& r : v.rows) longest = std::max(longest, r.label.size());
+  if (v.traffic) {
+    layout.left = std::max(layout.left, 16 + 6.5 * static_cast<double>(longest));
+    layout.bottom += SvgLayout::kLegendLine;
+  }
+  svg_header(out, v, layout);
+  svg_axis(out, v, layout);
+  for (size_t i = 0; i < v.rows.size(); ++i) svg_row(out, v, layout, i);
+  svg_legend(out, v, layout);
+  out << "</svg>\n";
 }
 
 }  // namespace
 
 void write_svg_gantt(std::ostream& out, const RunResult& r) {
-  check_svg_size(*r.program);
-  const SvgLayout layout{r.program->devices().size(), std::max(1e-300, r.unit.of(r.trace->makespan))};
-  svg_header(out, r, layout);
-  svg_axis(out, r, layout);
-  for (DeviceId d = 0; d < r.program->devices().size(); ++d) svg_device(out, r, layout, d);
-  svg_legend(out, layout);
-  out << "</svg>\n";
+  char buf[512];
+  const std::string chunks = r.job->shape.v > 1 ? ", v=" + std::to_string(r.job->shape.v) : "";
+  std::snprintf(buf, sizeof buf, "%s: %s, p=%d, m=%d%s; iteration %s %s, bubble %.1f%%", r.scenario->name.c_str(),
+                std::string(info(r.job->kind).name).c_str(), r.job->shape.p, r.job->shape.m, chunks.c_str(),
+                num(r.unit.of(r.trace->makespan)).c_str(), r.unit.name.c_str(), 100 * r.metrics.idle_fraction);
+  GanttView v{*r.program, *r.trace, r.unit, buf, {}, false};
+  for (DeviceId d = 0; d < r.program->devices().size(); ++d) {
+    v.rows.push_back({"device " + std::to_string(d), r.program->devices()[d].streams});
+  }
+  write_svg(out, v);
+}
+
+void write_svg_gantt(std::ostream& out, const Program& p, const Trace& t, const TimeUnit& unit,
+                     const std::string& title) {
+  GanttView v{p, t, unit, title, {}, true};
+  for (const Device& d : p.devices()) {
+    // "stage 0 ring 1 (gpu 8)" -> "stage 0 ring 1": the stream name follows.
+    const std::string device = d.name.substr(0, d.name.find(" ("));
+    for (StreamId s : d.streams) {
+      if (!p.stream(s).ops.empty()) v.rows.push_back({device + " " + p.stream(s).name, {s}});
+    }
+  }
+  write_svg(out, v);
 }
 
 }  // namespace bubblesim::sim

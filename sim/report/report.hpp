@@ -64,4 +64,9 @@ void check_svg_size(const Program& p);
 /// time axis in the scenario's unit. Calls check_svg_size() first.
 void write_svg_gantt(std::ostream& out, const RunResult& r);
 
+/// The same for any Program (cluster runs): one row per stream with ops, communication coloured
+/// by the parallelism it serves.
+void write_svg_gantt(std::ostream& out, const Program& p, const Trace& t, const TimeUnit& unit,
+                     const std::string& title);
+
 }  // namespace bubblesim::sim
