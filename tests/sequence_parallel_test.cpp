@@ -266,3 +266,27 @@ TEST_CASE("bad sequence-parallel input gets a one-line error naming the key", "[
   CHECK_THAT(error("ring: 8, cp_mode: p2p"), Catch::Contains("parallel.cp_mode"));
   CHECK_THAT(error("ring: 8", "seq_len: 8K, attention_kernel: unfused"), Catch::Contains("training.attention_kernel"));
 }
+
+TEST_CASE("bundled transfers give exactly the flows' timeline", "[sp][network]") {
+  // A job where all-to-alls, ring steps, pipeline transfers and gradient buckets overlap, so
+  // bundles form, drain and are broken up again by newcomers.
+  const std::string text =
+      "cluster: {gpu: h100-sxm5-80gb, nodes: 4, gpus_per_node: 8, inter_node: {nics_per_node: 2}}\n"
+      "model: {preset: llama3-8b, layers: 4}\ntraining: {seq_len: 32K, global_batch_size: 4, recompute: full}\n"
+      "parallel: {ulysses: 2, ring: 4, pp: 2, dp: 2, zero: 1, ring_layout: striped}\n";
+  const ClusterJob job = plan_cluster(parse_scenario(text, "bundles.yaml"));
+  const Topology topo(job.cluster);
+  const RooflineCompute compute(*job.cluster.gpu);
+  const TrainingPlan plan = build_training(job, topo, compute);
+  FlowNetwork bundled(topo, true);
+  FlowNetwork plain(topo, false);
+  const Trace a = simulate(plan.program, GivenTimes{}, &bundled);
+  const Trace b = simulate(plan.program, GivenTimes{}, &plain);
+  REQUIRE(a.makespan == b.makespan);
+  size_t differ = 0;
+  for (OpId id = 0; id < plan.program.num_ops(); ++id) {
+    differ += a.records[id].start != b.records[id].start || a.records[id].end != b.records[id].end;
+  }
+  CHECK(differ == 0);
+  for (size_t l = 0; l < topo.links(); ++l) CHECK(bundled.link_bytes()[l] == Approx(plain.link_bytes()[l]));
+}

@@ -8,8 +8,10 @@
 
 namespace bubblesim::sim {
 
-FlowNetwork::FlowNetwork(const Topology& topo) : topo_(topo) {
+FlowNetwork::FlowNetwork(const Topology& topo, bool bundles) : topo_(topo), bundles_enabled_(bundles) {
   const size_t links = static_cast<size_t>(topo.links());
+  link_bundle_.assign(links, kNone);
+  link_count_.assign(links, 0);
   link_flows_.resize(links);
   link_bytes_.assign(links, 0.0);
   link_left_.assign(links, 0.0);
@@ -22,7 +24,10 @@ FlowNetwork::FlowId FlowNetwork::add_flow(const Flow& f) {
   if (!free_.empty()) {
     id = free_.back();
     free_.pop_back();
+    // Stamps only grow across a slot's lives, so no heap entry of an earlier life matches.
+    const uint32_t stamp = flows_[id].stamp;
     flows_[id] = f;
+    flows_[id].stamp = stamp + 1;
   } else {
     id = static_cast<FlowId>(flows_.size());
     flows_.push_back(f);
@@ -53,7 +58,8 @@ void FlowNetwork::start(const Program& p, GroupId g, Time now) {
   if (arrival_.size() <= g) arrival_.resize(p.groups().size(), Time::zero());
   pending_[g] = static_cast<uint32_t>(transfers.size());
   arrival_[g] = now;
-  std::vector<LinkId> seeds;
+  std::vector<Pending> pending;
+  pending.reserve(transfers.size());
   for (const Transfer& t : transfers) {
     const int32_t a = t.from_gpu;
     const int32_t b = t.to_gpu;
@@ -73,13 +79,95 @@ void FlowNetwork::start(const Program& p, GroupId g, Time now) {
       drained(g, now + latency);
       continue;
     }
-    Flow f{g, &route, static_cast<double>(t.bytes.value), static_cast<double>(t.bytes.value), 0.0, now, Time::max(),
-           latency};
-    add_flow(f);
-    seeds.insert(seeds.end(), route.begin(), route.end());
+    pending.push_back({&route, static_cast<double>(t.bytes.value), latency});
   }
-  refill(seeds);
+  if (!try_bundle(g, pending)) {
+    std::vector<LinkId> seeds;
+    for (const Pending& f : pending) {
+      for (LinkId l : *f.route) explode(l);
+    }
+    for (const Pending& f : pending) {
+      add_flow(Flow{g, f.route, f.bytes, f.bytes, 0.0, now, Time::max(), f.latency});
+      seeds.insert(seeds.end(), f.route->begin(), f.route->end());
+    }
+    refill(seeds);
+  }
   ++version_;
+}
+
+bool FlowNetwork::try_bundle(GroupId g, const std::vector<Pending>& pending) {
+  if (!bundles_enabled_ || pending.empty()) return false;
+  // Every link idle (no flow, no bundle), every transfer the same size.
+  for (const Pending& f : pending) {
+    if (f.bytes != pending.front().bytes) return false;
+    for (LinkId l : *f.route) {
+      if (!link_flows_[l].empty() || link_bundle_[l] != kNone) return false;
+    }
+  }
+  // Alone on these links, progressive filling freezes every transfer in its first round at the
+  // group's smallest fair share if each transfer's own tightest link offers exactly that share.
+  for (const Pending& f : pending) {
+    for (LinkId l : *f.route) ++link_count_[l];
+  }
+  double share = std::numeric_limits<double>::infinity();
+  std::vector<double> own(pending.size(), std::numeric_limits<double>::infinity());
+  for (size_t i = 0; i < pending.size(); ++i) {
+    for (LinkId l : *pending[i].route) own[i] = std::min(own[i], topo_.link(l).bandwidth.bytes_per_s / link_count_[l]);
+    share = std::min(share, own[i]);
+  }
+  for (const Pending& f : pending) {
+    for (LinkId l : *f.route) link_count_[l] = 0;
+  }
+  for (double o : own) {
+    if (o != share) return false;
+  }
+  uint32_t id;
+  if (free_bundles_.empty()) {
+    id = static_cast<uint32_t>(bundles_.size());
+    bundles_.emplace_back();
+  } else {
+    id = free_bundles_.back();
+    free_bundles_.pop_back();
+  }
+  Bundle& b = bundles_[id];
+  b.group = g;
+  b.routes.clear();
+  b.latencies.clear();
+  for (const Pending& f : pending) {
+    b.routes.push_back(f.route);
+    b.latencies.push_back(f.latency);
+    for (LinkId l : *f.route) link_bundle_[l] = id;
+  }
+  b.bytes = pending.front().bytes;
+  b.rate = share;
+  b.since = now_;
+  b.finish = now_ + Time::from_seconds(b.bytes / b.rate);
+  b.alive = true;
+  bundle_due_.push_back({b.finish, id, ++b.stamp});
+  std::push_heap(bundle_due_.begin(), bundle_due_.end(), std::greater<>{});
+  return true;
+}
+
+void FlowNetwork::explode(LinkId l) {
+  const uint32_t id = link_bundle_[l];
+  if (id == kNone) return;
+  Bundle& b = bundles_[id];
+  const double left = std::max(0.0, b.bytes - std::min(b.bytes, b.rate * (now_ - b.since).seconds()));
+  for (size_t i = 0; i < b.routes.size(); ++i) {
+    for (LinkId k : *b.routes[i]) link_bundle_[k] = kNone;
+  }
+  // The transfers carry on as flows at the bundle's rate, finishing when it would have (the
+  // refill that follows keeps that unless the newcomer changes their share).
+  const uint32_t batch = new_batch();
+  for (size_t i = 0; i < b.routes.size(); ++i) {
+    const FlowId f = add_flow(Flow{b.group, b.routes[i], b.bytes, left, b.rate, now_, b.finish, b.latencies[i]});
+    batches_[batch].push_back({f, flows_[f].stamp});
+  }
+  due_.push_back({b.finish, batch});
+  std::push_heap(due_.begin(), due_.end(), std::greater<>{});
+  b.alive = false;
+  ++b.stamp;
+  free_bundles_.push_back(id);
 }
 
 void FlowNetwork::refill(std::vector<LinkId>& seeds) {
@@ -155,20 +243,32 @@ void FlowNetwork::refill(std::vector<LinkId>& seeds) {
   std::sort(rescheduled_.begin(), rescheduled_.end(),
             [&](FlowId a, FlowId b) { return flows_[a].finish < flows_[b].finish; });
   for (size_t i = 0; i < rescheduled_.size();) {
-    uint32_t batch;
-    if (free_batches_.empty()) {
-      batch = static_cast<uint32_t>(batches_.size());
-      batches_.emplace_back();
-    } else {
-      batch = free_batches_.back();
-      free_batches_.pop_back();
-    }
+    const uint32_t batch = new_batch();
     const Time at = flows_[rescheduled_[i]].finish;
     for (; i < rescheduled_.size() && flows_[rescheduled_[i]].finish == at; ++i) {
       batches_[batch].push_back({rescheduled_[i], flows_[rescheduled_[i]].stamp});
     }
     due_.push_back({at, batch});
     std::push_heap(due_.begin(), due_.end(), std::greater<>{});
+  }
+}
+
+uint32_t FlowNetwork::new_batch() {
+  if (free_batches_.empty()) {
+    batches_.emplace_back();
+    return static_cast<uint32_t>(batches_.size() - 1);
+  }
+  const uint32_t batch = free_batches_.back();
+  free_batches_.pop_back();
+  return batch;
+}
+
+void FlowNetwork::prune_bundles() const {
+  while (!bundle_due_.empty()) {
+    const BundleDue& top = bundle_due_.front();
+    if (bundles_[top.bundle].alive && bundles_[top.bundle].stamp == top.stamp) return;
+    std::pop_heap(bundle_due_.begin(), bundle_due_.end(), std::greater<>{});
+    bundle_due_.pop_back();
   }
 }
 
@@ -192,7 +292,9 @@ void FlowNetwork::prune() const {
 
 Time FlowNetwork::next_event() const {
   prune();
+  prune_bundles();
   Time next = due_.empty() ? Time::max() : due_.front().at;
+  if (!bundle_due_.empty()) next = min(next, bundle_due_.front().at);
   if (!tails_.empty()) next = min(next, tails_.front().arrive);
   return next;
 }
@@ -207,6 +309,7 @@ void FlowNetwork::drained(GroupId g, Time arrive) {
 
 void FlowNetwork::advance(Time now, std::vector<GroupId>& finished) {
   now_ = now;
+  bool changed_bundles = false;
   // Flows drained by now: each arrives one route latency after its drain.
   std::vector<LinkId> seeds;
   for (prune(); !due_.empty() && due_.front().at <= now; prune()) {
@@ -224,7 +327,24 @@ void FlowNetwork::advance(Time now, std::vector<GroupId>& finished) {
     batches_[b].clear();
     free_batches_.push_back(b);
   }
-  bool changed = !seeds.empty();
+  // Bundles drained by now: their links fall idle, nothing else was on them.
+  for (prune_bundles(); !bundle_due_.empty() && bundle_due_.front().at <= now; prune_bundles()) {
+    Bundle& b = bundles_[bundle_due_.front().bundle];
+    std::pop_heap(bundle_due_.begin(), bundle_due_.end(), std::greater<>{});
+    bundle_due_.pop_back();
+    for (size_t i = 0; i < b.routes.size(); ++i) {
+      for (LinkId l : *b.routes[i]) {
+        link_bytes_[l] += b.bytes;
+        link_bundle_[l] = kNone;
+      }
+      drained(b.group, b.finish + b.latencies[i]);
+    }
+    b.alive = false;
+    ++b.stamp;
+    free_bundles_.push_back(static_cast<uint32_t>(&b - bundles_.data()));
+    changed_bundles = true;
+  }
+  bool changed = !seeds.empty() || changed_bundles;
   while (!tails_.empty() && tails_.front().arrive <= now) {
     finished.push_back(tails_.front().group);
     std::pop_heap(tails_.begin(), tails_.end(), std::greater<>{});

@@ -33,9 +33,13 @@ class NetworkModel {
 /// keep their rates and are not touched. Flows drain lazily: each keeps its bytes as of its last
 /// rate change and its finish time sits in a heap. Costs per start or completion:
 /// O(component flows x route length x bottleneck rounds + log flows).
+/// A group that starts on idle links with transfers that all get the same rate (an all-to-all's
+/// pairs, a ring step's twins) is kept as one bundle until another flow touches its links, when
+/// it becomes ordinary flows again with the bytes it has left: the same rates and finish times,
+/// at the cost of one object instead of one per transfer (`bundles` false turns this off).
 class FlowNetwork final : public NetworkModel {
  public:
-  explicit FlowNetwork(const Topology& topo);
+  explicit FlowNetwork(const Topology& topo, bool bundles = true);
 
   void start(const Program& p, GroupId g, Time now) override;
   Time next_event() const override;
@@ -74,6 +78,34 @@ class FlowNetwork final : public NetworkModel {
     GroupId group;
     bool operator>(const Tail& o) const { return arrive > o.arrive; }
   };
+  /// Transfers of a group that share one rate while nothing else touches their links.
+  struct Bundle {
+    GroupId group;
+    std::vector<const std::vector<LinkId>*> routes;
+    std::vector<Time> latencies;
+    double bytes = 0;  // each
+    double rate = 0;   // each
+    Time since, finish;
+    uint32_t stamp = 0;
+    bool alive = false;
+  };
+  struct BundleDue {
+    Time at;
+    uint32_t bundle;
+    uint32_t stamp;
+    bool operator>(const BundleDue& o) const { return at > o.at; }
+  };
+  struct Pending {  // a transfer of a starting group that needs a flow
+    const std::vector<LinkId>* route;
+    double bytes;
+    Time latency;
+  };
+  /// Starts `pending` as one bundle if they qualify; returns whether it did.
+  bool try_bundle(GroupId g, const std::vector<Pending>& pending);
+  /// Turns the bundle on link `l` (if any) back into flows, as of now.
+  void explode(LinkId l);
+  void prune_bundles() const;
+  uint32_t new_batch();
   FlowId add_flow(const Flow& f);
   void remove_flow(FlowId id);
   /// Brings the flows sharing links (transitively) with `seeds` up to now and refills their rates.
@@ -84,6 +116,12 @@ class FlowNetwork final : public NetworkModel {
   bool live(const Batched& b) const { return flows_[b.flow].alive && flows_[b.flow].stamp == b.stamp; }
 
   const Topology& topo_;
+  bool bundles_enabled_;
+  std::vector<Bundle> bundles_;
+  std::vector<uint32_t> free_bundles_;
+  std::vector<uint32_t> link_bundle_;  // per link: the live bundle crossing it, or kNone
+  mutable std::vector<BundleDue> bundle_due_;  // min-heap (lazy deletion)
+  std::vector<uint32_t> link_count_;   // scratch for try_bundle
   std::vector<Flow> flows_;
   std::vector<FlowId> free_;
   std::vector<std::vector<FlowId>> link_flows_;  // per link: the live flows crossing it
