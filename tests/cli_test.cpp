@@ -445,3 +445,41 @@ TEST_CASE("bubblesim explain compares the parallelisms and checks the ring's ove
   CHECK_THAT(cli("explain " + usp).out, Catch::Contains("overlap holds") && Catch::Contains("SP-Ulysses"));
   expect_input_error("explain " + usp + " --format csv", "valid: text, json");
 }
+
+TEST_CASE("run --db records runs that bubblesim db lists, shows and exports", "[cli][store]") {
+  const fs::path db = temp("runs.db");
+  for (const char* suffix : {"", "-wal", "-shm"}) fs::remove(db.string() + suffix);
+  // Two processes writing at once both succeed.
+  const std::string run = "run scenarios/teaching/compare/zb-v.yaml --format csv --db " + db.string();
+  const std::string prefix = std::string("cd '") + BUBBLESIM_SOURCE_DIR + "' && '" + BUBBLESIM_BINARY + "' ";
+  FILE* first = ::popen((prefix + run + " >/dev/null 2>&1").c_str(), "r");
+  FILE* second = ::popen((prefix + run + " --set parallel.schedule=zb-h1 >/dev/null 2>&1").c_str(), "r");
+  REQUIRE(first != nullptr);
+  REQUIRE(second != nullptr);
+  CHECK(WEXITSTATUS(::pclose(first)) == 0);
+  CHECK(WEXITSTATUS(::pclose(second)) == 0);
+  REQUIRE(cli("run scenarios/cluster/usp-llama3-8b-2x8-a800-208k.yaml --format json --db " + db.string()).code == 0);
+  // A run that stops on an error is kept, marked failed.
+  expect_input_error("run scenarios/teaching/compare/zb-v.yaml --gantt /nonexistent-dir/x.svg --db " + db.string(),
+                     "--gantt: cannot write");
+  const Result list = cli("db list --db " + db.string());
+  REQUIRE(list.code == 0);
+  CHECK(std::count(list.out.begin(), list.out.end(), '\n') == 5);  // header + 4 runs
+  CHECK_THAT(list.out, Catch::Contains("complete") && Catch::Contains("failed") &&
+                           Catch::Contains("usp-llama3-8b-2x8-a800-208k"));
+  const Result show = cli("db show 3 --db " + db.string());
+  CHECK_THAT(show.out, Catch::Contains("run 3 (sim, complete)") && Catch::Contains("\"iteration_time_s\""));
+  const Result csv = cli("db export 3 --db " + db.string());
+  CHECK_THAT(csv.out, Catch::StartsWith("op,device,stream,kind,phase"));
+  CHECK_THAT(csv.out, Catch::Contains(",ring,recv,") && Catch::Contains(",ulysses,"));
+  const json exported = json::parse(cli("db export 3 --format json --db " + db.string()).out);
+  CHECK(exported["ops"].size() > 1000);
+  CHECK(exported["report"]["scenario"] == "usp-llama3-8b-2x8-a800-208k");
+  const json trace = json::parse(cli("db export 1 --format trace --db " + db.string()).out);
+  CHECK(trace["traceEvents"].size() > 100);
+  expect_input_error("db show 99 --db " + db.string(), "no run 99");
+  expect_input_error("db show x --db " + db.string(), "not a run id");
+  expect_input_error("db export 1 --format xml --db " + db.string(), "valid: csv, json, trace");
+  expect_input_error("db frobnicate --db " + db.string(), "unknown action");
+  expect_input_error("db list --db /nonexistent.db", "no database");
+}

@@ -1,10 +1,13 @@
 #include "sim/cli/commands.hpp"
 
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <memory>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "sim/core/error.hpp"
@@ -15,6 +18,7 @@
 #include "sim/report/cluster_report.hpp"
 #include "sim/report/report.hpp"
 #include "sim/sched/training.hpp"
+#include "sim/store/store.hpp"
 #include "sim/topo/topology.hpp"
 #include "sim/scenario/cluster_job.hpp"
 #include "sim/scenario/pipeline_job.hpp"
@@ -58,7 +62,49 @@ void write_report(std::ostream& out, const std::string& format, const Result& re
   }
 }
 
-void run_cluster(const Scenario& sc, const RunOptions& opt, std::ostream& out, std::ostream& err) {
+/// --db: the run is recorded as incomplete before it starts, with its ops, predicted timeline and
+/// report once it has them, and as failed if it stops on an error; nothing without --db.
+class RunRecorder {
+ public:
+  RunRecorder(const RunOptions& opt, const Scenario& sc) {
+    if (opt.db_path.empty()) return;
+    store_ = std::make_unique<Store>(opt.db_path);
+    RunInfo info;
+    info.kind = "sim";
+    info.scenario_name = sc.name;
+    std::ifstream file(opt.scenario);
+    std::ostringstream text;
+    text << file.rdbuf();
+    info.scenario_text = text.str();
+    info.command_line = opt.command_line;
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    info.environment = nlohmann::json{{"bubblesim", kVersion}, {"host", host}, {"compiler", __VERSION__},
+                                      {"overrides", opt.overrides}}.dump();
+    run_ = store_->begin_run(info);
+  }
+
+  template <class Result>
+  void complete(const Program& p, const Trace& t, const Result& result) {
+    if (!store_) return;
+    store_->store_trace(run_, p, t, "predicted");
+    store_->finish_run(run_, "complete", to_json(result).dump());
+  }
+
+  void fail(const std::string& what) noexcept {
+    if (!store_) return;
+    try {
+      store_->finish_run(run_, "failed", nlohmann::json{{"error", what}}.dump());
+    } catch (...) {  // the original error matters more; the run stays marked incomplete
+    }
+  }
+
+ private:
+  std::unique_ptr<Store> store_;
+  int64_t run_ = 0;
+};
+
+void run_cluster(const Scenario& sc, const RunOptions& opt, std::ostream& out, std::ostream& err, RunRecorder& record) {
   const FlopsAccounting accounting = parse_flops_accounting(opt.flops_accounting);  // a bad name fails first
   std::ofstream trace_file;
   std::ofstream gantt_file;
@@ -73,6 +119,7 @@ void run_cluster(const Scenario& sc, const RunOptions& opt, std::ostream& out, s
   const double t_validate = run.validate_s;
   const double t_sim = run.simulate_s;
   write_report(out, opt.format, result);
+  record.complete(plan.program, trace, result);
   if (!opt.trace_path.empty()) {
     write_chrome_trace(trace_file, plan.program, trace, TimeUnit{"s", 1.0}, sc.name);
     close_output(trace_file, opt.trace_path, "--trace");
@@ -92,6 +139,8 @@ void run_cluster(const Scenario& sc, const RunOptions& opt, std::ostream& out, s
   }
 }
 
+void run_pipeline(const Scenario& sc, const RunOptions& opt, std::ostream& out, std::ostream& err, RunRecorder& record);
+
 }  // namespace
 
 ClusterRun::ClusterRun(const Scenario& sc, FlopsAccounting accounting)
@@ -110,12 +159,21 @@ void run_scenario(const RunOptions& opt, std::ostream& out, std::ostream& err) {
   if (opt.format != "text" && opt.format != "json" && opt.format != "csv") {
     throw InputError("--format: unknown format \"" + opt.format + "\" (valid: text, json, csv)");
   }
-  Stopwatch clock;
   const Scenario sc = load_scenario(opt.scenario, opt.overrides);
-  if (!sc.pipeline_only) {
-    run_cluster(sc, opt, out, err);
-    return;
+  RunRecorder record(opt, sc);
+  try {
+    if (sc.pipeline_only) run_pipeline(sc, opt, out, err, record);
+    else run_cluster(sc, opt, out, err, record);
+  } catch (const std::exception& e) {
+    record.fail(e.what());
+    throw;
   }
+}
+
+namespace {
+
+void run_pipeline(const Scenario& sc, const RunOptions& opt, std::ostream& out, std::ostream& err, RunRecorder& record) {
+  Stopwatch clock;
   const PipelineJob job = plan_pipeline(sc);
   const double t_plan = clock.lap();
   // Output files are opened before the run, so a bad path fails before anything is printed.
@@ -133,6 +191,7 @@ void run_scenario(const RunOptions& opt, std::ostream& out, std::ostream& err) {
   const RunResult result = make_result(sc, job, prog, trace);
   const double t_metrics = clock.lap();
   write_report(out, opt.format, result);
+  record.complete(prog, trace, result);
   if (!opt.trace_path.empty()) {
     write_chrome_trace(trace_file, prog, trace, result.unit, sc.name);
     close_output(trace_file, opt.trace_path, "--trace");
@@ -155,6 +214,8 @@ void run_scenario(const RunOptions& opt, std::ostream& out, std::ostream& err) {
     err << buf;
   }
 }
+
+}  // namespace
 
 void print_schedules(std::ostream& out) {
   for (const ScheduleInfo& s : schedule_table()) {

@@ -25,6 +25,8 @@ struct RunOptions {
   std::string gantt_path;
   bool timing = false;
   std::string flops_accounting = "megatron";
+  std::string db_path;       // --db: record the run in this SQLite database
+  std::string command_line;  // as typed, for the record
 };
 
 /// A cluster scenario planned, built and simulated, with its result (which points into it).

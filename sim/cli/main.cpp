@@ -5,6 +5,7 @@
 
 #include "sim/cli/collective.hpp"
 #include "sim/cli/commands.hpp"
+#include "sim/cli/db.hpp"
 #include "sim/cli/sweep.hpp"
 #include "sim/report/explain.hpp"
 #include "sim/scenario/cluster_job.hpp"
@@ -24,7 +25,7 @@ constexpr int kExitDeadlock = 3;
 
 const char* kUsage =
     "usage: bubblesim run SCENARIO [--set key.path=value ...] [--format text|json|csv]\n"
-    "                              [--trace out.json] [--gantt out.svg] [--timing]\n"
+    "                              [--trace out.json] [--gantt out.svg] [--timing] [--db results.db]\n"
     "                              [--flops-accounting megatron|noncausal|megatron-sc21]\n"
     "       bubblesim collective SCENARIO --op all-reduce|all-gather|reduce-scatter|all-to-all|sendrecv\n"
     "                            [--ranks N] [--group intra|inter|all] [--sizes 8B:8GB]\n"
@@ -32,6 +33,7 @@ const char* kUsage =
     "       bubblesim explain SCENARIO [--set key.path=value ...] [--format text|json]\n"
     "       bubblesim sweep SCENARIO --vary key.path=v1,v2,... [--vary ...] [--set key.path=value ...]\n"
     "                       [--format text|csv|json] [--csv out.csv] [--json out.json] [--jobs N]\n"
+    "       bubblesim db list | show RUN | export RUN [--format csv|json|trace] [--db bubblesim.db]\n"
     "       bubblesim schedules          list the pipeline schedules\n"
     "       bubblesim keys               list every scenario key with its type\n"
     "       bubblesim presets            list the GPU and model presets with their sources\n"
@@ -81,6 +83,23 @@ int explain_command(const std::vector<std::string>& args) {
   return kExitOk;
 }
 
+int db_command(const std::vector<std::string>& args) {
+  DbOptions d;
+  po::options_description opts("db options");
+  opts.add_options()("action", po::value<std::string>(&d.action), "list | show | export")(
+      "run", po::value<std::string>(&d.run), "run id (show, export)")(
+      "format", po::value<std::string>(&d.format)->default_value(d.format), "export: csv | json | trace")(
+      "db", po::value<std::string>(&d.db_path)->default_value(d.db_path), "the SQLite database");
+  po::positional_options_description pos;
+  pos.add("action", 1).add("run", 1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(opts).positional(pos).run(), vm);
+  po::notify(vm);
+  if (d.action.empty()) throw InputError("db: missing action (list, show RUN, export RUN)");
+  run_db_command(d, std::cout);
+  return kExitOk;
+}
+
 int sweep_command(const std::vector<std::string>& args) {
   SweepOptions so;
   po::options_description opts("sweep options");
@@ -113,18 +132,15 @@ int run_command(const std::vector<std::string>& args) {
       "timing", "print phase timings and peak memory of bubblesim itself to stderr")(
       "flops-accounting", po::value<std::string>()->default_value("megatron"),
       "megatron | noncausal | megatron-sc21 (how TFLOPS and MFU count model FLOPs)")(
-      "db", po::value<std::string>(), "store the run in a SQLite database (not in this version)")(
+      "db", po::value<std::string>(), "record the run (scenario, ops, predicted timeline, report) in this SQLite database")(
       "calibration", po::value<std::string>(), "use a calibration profile (not in this version)");
   po::positional_options_description pos;
   pos.add("scenario", 1);
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(opts).positional(pos).run(), vm);
   po::notify(vm);
-  for (const char* later : {"db", "calibration"}) {
-    if (vm.count(later)) {
-      throw InputError(std::string("--") + later + ": the SQLite store and calibration profiles are not in this "
-                       "version yet; run without --" + later);
-    }
+  if (vm.count("calibration")) {
+    throw InputError("--calibration: calibration profiles are not in this version yet; run without --calibration");
   }
   if (!vm.count("scenario")) throw InputError("run: missing SCENARIO file (see bubblesim --help)");
   RunOptions ro;
@@ -135,6 +151,9 @@ int run_command(const std::vector<std::string>& args) {
   if (vm.count("gantt")) ro.gantt_path = vm["gantt"].as<std::string>();
   ro.timing = vm.count("timing") > 0;
   ro.flops_accounting = vm["flops-accounting"].as<std::string>();
+  if (vm.count("db")) ro.db_path = vm["db"].as<std::string>();
+  ro.command_line = "bubblesim run";
+  for (const std::string& a : args) ro.command_line += " " + a;
   run_scenario(ro, std::cout, std::cerr);
   return kExitOk;
 }
@@ -162,6 +181,7 @@ int main(int argc, char** argv) {
     if (cmd == "collective") return collective_command(args);
     if (cmd == "sweep") return sweep_command(args);
     if (cmd == "explain") return explain_command(args);
+    if (cmd == "db") return db_command(args);
     if (cmd == "schedules") {
       print_schedules(std::cout);
       return kExitOk;
@@ -174,7 +194,7 @@ int main(int argc, char** argv) {
       print_keys(std::cout);
       return kExitOk;
     }
-    throw InputError("unknown command \"" + cmd + "\" (valid: run, collective, explain, sweep, schedules, keys, presets; see bubblesim --help)");
+    throw InputError("unknown command \"" + cmd + "\" (valid: run, collective, explain, sweep, db, schedules, keys, presets; see bubblesim --help)");
   } catch (const InputError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return kExitInput;

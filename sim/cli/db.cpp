@@ -1,0 +1,105 @@
+#include "sim/cli/db.hpp"
+
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "sim/core/error.hpp"
+#include "sim/core/units.hpp"
+#include "sim/store/store.hpp"
+
+namespace bubblesim::sim {
+namespace {
+
+int64_t run_id(const std::string& text) {
+  const auto id = parse_integer(text);
+  if (!id || *id < 1) {
+    throw InputError("db: \"" + text + "\" is not a run id (a positive integer; bubblesim db list shows them)");
+  }
+  return *id;
+}
+
+void list(Store& store, std::ostream& out) {
+  char buf[512];
+  std::snprintf(buf, sizeof buf, "%6s  %-5s  %-11s  %-20s  %10s  %12s  %s\n", "run", "kind", "status", "started (UTC)",
+                "ops", "iteration(s)", "scenario");
+  out << buf;
+  for (const RunRow& r : store.runs()) {
+    std::snprintf(buf, sizeof buf, "%6lld  %-5s  %-11s  %-20s  %10lld  %12.6g  %s\n", static_cast<long long>(r.id),
+                  r.kind.c_str(), r.status.c_str(), r.started_at.c_str(), static_cast<long long>(r.ops),
+                  r.iteration_time_s, r.scenario_name.c_str());
+    out << buf;
+  }
+}
+
+void show(Store& store, int64_t id, std::ostream& out) {
+  const RunRow r = store.run(id);
+  out << "run " << r.id << " (" << r.kind << ", " << r.status << "): " << r.scenario_name << "\n";
+  out << "started " << r.started_at << (r.ended_at.empty() ? "" : ", ended " + r.ended_at) << "\n";
+  out << "command: " << r.command_line << "\nscenario hash: " << r.scenario_hash << "\n";
+  out << "ops stored: " << r.ops << "\n";
+  const std::string summary = store.summary(id);
+  if (!summary.empty()) out << "report: " << nlohmann::json::parse(summary).dump(2) << "\n";
+}
+
+void export_run(Store& store, int64_t id, const std::string& format, std::ostream& out) {
+  const auto ops = store.ops(id);
+  if (format == "csv") {
+    out << "op,device,stream,kind,phase,stage,microbatch,layer,ring_step,traffic,start_s,end_s\n";
+    char buf[512];
+    for (const Store::OpRow& o : ops) {
+      std::snprintf(buf, sizeof buf, "%lld,%lld,%s,%s,%s,%lld,%lld,%lld,%lld,%s,%.12g,%.12g\n",
+                    static_cast<long long>(o.op), static_cast<long long>(o.device), o.stream.c_str(), o.kind.c_str(),
+                    o.phase.c_str(), static_cast<long long>(o.stage), static_cast<long long>(o.microbatch),
+                    static_cast<long long>(o.layer), static_cast<long long>(o.ring_step), o.traffic.c_str(), o.start_s,
+                    o.end_s);
+      out << buf;
+    }
+  } else if (format == "json") {
+    nlohmann::json rows = nlohmann::json::array();
+    for (const Store::OpRow& o : ops) {
+      rows.push_back({{"op", o.op}, {"device", o.device}, {"stream", o.stream}, {"kind", o.kind}, {"phase", o.phase},
+                      {"stage", o.stage}, {"microbatch", o.microbatch}, {"layer", o.layer},
+                      {"ring_step", o.ring_step}, {"traffic", o.traffic}, {"start_s", o.start_s}, {"end_s", o.end_s}});
+    }
+    const std::string summary = store.summary(id);
+    out << nlohmann::json{{"run", id},
+                          {"report", summary.empty() ? nlohmann::json() : nlohmann::json::parse(summary)},
+                          {"ops", rows}}
+               .dump(2)
+        << "\n";
+  } else if (format == "trace") {
+    // Chrome trace events: one process per device, one thread per stream name.
+    const auto names = store.device_names(id);
+    nlohmann::json events = nlohmann::json::array();
+    for (size_t d = 0; d < names.size(); ++d) {
+      events.push_back({{"ph", "M"}, {"name", "process_name"}, {"pid", d}, {"args", {{"name", names[d]}}}});
+    }
+    for (const Store::OpRow& o : ops) {
+      std::string name = o.phase.empty() ? o.kind : o.phase + std::to_string(o.microbatch);
+      if (!o.traffic.empty()) name += " " + o.traffic;
+      events.push_back({{"ph", "X"}, {"name", name}, {"pid", o.device}, {"tid", o.stream},
+                        {"ts", o.start_s * 1e6}, {"dur", (o.end_s - o.start_s) * 1e6}});
+    }
+    out << nlohmann::json{{"traceEvents", events}}.dump() << "\n";
+  } else {
+    throw InputError("--format: unknown export format \"" + format + "\" (valid: csv, json, trace)");
+  }
+}
+
+}  // namespace
+
+void run_db_command(const DbOptions& opt, std::ostream& out) {
+  if (opt.action != "list" && opt.action != "show" && opt.action != "export") {
+    throw InputError("db: unknown action \"" + opt.action + "\" (valid: list, show RUN, export RUN)");
+  }
+  if (!std::filesystem::exists(opt.db_path)) {
+    throw InputError("--db: no database \"" + opt.db_path + "\" (bubblesim run SCENARIO --db FILE creates one)");
+  }
+  Store store(opt.db_path);
+  if (opt.action == "list") list(store, out);
+  else if (opt.action == "show") show(store, run_id(opt.run), out);
+  else export_run(store, run_id(opt.run), opt.format, out);
+}
+
+}  // namespace bubblesim::sim

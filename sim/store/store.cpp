@@ -1,0 +1,306 @@
+#include "sim/store/store.hpp"
+
+#include <sqlite3.h>
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+
+#include "sim/core/error.hpp"
+
+namespace bubblesim::sim {
+namespace {
+
+constexpr int kBusyTimeoutMs = 30'000;  // another process's transaction: wait, do not fail
+
+const char* kSchemaV1 = R"sql(
+CREATE TABLE runs(
+  id INTEGER PRIMARY KEY,
+  kind TEXT NOT NULL CHECK (kind IN ('sim', 'hw', 'bench')),
+  scenario_name TEXT, scenario_text TEXT, scenario_hash TEXT,
+  command_line TEXT, environment TEXT,
+  status TEXT NOT NULL CHECK (status IN ('incomplete', 'complete', 'failed')),
+  started_at TEXT NOT NULL, ended_at TEXT,
+  summary TEXT);
+CREATE TABLE devices(
+  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+  device INTEGER NOT NULL, name TEXT,
+  PRIMARY KEY (run_id, device));
+CREATE TABLE ops(
+  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+  op INTEGER NOT NULL, device INTEGER NOT NULL, stream TEXT, kind TEXT, phase TEXT,
+  stage INTEGER, microbatch INTEGER, chunk INTEGER, layer INTEGER, ring_step INTEGER,
+  traffic TEXT, bytes INTEGER,
+  PRIMARY KEY (run_id, op));
+CREATE TABLE op_timings(
+  run_id INTEGER NOT NULL, op INTEGER NOT NULL,
+  source TEXT NOT NULL CHECK (source IN ('predicted', 'measured')),
+  start_s REAL NOT NULL, end_s REAL NOT NULL,
+  PRIMARY KEY (run_id, op, source),
+  FOREIGN KEY (run_id, op) REFERENCES ops(run_id, op) ON DELETE CASCADE);
+CREATE TABLE bench_samples(
+  id INTEGER PRIMARY KEY,
+  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+  op_class TEXT NOT NULL, shape TEXT NOT NULL, bytes INTEGER, ranks INTEGER,
+  iterations INTEGER NOT NULL, min_s REAL, median_s REAL, max_s REAL, algbw REAL, busbw REAL);
+CREATE TABLE calibration_profiles(
+  name TEXT PRIMARY KEY, created_at TEXT NOT NULL, source_runs TEXT NOT NULL,
+  parameters TEXT NOT NULL, residuals TEXT);
+CREATE TABLE comparisons(
+  id INTEGER PRIMARY KEY,
+  measured_run INTEGER REFERENCES runs(id), predicted_run INTEGER REFERENCES runs(id),
+  calibration TEXT, created_at TEXT NOT NULL, result TEXT NOT NULL);
+CREATE INDEX ops_by_device ON ops(run_id, device);
+)sql";
+
+std::string now_utc() {
+  const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+/// A prepared statement, finalized on scope exit.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) : db_(db) {
+    if (sqlite3_prepare_v2(db, sql, -1, &s_, nullptr) != SQLITE_OK) {
+      throw InternalError(std::string("sqlite: cannot prepare \"") + sql + "\": " + sqlite3_errmsg(db));
+    }
+  }
+  ~Stmt() { sqlite3_finalize(s_); }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+  Stmt& bind(int i, int64_t v) { return check(sqlite3_bind_int64(s_, i, v)); }
+  Stmt& bind(int i, double v) { return check(sqlite3_bind_double(s_, i, v)); }
+  Stmt& bind(int i, const std::string& v) {
+    return check(sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT));
+  }
+  Stmt& bind_null(int i) { return check(sqlite3_bind_null(s_, i)); }
+  /// One step: true while rows come back.
+  bool step() {
+    const int rc = sqlite3_step(s_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    throw InputError(std::string("sqlite: ") + sqlite3_errmsg(db_));
+  }
+  void run() {
+    step();
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+  }
+  int64_t integer(int col) const { return sqlite3_column_int64(s_, col); }
+  double real(int col) const { return sqlite3_column_double(s_, col); }
+  std::string text(int col) const {
+    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s_, col));
+    return p ? std::string(p) : std::string();
+  }
+
+ private:
+  Stmt& check(int rc) {
+    if (rc != SQLITE_OK) throw InternalError(std::string("sqlite bind: ") + sqlite3_errmsg(db_));
+    return *this;
+  }
+  sqlite3* db_;
+  sqlite3_stmt* s_ = nullptr;
+};
+
+/// BEGIN IMMEDIATE ... COMMIT, rolled back if the scope is left by an exception.
+class Transaction {
+ public:
+  explicit Transaction(sqlite3* db) : db_(db) { exec("BEGIN IMMEDIATE"); }
+  ~Transaction() {
+    if (!done_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+  void commit() {
+    exec("COMMIT");
+    done_ = true;
+  }
+
+ private:
+  void exec(const char* sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+      const std::string msg = err ? err : "unknown error";
+      sqlite3_free(err);
+      throw InputError(std::string("sqlite: ") + sql + ": " + msg);
+    }
+  }
+  sqlite3* db_;
+  bool done_ = false;
+};
+
+}  // namespace
+
+std::string scenario_hash(const std::string& text) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : text) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+Store::Store(const std::string& path) : path_(path) {
+  if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                      nullptr) != SQLITE_OK) {
+    const std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
+    sqlite3_close(db_);
+    db_ = nullptr;
+    throw InputError("--db: cannot open \"" + path + "\": " + msg);
+  }
+  sqlite3_busy_timeout(db_, kBusyTimeoutMs);
+  try {
+    exec("PRAGMA foreign_keys = ON");
+    exec("PRAGMA journal_mode = WAL");
+    migrate();
+  } catch (...) {
+    sqlite3_close(db_);
+    db_ = nullptr;
+    throw;
+  }
+}
+
+Store::~Store() { sqlite3_close(db_); }
+
+void Store::exec(const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    const std::string msg = err ? err : "unknown error";
+    sqlite3_free(err);
+    throw InputError("--db \"" + path_ + "\": " + msg);
+  }
+}
+
+void Store::migrate() {
+  Transaction tx(db_);  // IMMEDIATE: two processes creating the schema at once take turns
+  Stmt version(db_, "PRAGMA user_version");
+  version.step();
+  const int64_t v = version.integer(0);
+  if (v > kSchemaVersion) {
+    throw InputError("--db \"" + path_ + "\": schema version " + std::to_string(v) + " is newer than this bubblesim's (" +
+                     std::to_string(kSchemaVersion) + "); use a newer bubblesim or another database");
+  }
+  if (v == 0) {
+    Stmt tables(db_, "SELECT count(*) FROM sqlite_master WHERE type = 'table'");
+    tables.step();
+    if (tables.integer(0) > 0) {
+      throw InputError("--db \"" + path_ + "\": not a bubblesim database (it has tables but no schema version)");
+    }
+    exec(kSchemaV1);
+    exec(("PRAGMA user_version = " + std::to_string(kSchemaVersion)).c_str());
+  }
+  // Forward migrations from version v to kSchemaVersion go here, one step per version.
+  tx.commit();
+}
+
+int64_t Store::begin_run(const RunInfo& info) {
+  Transaction tx(db_);
+  Stmt insert(db_,
+              "INSERT INTO runs(kind, scenario_name, scenario_text, scenario_hash, command_line, environment, status, "
+              "started_at) VALUES (?, ?, ?, ?, ?, ?, 'incomplete', ?)");
+  insert.bind(1, info.kind).bind(2, info.scenario_name).bind(3, info.scenario_text);
+  insert.bind(4, scenario_hash(info.scenario_text)).bind(5, info.command_line).bind(6, info.environment);
+  insert.bind(7, now_utc());
+  insert.run();
+  const int64_t id = sqlite3_last_insert_rowid(db_);
+  tx.commit();
+  return id;
+}
+
+void Store::store_trace(int64_t run, const Program& p, const Trace& t, const std::string& source) {
+  BUBBLESIM_ASSERT(t.records.size() == p.num_ops(), "store: trace does not match the program");
+  Transaction tx(db_);
+  Stmt device(db_, "INSERT OR REPLACE INTO devices(run_id, device, name) VALUES (?, ?, ?)");
+  for (DeviceId d = 0; d < p.devices().size(); ++d) {
+    device.bind(1, run).bind(2, static_cast<int64_t>(d)).bind(3, p.devices()[d].name);
+    device.run();
+  }
+  Stmt op(db_,
+          "INSERT OR IGNORE INTO ops(run_id, op, device, stream, kind, phase, stage, microbatch, chunk, layer, ring_step, "
+          "traffic, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  Stmt timing(db_, "INSERT OR REPLACE INTO op_timings(run_id, op, source, start_s, end_s) VALUES (?, ?, ?, ?, ?)");
+  for (OpId id = 0; id < p.num_ops(); ++id) {
+    const Op& o = p.op(id);
+    const Label& l = o.label;
+    op.bind(1, run).bind(2, static_cast<int64_t>(id)).bind(3, static_cast<int64_t>(o.device));
+    op.bind(4, p.stream(o.stream).name).bind(5, std::string(to_string(o.kind))).bind(6, std::string(to_string(l.phase)));
+    op.bind(7, static_cast<int64_t>(l.stage)).bind(8, static_cast<int64_t>(l.microbatch));
+    op.bind(9, static_cast<int64_t>(l.chunk)).bind(10, static_cast<int64_t>(l.layer));
+    op.bind(11, static_cast<int64_t>(l.ring_step)).bind(12, std::string(to_string(l.traffic)));
+    if (o.group != kNone) {
+      op.bind(13, p.groups()[o.group].bytes.value);
+    } else {
+      op.bind_null(13);
+    }
+    op.run();
+    timing.bind(1, run).bind(2, static_cast<int64_t>(id)).bind(3, source);
+    timing.bind(4, t.records[id].start.seconds()).bind(5, t.records[id].end.seconds());
+    timing.run();
+  }
+  tx.commit();
+}
+
+void Store::finish_run(int64_t run, const std::string& status, const std::string& summary_json) {
+  Transaction tx(db_);
+  Stmt update(db_, "UPDATE runs SET status = ?, ended_at = ?, summary = ? WHERE id = ?");
+  update.bind(1, status).bind(2, now_utc()).bind(3, summary_json).bind(4, run);
+  update.run();
+  tx.commit();
+}
+
+std::vector<RunRow> Store::runs() {
+  std::vector<RunRow> out;
+  Stmt q(db_,
+         "SELECT id, kind, scenario_name, scenario_hash, status, started_at, coalesce(ended_at, ''), command_line, "
+         "(SELECT count(*) FROM ops WHERE ops.run_id = runs.id), "
+         "coalesce(json_extract(summary, '$.iteration_time_s'), 0) FROM runs ORDER BY id");
+  while (q.step()) {
+    out.push_back({q.integer(0), q.text(1), q.text(2), q.text(3), q.text(4), q.text(5), q.text(6), q.text(7),
+                   q.integer(8), q.real(9)});
+  }
+  return out;
+}
+
+RunRow Store::run(int64_t id) {
+  for (const RunRow& r : runs()) {
+    if (r.id == id) return r;
+  }
+  throw InputError("--db \"" + path_ + "\": no run " + std::to_string(id) + " (bubblesim db list shows the runs)");
+}
+
+std::string Store::summary(int64_t id) {
+  run(id);
+  Stmt q(db_, "SELECT coalesce(summary, '') FROM runs WHERE id = ?");
+  q.bind(1, id);
+  q.step();
+  return q.text(0);
+}
+
+std::vector<Store::OpRow> Store::ops(int64_t run_id, const std::string& source) {
+  run(run_id);
+  std::vector<OpRow> out;
+  Stmt q(db_,
+         "SELECT ops.op, device, stream, kind, phase, stage, microbatch, layer, ring_step, traffic, start_s, end_s "
+         "FROM ops JOIN op_timings USING (run_id, op) WHERE run_id = ? AND source = ? ORDER BY ops.op");
+  q.bind(1, run_id).bind(2, source);
+  while (q.step()) {
+    out.push_back({q.integer(0), q.integer(1), q.text(2), q.text(3), q.text(4), q.integer(5), q.integer(6),
+                   q.integer(7), q.integer(8), q.text(9), q.real(10), q.real(11)});
+  }
+  return out;
+}
+
+std::vector<std::string> Store::device_names(int64_t run_id) {
+  std::vector<std::string> out;
+  Stmt q(db_, "SELECT name FROM devices WHERE run_id = ? ORDER BY device");
+  q.bind(1, run_id);
+  while (q.step()) out.push_back(q.text(0));
+  return out;
+}
+
+}  // namespace bubblesim::sim

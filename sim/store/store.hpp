@@ -1,0 +1,83 @@
+// The SQLite store: runs (simulated, measured on hardware, microbenchmarks), their devices, the
+// Program's ops and each op's start and end, so predictions and measurements join op by op.
+// One database file, schema version in PRAGMA user_version with forward migrations, WAL, foreign
+// keys, prepared statements, every write in a transaction; several processes may write at once
+// (they wait for each other's transactions).
+// Not a report: sim/report formats results; this only keeps them.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "sim/exec/trace.hpp"
+#include "sim/ir/program.hpp"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace bubblesim::sim {
+
+/// What describes a run besides its ops.
+struct RunInfo {
+  std::string kind = "sim";      // sim | hw | bench
+  std::string scenario_name;
+  std::string scenario_text;     // the YAML as given (with --set overrides listed in command)
+  std::string command_line;
+  std::string environment;       // JSON: host, bubblesim version, git revision, ...
+};
+
+struct RunRow {
+  int64_t id = 0;
+  std::string kind, scenario_name, scenario_hash, status, started_at, ended_at, command_line;
+  int64_t ops = 0;
+  double iteration_time_s = 0;
+};
+
+class Store {
+ public:
+  static constexpr int kSchemaVersion = 1;
+
+  /// Opens (creating if needed) and migrates `path`; InputError if it is not a bubblesim
+  /// database, is from a newer schema, or cannot be opened.
+  explicit Store(const std::string& path);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  /// Records a new run as incomplete and returns its id (its own transaction, so a run that
+  /// dies later is still listed, marked incomplete).
+  int64_t begin_run(const RunInfo& info);
+  /// Stores the Program's devices and ops and the trace's start and end per op (`source`
+  /// "predicted" or "measured"), in one transaction.
+  void store_trace(int64_t run, const Program& p, const Trace& t, const std::string& source);
+  /// Marks the run complete (or failed) with its report summary (JSON).
+  void finish_run(int64_t run, const std::string& status, const std::string& summary_json);
+
+  std::vector<RunRow> runs();
+  /// InputError naming the run if there is none.
+  RunRow run(int64_t id);
+  std::string summary(int64_t id);
+
+  struct OpRow {
+    int64_t op;
+    int64_t device;
+    std::string stream, kind, phase;
+    int64_t stage, microbatch, layer, ring_step;
+    std::string traffic;
+    double start_s, end_s;
+  };
+  std::vector<OpRow> ops(int64_t run, const std::string& source = "predicted");
+  std::vector<std::string> device_names(int64_t run);
+
+ private:
+  void exec(const char* sql);
+  void migrate();
+  sqlite3* db_ = nullptr;
+  std::string path_;
+};
+
+/// A SHA-256-free, stable 64-bit FNV-1a hash of the scenario text, in hex (to find equal runs).
+std::string scenario_hash(const std::string& text);
+
+}  // namespace bubblesim::sim
