@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <thread>
 
 #include "sim/core/error.hpp"
 
@@ -156,7 +157,17 @@ Store::Store(const std::string& path) : path_(path) {
   sqlite3_busy_timeout(db_, kBusyTimeoutMs);
   try {
     exec("PRAGMA foreign_keys = ON");
-    exec("PRAGMA journal_mode = WAL");
+    // Switching a new file to WAL needs it to itself; another process doing the same at that
+    // moment answers "locked" at once rather than through the busy handler: try again.
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(kBusyTimeoutMs);
+    for (;;) {
+      const int rc = sqlite3_exec(db_, "PRAGMA journal_mode = WAL", nullptr, nullptr, nullptr);
+      if (rc == SQLITE_OK) break;
+      if ((rc != SQLITE_BUSY && rc != SQLITE_LOCKED) || std::chrono::steady_clock::now() > give_up) {
+        throw InputError("--db \"" + path_ + "\": " + sqlite3_errmsg(db_));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
     migrate();
   } catch (...) {
     sqlite3_close(db_);
