@@ -472,6 +472,8 @@ TEST_CASE("run --db records runs that bubblesim db lists, shows and exports", "[
   const Result csv = cli("db export 3 --db " + db.string());
   CHECK_THAT(csv.out, Catch::StartsWith("op,device,stream,kind,phase"));
   CHECK_THAT(csv.out, Catch::Contains(",ring,recv,") && Catch::Contains(",ulysses,"));
+  // Compute ops carry what they work on: class, shape and FLOPs.
+  CHECK_THAT(csv.out, Catch::Contains(",gemm,\"") && Catch::Contains(",attention_grad,\""));
   const json exported = json::parse(cli("db export 3 --format json --db " + db.string()).out);
   CHECK(exported["ops"].size() > 1000);
   CHECK(exported["report"]["scenario"] == "usp-llama3-8b-2x8-a800-208k");

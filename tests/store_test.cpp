@@ -123,3 +123,18 @@ TEST_CASE("a run is incomplete until finished, and keeps its ops and timeline", 
   exec(db, "PRAGMA foreign_keys = ON; DELETE FROM runs");
   CHECK(pragma(db, "SELECT count(*) FROM op_timings") == 0);
 }
+
+TEST_CASE("an older database is migrated forward, keeping its runs", "[store]") {
+  const fs::path db = fresh("v1.db");
+  { Store s(db.string()); s.begin_run(RunInfo{}); }
+  // Back to version 1: the ops table without what version 2 added.
+  exec(db, "ALTER TABLE ops DROP COLUMN op_class; ALTER TABLE ops DROP COLUMN shape; "
+           "ALTER TABLE ops DROP COLUMN causal_fraction; ALTER TABLE ops DROP COLUMN flops; "
+           "ALTER TABLE ops DROP COLUMN hbm_bytes; PRAGMA user_version = 1");
+  REQUIRE(pragma(db, "SELECT count(*) FROM pragma_table_info('ops') WHERE name = 'flops'") == 0);
+  Store s(db.string());
+  CHECK(pragma(db, "PRAGMA user_version") == 2);
+  CHECK(pragma(db, "SELECT count(*) FROM pragma_table_info('ops') WHERE name IN "
+                   "('op_class', 'shape', 'causal_fraction', 'flops', 'hbm_bytes')") == 5);
+  CHECK(s.runs().size() == 1);
+}

@@ -110,7 +110,7 @@ void run_cluster(const Scenario& sc, const RunOptions& opt, std::ostream& out, s
   std::ofstream gantt_file;
   if (!opt.trace_path.empty()) trace_file = open_output(opt.trace_path, "--trace");
   if (!opt.gantt_path.empty()) gantt_file = open_output(opt.gantt_path, "--gantt");
-  const ClusterRun run(sc, accounting);
+  const ClusterRun run(sc, accounting, !opt.db_path.empty());
   if (!opt.gantt_path.empty()) check_svg_size(run.plan.program);  // before any report is printed
   const TrainingPlan& plan = run.plan;
   const Trace& trace = run.trace;
@@ -143,10 +143,10 @@ void run_pipeline(const Scenario& sc, const RunOptions& opt, std::ostream& out, 
 
 }  // namespace
 
-ClusterRun::ClusterRun(const Scenario& sc, FlopsAccounting accounting)
+ClusterRun::ClusterRun(const Scenario& sc, FlopsAccounting accounting, bool record_work)
     : job(plan_cluster(sc)), topo(job.cluster), compute(*job.cluster.gpu, job.training.attention_kernel), network(topo) {
   Stopwatch clock;
-  plan = build_training(job, topo, compute);
+  plan = build_training(job, topo, compute, record_work);
   build_s = clock.lap();
   require_valid(plan.program);
   validate_s = clock.lap();

@@ -31,7 +31,8 @@ struct RunOptions {
 
 /// A cluster scenario planned, built and simulated, with its result (which points into it).
 struct ClusterRun {
-  ClusterRun(const Scenario& sc, FlopsAccounting accounting);
+  /// `record_work`: keep each compute op's shape and FLOPs in the Program (for the store).
+  ClusterRun(const Scenario& sc, FlopsAccounting accounting, bool record_work = false);
   ClusterRun(const ClusterRun&) = delete;
   ClusterRun& operator=(const ClusterRun&) = delete;
   ClusterJob job;

@@ -45,14 +45,14 @@ void show(Store& store, int64_t id, std::ostream& out) {
 void export_run(Store& store, int64_t id, const std::string& format, std::ostream& out) {
   const auto ops = store.ops(id);
   if (format == "csv") {
-    out << "op,device,stream,kind,phase,stage,microbatch,layer,ring_step,traffic,start_s,end_s\n";
-    char buf[512];
+    out << "op,device,stream,kind,phase,stage,microbatch,layer,ring_step,traffic,start_s,end_s,op_class,shape,flops\n";
+    char buf[768];
     for (const Store::OpRow& o : ops) {
-      std::snprintf(buf, sizeof buf, "%lld,%lld,%s,%s,%s,%lld,%lld,%lld,%lld,%s,%.12g,%.12g\n",
+      std::snprintf(buf, sizeof buf, "%lld,%lld,%s,%s,%s,%lld,%lld,%lld,%lld,%s,%.12g,%.12g,%s,\"%s\",%.6g\n",
                     static_cast<long long>(o.op), static_cast<long long>(o.device), o.stream.c_str(), o.kind.c_str(),
                     o.phase.c_str(), static_cast<long long>(o.stage), static_cast<long long>(o.microbatch),
                     static_cast<long long>(o.layer), static_cast<long long>(o.ring_step), o.traffic.c_str(), o.start_s,
-                    o.end_s);
+                    o.end_s, o.op_class.c_str(), o.shape.c_str(), o.flops);
       out << buf;
     }
   } else if (format == "json") {
@@ -60,7 +60,8 @@ void export_run(Store& store, int64_t id, const std::string& format, std::ostrea
     for (const Store::OpRow& o : ops) {
       rows.push_back({{"op", o.op}, {"device", o.device}, {"stream", o.stream}, {"kind", o.kind}, {"phase", o.phase},
                       {"stage", o.stage}, {"microbatch", o.microbatch}, {"layer", o.layer},
-                      {"ring_step", o.ring_step}, {"traffic", o.traffic}, {"start_s", o.start_s}, {"end_s", o.end_s}});
+                      {"ring_step", o.ring_step}, {"traffic", o.traffic}, {"start_s", o.start_s}, {"end_s", o.end_s},
+                      {"op_class", o.op_class}, {"shape", o.shape}, {"flops", o.flops}});
     }
     const std::string summary = store.summary(id);
     out << nlohmann::json{{"run", id},

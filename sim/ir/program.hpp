@@ -4,6 +4,7 @@
 // Not a scheduler: generators in sim/sched build Programs, the executor in sim/exec runs them.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <limits>
 #include <span>
@@ -75,6 +76,16 @@ static_assert(sizeof(Op) == 64, "Op should stay one cache line");
 struct Edge {
   OpId op;
   uint32_t latency_index;
+};
+
+/// What a compute op works on, for the record (the store, calibration): its class, shape and
+/// model FLOPs and HBM bytes. Kept in an optional side table so large programs stay small.
+struct OpWork {
+  const char* op_class = "";      // "gemm", "attention", "attention_grad", "memory"
+  std::array<int64_t, 5> shape{}; // gemm: m, n, k, batch; attention: batch, q, kv, heads, head dim
+  double causal_fraction = 0;     // attention
+  double flops = 0;
+  double bytes = 0;
 };
 
 /// Compute streams count as busy time; comm streams carry transfers that may overlap it.
@@ -152,6 +163,15 @@ class Program {
   const Stream& stream(StreamId s) const { return streams_[s]; }
   const std::vector<Group>& groups() const { return groups_; }
   std::span<const OpId> members(GroupId g) const;
+  /// Records what op `id` works on (the side table grows on first use).
+  void set_work(OpId id, const OpWork& w) {
+    if (work_.size() <= id) work_.resize(ops_.size());
+    work_[id] = w;
+  }
+  /// nullptr when none was recorded.
+  const OpWork* work(OpId id) const {
+    return id < work_.size() && work_[id].op_class[0] != '\0' ? &work_[id] : nullptr;
+  }
   /// Sets the transfers of group `g` (once per group).
   void set_transfers(GroupId g, std::span<const Transfer> transfers);
   std::span<const Transfer> transfers(GroupId g) const {
@@ -189,6 +209,7 @@ class Program {
   std::vector<Group> groups_;
   std::vector<OpId> group_members_;
   std::vector<Transfer> transfers_;
+  std::vector<OpWork> work_;  // optional, by op id
   std::vector<Time> latencies_;
   std::unordered_map<int64_t, uint32_t> latency_ids_;  // ps -> index into latencies_
   uint32_t last_latency_ = 0;                          // index returned last

@@ -56,8 +56,8 @@ using Lanes = std::vector<OpId>;  // one op per ring rank of a stage
 
 class Builder {
  public:
-  Builder(const ClusterJob& job, const Topology& topo, const ComputeModel& compute)
-      : job_(job), topo_(topo), compute_(compute), place_(job), shape_(layer_shape(job)),
+  Builder(const ClusterJob& job, const Topology& topo, const ComputeModel& compute, bool record_work)
+      : job_(job), topo_(topo), compute_(compute), record_work_(record_work), place_(job), shape_(layer_shape(job)),
         ring_(job.parallel.ring), layout_(parse_ring_layout(job.parallel.ring_layout)),
         allgather_(job.parallel.cp_mode == "allgather") {}
 
@@ -248,8 +248,35 @@ class Builder {
         // Every tp rank and dp replica runs its own Ulysses all-to-all at the same moment.
         return group_collective(d, CollectiveOp::AllToAll, Dim::Ulysses, op.bytes, label, {Dim::Tp, Dim::Dp},
                                 op.merged);
-      default: return compute_op(d, duration(op), label);
+      default: {
+        const OpId id = compute_op(d, duration(op), label);
+        if (record_work_) record(id, op);
+        return id;
+      }
     }
+  }
+
+  /// Program::work of a workload op.
+  void record(OpId id, const LayerOp& op) {
+    OpWork w;
+    switch (op.kind) {
+      case LayerOpKind::Gemm: {
+        const GemmShape& g = op.gemm;
+        w = {"gemm", {g.m, g.n, g.k, g.batch, 0}, 0, 2.0 * g.m * g.n * g.k * g.batch,
+             2.0 * g.batch * (g.m * g.k + g.k * g.n + g.m * g.n)};
+        break;
+      }
+      case LayerOpKind::Attention: record_attention(id, op.attn); return;
+      case LayerOpKind::Memory: w = {"memory", {}, 0, 0, static_cast<double>(op.bytes.value)}; break;
+      default: return;
+    }
+    p_.set_work(id, w);
+  }
+
+  void record_attention(OpId id, const AttentionShape& a) {
+    const double pairs = static_cast<double>(a.q_len) * static_cast<double>(a.kv_len) * a.causal_fraction;
+    p_.set_work(id, {a.backward ? "attention_grad" : "attention", {a.batch, a.q_len, a.kv_len, a.heads, a.head_dim},
+                     a.causal_fraction, 4.0 * a.batch * a.heads * a.head_dim * pairs * (a.backward ? 2.5 : 1.0), 0});
   }
 
   /// One workload op on every ring rank of pipeline rank pp.
@@ -346,6 +373,7 @@ class Builder {
           a.kv_len = w.kv_len;
           a.causal_fraction = w.causal_fraction();
           last = compute_op(d, compute_.attention(a), label);
+          if (record_work_) record_attention(last, a);
           if (kv[r] != kNone) p_.add_dep(last, kv[r]);
           // Forward: merge the block's output into the fp32 accumulator by log-sum-exp.
           if (!backward && t > 0) {
@@ -397,7 +425,8 @@ class Builder {
       a.kv_len = n * ring_;
       a.causal_fraction = static_cast<double>(ring_rank_pairs(layout_, ring_, n, r)) /
                           (static_cast<double>(n) * static_cast<double>(n * ring_));
-      compute_op(dev(pp, r), compute_.attention(a), label);
+      const OpId id = compute_op(dev(pp, r), compute_.attention(a), label);
+      if (record_work_) record_attention(id, a);
     }
     if (backward) expand_collective(p_, spec);
   }
@@ -723,6 +752,7 @@ class Builder {
   const ClusterJob& job_;
   const Topology& topo_;
   const ComputeModel& compute_;
+  bool record_work_;
   RankPlacement place_;
   LayerShape shape_;
   int32_t ring_;
@@ -791,8 +821,9 @@ bool RankPlacement::crosses_nodes(Dim dim, const Topology& topo) const {
   return topo.node_of(g.front()) != topo.node_of(g.back());
 }
 
-TrainingPlan build_training(const ClusterJob& job, const Topology& topo, const ComputeModel& compute) {
-  return Builder(job, topo, compute).run();
+TrainingPlan build_training(const ClusterJob& job, const Topology& topo, const ComputeModel& compute,
+                            bool record_work) {
+  return Builder(job, topo, compute, record_work).run();
 }
 
 }  // namespace bubblesim::sim

@@ -71,6 +71,9 @@ struct TrainingPlan {
 };
 
 /// Builds the iteration of `job` on `topo`. Throws InputError for what cannot be represented.
-TrainingPlan build_training(const ClusterJob& job, const Topology& topo, const ComputeModel& compute);
+/// `record_work` also keeps each compute op's class, shape, FLOPs and bytes (Program::work), for
+/// the store and calibration.
+TrainingPlan build_training(const ClusterJob& job, const Topology& topo, const ComputeModel& compute,
+                            bool record_work = false);
 
 }  // namespace bubblesim::sim

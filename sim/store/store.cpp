@@ -54,6 +54,15 @@ CREATE TABLE comparisons(
 CREATE INDEX ops_by_device ON ops(run_id, device);
 )sql";
 
+/// Version 2: what each compute op works on (Program::work), for calibration.
+const char* kMigrateToV2 = R"sql(
+ALTER TABLE ops ADD COLUMN op_class TEXT;
+ALTER TABLE ops ADD COLUMN shape TEXT;
+ALTER TABLE ops ADD COLUMN causal_fraction REAL;
+ALTER TABLE ops ADD COLUMN flops REAL;
+ALTER TABLE ops ADD COLUMN hbm_bytes REAL;
+)sql";
+
 std::string now_utc() {
   const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
   std::tm tm{};
@@ -203,9 +212,10 @@ void Store::migrate() {
       throw InputError("--db \"" + path_ + "\": not a bubblesim database (it has tables but no schema version)");
     }
     exec(kSchemaV1);
-    exec(("PRAGMA user_version = " + std::to_string(kSchemaVersion)).c_str());
   }
-  // Forward migrations from version v to kSchemaVersion go here, one step per version.
+  // Forward migrations, one step per version; a new file takes them all.
+  if (v < 2) exec(kMigrateToV2);
+  if (v < kSchemaVersion) exec(("PRAGMA user_version = " + std::to_string(kSchemaVersion)).c_str());
   tx.commit();
 }
 
@@ -233,7 +243,8 @@ void Store::store_trace(int64_t run, const Program& p, const Trace& t, const std
   }
   Stmt op(db_,
           "INSERT OR IGNORE INTO ops(run_id, op, device, stream, kind, phase, stage, microbatch, chunk, layer, ring_step, "
-          "traffic, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+          "traffic, bytes, op_class, shape, causal_fraction, flops, hbm_bytes) "
+          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   Stmt timing(db_, "INSERT OR REPLACE INTO op_timings(run_id, op, source, start_s, end_s) VALUES (?, ?, ?, ?, ?)");
   for (OpId id = 0; id < p.num_ops(); ++id) {
     const Op& o = p.op(id);
@@ -247,6 +258,14 @@ void Store::store_trace(int64_t run, const Program& p, const Trace& t, const std
       op.bind(13, p.groups()[o.group].bytes.value);
     } else {
       op.bind_null(13);
+    }
+    if (const OpWork* w = p.work(id)) {
+      std::string shape;
+      for (int64_t x : w->shape) shape += (shape.empty() ? "" : ",") + std::to_string(x);
+      op.bind(14, std::string(w->op_class)).bind(15, shape).bind(16, w->causal_fraction);
+      op.bind(17, w->flops).bind(18, w->bytes);
+    } else {
+      for (int c = 14; c <= 18; ++c) op.bind_null(c);
     }
     op.run();
     timing.bind(1, run).bind(2, static_cast<int64_t>(id)).bind(3, source);
@@ -296,12 +315,13 @@ std::vector<Store::OpRow> Store::ops(int64_t run_id, const std::string& source) 
   run(run_id);
   std::vector<OpRow> out;
   Stmt q(db_,
-         "SELECT ops.op, device, stream, kind, phase, stage, microbatch, layer, ring_step, traffic, start_s, end_s "
+         "SELECT ops.op, device, stream, kind, phase, stage, microbatch, layer, ring_step, traffic, start_s, end_s, "
+         "coalesce(op_class, ''), coalesce(shape, ''), coalesce(flops, 0) "
          "FROM ops JOIN op_timings USING (run_id, op) WHERE run_id = ? AND source = ? ORDER BY ops.op");
   q.bind(1, run_id).bind(2, source);
   while (q.step()) {
     out.push_back({q.integer(0), q.integer(1), q.text(2), q.text(3), q.text(4), q.integer(5), q.integer(6),
-                   q.integer(7), q.integer(8), q.text(9), q.real(10), q.real(11)});
+                   q.integer(7), q.integer(8), q.text(9), q.real(10), q.real(11), q.text(12), q.text(13), q.real(14)});
   }
   return out;
 }

@@ -36,7 +36,7 @@ struct RunRow {
 
 class Store {
  public:
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
 
   /// Opens (creating if needed) and migrates `path`; InputError if it is not a bubblesim
   /// database, is from a newer schema, or cannot be opened.
@@ -66,6 +66,8 @@ class Store {
     int64_t stage, microbatch, layer, ring_step;
     std::string traffic;
     double start_s, end_s;
+    std::string op_class, shape;  // what a compute op works on (empty when not recorded)
+    double flops;
   };
   std::vector<OpRow> ops(int64_t run, const std::string& source = "predicted");
   std::vector<std::string> device_names(int64_t run);
