@@ -267,13 +267,28 @@ TEST_CASE("bad sequence-parallel input gets a one-line error naming the key", "[
   CHECK_THAT(error("ring: 8", "seq_len: 8K, attention_kernel: unfused"), Catch::Contains("training.attention_kernel"));
 }
 
+void check_bundles(const std::string& text);
+
 TEST_CASE("bundled transfers give exactly the flows' timeline", "[sp][network]") {
-  // A job where all-to-alls, ring steps, pipeline transfers and gradient buckets overlap, so
-  // bundles form, drain and are broken up again by newcomers.
-  const std::string text =
+  // Jobs where all-to-alls, ring steps, TP collectives, pipeline transfers and gradient buckets
+  // overlap on shared NICs, an oversubscribed fabric or PCIe, so bundles form, drain and are
+  // broken up again by newcomers.
+  const char* kJobs[] = {
       "cluster: {gpu: h100-sxm5-80gb, nodes: 4, gpus_per_node: 8, inter_node: {nics_per_node: 2}}\n"
       "model: {preset: llama3-8b, layers: 4}\ntraining: {seq_len: 32K, global_batch_size: 4, recompute: full}\n"
-      "parallel: {ulysses: 2, ring: 4, pp: 2, dp: 2, zero: 1, ring_layout: striped}\n";
+      "parallel: {ulysses: 2, ring: 4, pp: 2, dp: 2, zero: 1, ring_layout: striped}\n",
+      "cluster: {gpu: a800-sxm4-80gb, nodes: 4, gpus_per_node: 8, inter_node: {oversubscription: 4}}\n"
+      "model: {preset: llama3-8b, layers: 4}\ntraining: {seq_len: 16K, global_batch_size: 8}\n"
+      "parallel: {tp: 2, ring: 4, pp: 2, dp: 2, zero: 3, schedule: zb-h1, ring_layout: zigzag}\n",
+      "cluster: {gpu: l20-pcie-48gb, nodes: 2, gpus_per_node: 8}\n"
+      "model: {preset: llama3-8b, layers: 2}\ntraining: {seq_len: 16K, global_batch_size: 2}\n"
+      "parallel: {ulysses: 4, ring: 2, dp: 2, cp_mode: allgather, ring_layout: zigzag}\n"};
+  for (const char* text : kJobs) {
+    INFO(text);
+    check_bundles(text);
+  }
+}
+void check_bundles(const std::string& text) {
   const ClusterJob job = plan_cluster(parse_scenario(text, "bundles.yaml"));
   const Topology topo(job.cluster);
   const RooflineCompute compute(*job.cluster.gpu);
