@@ -1,17 +1,14 @@
 // A whole cluster job simulated at op level with network flows: Llama-3-70B, tp 8, pp 8, 1F1B,
 // ZeRO-1, 64 microbatches, on H100 nodes, with data parallelism scaled to 64, 256, 1024 and 4096
-// GPUs. Times plan + build + validate + simulate + metrics, as `bubblesim run` does. Also the
+// GPUs. Times plan + build + validate + simulate + report figures (ClusterRun, as `bubblesim run`
+// does). Also the
 // sequence-parallel cases of issue 4 (run from the repository root: they read scenarios/).
 #include <benchmark/benchmark.h>
 
 #include <sstream>
 
-#include "sim/exec/executor.hpp"
-#include "sim/ir/validate.hpp"
-#include "sim/metrics/metrics.hpp"
-#include "sim/model/network.hpp"
+#include "sim/cli/commands.hpp"
 #include "sim/cli/sweep.hpp"
-#include "sim/sched/training.hpp"
 
 using namespace bubblesim;
 using namespace bubblesim::sim;
@@ -27,16 +24,10 @@ void BM_Llama70B(benchmark::State& state) {
                            "parallel: {tp: 8, pp: 8, dp: " + std::to_string(dp) + ", schedule: 1f1b, zero: 1}\n";
   size_t ops = 0;
   for (auto _ : state) {
-    const ClusterJob job = plan_cluster(parse_scenario(text, "bench.yaml"));
-    const Topology topo(job.cluster);
-    const RooflineCompute compute(*job.cluster.gpu);
-    const TrainingPlan plan = build_training(job, topo, compute);
-    require_valid(plan.program);
-    FlowNetwork net(topo);
-    const Trace t = simulate(plan.program, GivenTimes{}, &net);
-    const Metrics m = compute_metrics(plan.program, t);
-    benchmark::DoNotOptimize(m.makespan);
-    ops = plan.program.num_ops();
+    const Scenario sc = parse_scenario(text, "bench.yaml");
+    const ClusterRun run(sc, FlopsAccounting::Megatron);  // what `bubblesim run` does
+    benchmark::DoNotOptimize(run.result.iteration_s);
+    ops = run.plan.program.num_ops();
   }
   state.counters["ops"] = static_cast<double>(ops);
 }
@@ -47,15 +38,9 @@ void BM_Usp1024(benchmark::State& state) {
   const Scenario sc = load_scenario("scenarios/bench/usp-llama3-70b-1024xh100.yaml");
   size_t ops = 0;
   for (auto _ : state) {
-    const ClusterJob job = plan_cluster(sc);
-    const Topology topo(job.cluster);
-    const RooflineCompute compute(*job.cluster.gpu);
-    const TrainingPlan plan = build_training(job, topo, compute);
-    require_valid(plan.program);
-    FlowNetwork net(topo);
-    const Trace t = simulate(plan.program, GivenTimes{}, &net);
-    benchmark::DoNotOptimize(compute_metrics(plan.program, t).makespan);
-    ops = plan.program.num_ops();
+    const ClusterRun run(sc, FlopsAccounting::Megatron);
+    benchmark::DoNotOptimize(run.result.iteration_s);
+    ops = run.plan.program.num_ops();
   }
   state.counters["ops"] = static_cast<double>(ops);
 }
