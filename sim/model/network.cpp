@@ -58,8 +58,8 @@ void FlowNetwork::start(const Program& p, GroupId g, Time now) {
   if (arrival_.size() <= g) arrival_.resize(p.groups().size(), Time::zero());
   pending_[g] = static_cast<uint32_t>(transfers.size());
   arrival_[g] = now;
-  std::vector<Pending> pending;
-  pending.reserve(transfers.size());
+  std::vector<Pending>& pending = pending_transfers_;  // scratch: no allocation per start
+  pending.clear();
   for (const Transfer& t : transfers) {
     const int32_t a = t.from_gpu;
     const int32_t b = t.to_gpu;
@@ -82,7 +82,8 @@ void FlowNetwork::start(const Program& p, GroupId g, Time now) {
     pending.push_back({&route, static_cast<double>(t.bytes.value), latency});
   }
   if (!try_bundle(g, pending)) {
-    std::vector<LinkId> seeds;
+    std::vector<LinkId>& seeds = seeds_;
+    seeds.clear();
     for (const Pending& f : pending) {
       for (LinkId l : *f.route) explode(l);
     }
@@ -110,7 +111,8 @@ bool FlowNetwork::try_bundle(GroupId g, const std::vector<Pending>& pending) {
     for (LinkId l : *f.route) ++link_count_[l];
   }
   double share = std::numeric_limits<double>::infinity();
-  std::vector<double> own(pending.size(), std::numeric_limits<double>::infinity());
+  std::vector<double>& own = own_share_;
+  own.assign(pending.size(), std::numeric_limits<double>::infinity());
   for (size_t i = 0; i < pending.size(); ++i) {
     for (LinkId l : *pending[i].route) own[i] = std::min(own[i], topo_.link(l).bandwidth.bytes_per_s / link_count_[l]);
     share = std::min(share, own[i]);
@@ -170,7 +172,7 @@ void FlowNetwork::explode(LinkId l) {
   free_bundles_.push_back(id);
 }
 
-void FlowNetwork::refill(std::vector<LinkId>& seeds) {
+void FlowNetwork::refill(const std::vector<LinkId>& seeds) {
   // The component: every flow reachable from the seed links through shared links.
   ++visit_;
   component_.clear();
@@ -311,7 +313,8 @@ void FlowNetwork::advance(Time now, std::vector<GroupId>& finished) {
   now_ = now;
   bool changed_bundles = false;
   // Flows drained by now: each arrives one route latency after its drain.
-  std::vector<LinkId> seeds;
+  std::vector<LinkId>& seeds = seeds_;
+  seeds.clear();
   for (prune(); !due_.empty() && due_.front().at <= now; prune()) {
     const uint32_t b = due_.front().batch;
     std::pop_heap(due_.begin(), due_.end(), std::greater<>{});

@@ -109,7 +109,7 @@ class FlowNetwork final : public NetworkModel {
   FlowId add_flow(const Flow& f);
   void remove_flow(FlowId id);
   /// Brings the flows sharing links (transitively) with `seeds` up to now and refills their rates.
-  void refill(std::vector<LinkId>& seeds);
+  void refill(const std::vector<LinkId>& seeds);
   /// A transfer of group g has drained; it arrives at `arrive`.
   void drained(GroupId g, Time arrive);
   void prune() const;  // drops heap tops with no live flow left so next_event() sees a live one
@@ -122,6 +122,9 @@ class FlowNetwork final : public NetworkModel {
   std::vector<uint32_t> link_bundle_;  // per link: the live bundle crossing it, or kNone
   mutable std::vector<BundleDue> bundle_due_;  // min-heap (lazy deletion)
   std::vector<uint32_t> link_count_;   // scratch for try_bundle
+  std::vector<double> own_share_;      // scratch for try_bundle
+  std::vector<Pending> pending_transfers_;  // scratch for start
+  std::vector<LinkId> seeds_;          // scratch for start and advance: links whose flows changed
   std::vector<Flow> flows_;
   std::vector<FlowId> free_;
   std::vector<std::vector<FlowId>> link_flows_;  // per link: the live flows crossing it
