@@ -15,7 +15,8 @@
 namespace bubblesim::sim {
 namespace {
 
-constexpr double kParam = 2, kGrad = 4, kOptimizer = 12;  // bytes per parameter, as training.cpp
+constexpr double kParam = kParamBytes, kGrad = kGradBytes, kOptimizer = kOptimizerBytes;  // per parameter
+constexpr double kElement = 2;  // bytes of an activation element (bf16)
 
 /// The degree the rows compare at: the job's sequence-parallel degree, else its tp, else a node.
 int32_t comparison_degree(const ClusterJob& job) {
@@ -50,8 +51,7 @@ std::vector<std::vector<int32_t>> ring_groups(const ClusterJob& job, int32_t n) 
 
 /// Time for one ring step: every rank of every group sends `bytes` to the next, on the flow
 /// network of the job's topology.
-double ring_step_seconds(const ClusterJob& job, const std::vector<std::vector<int32_t>>& groups, int64_t bytes) {
-  const Topology topo(job.cluster);
+double ring_step_seconds(const Topology& topo, const std::vector<std::vector<int32_t>>& groups, int64_t bytes) {
   Program p;
   const DeviceId d = p.add_device("ring step");
   Op recv;
@@ -70,26 +70,27 @@ double ring_step_seconds(const ClusterJob& job, const std::vector<std::vector<in
   return simulate(p, GivenTimes{}, &net).makespan.seconds();
 }
 
-RingOverlap ring_overlap(const ClusterJob& job, int32_t n) {
+RingOverlap ring_overlap(const ClusterJob& job, const Topology& topo, int32_t n) {
   const ResolvedModel& m = job.model;
   const int64_t ring = job.parallel.ring > 1 ? job.parallel.ring : n;
   const int64_t ulysses = job.parallel.ring > 1 ? job.parallel.ulysses : 1;
   const int64_t heads = m.heads / (job.parallel.tp * ulysses);
-  const int64_t kv_heads = std::max<int64_t>(1, m.kv_heads / (job.parallel.tp * ulysses));
+  const int64_t kv_heads = m.kv_heads / (job.parallel.tp * ulysses);
   const int64_t d = m.hidden / m.heads;
   const int64_t b = job.training.micro_batch_size;
   RingOverlap o;
   o.block_tokens = job.training.seq_len / ring;
   const RooflineCompute compute(*job.cluster.gpu, job.training.attention_kernel);
   o.compute_s = compute.attention({b, o.block_tokens, o.block_tokens, heads, d, 1.0, false}).seconds();
-  const int64_t bytes = 2 * b * o.block_tokens * kv_heads * d * 2;
-  o.transfer_s = ring_step_seconds(job, ring_groups(job, static_cast<int32_t>(ring)), bytes);
+  const int64_t bytes =
+      sp_traffic({b, job.training.seq_len, m.heads, m.kv_heads, d, job.parallel.tp, ulysses, ring}, false).kv_block;
+  o.transfer_s = ring_step_seconds(topo, ring_groups(job, static_cast<int32_t>(ring)), bytes);
   // n >= (h_kv / h) e F / (2 BW) with the FLOP/s and bandwidth this block actually gets.
   const double flops = 4.0 * static_cast<double>(b) * static_cast<double>(o.block_tokens) *
                        static_cast<double>(o.block_tokens) * static_cast<double>(heads * d);
   const double flop_rate = flops / o.compute_s;
   const double bandwidth = static_cast<double>(bytes) / o.transfer_s;
-  o.threshold_tokens = static_cast<double>(kv_heads) / static_cast<double>(heads) * 2 * flop_rate / (2 * bandwidth);
+  o.threshold_tokens = static_cast<double>(kv_heads) / static_cast<double>(heads) * kElement * flop_rate / (2 * bandwidth);
   o.holds = o.compute_s >= o.transfer_s;
   return o;
 }
@@ -111,7 +112,7 @@ Explanation explain(const ClusterJob& job) {
   const bool flash = t.attention_kernel != "unfused";
   const double act = activation_bytes_per_token(m, 1, true, t.recompute, flash, t.seq_len) * b * S;
   const double states = psi * (kParam + kGrad + kOptimizer);
-  const double bshe = b * S * h * 2;
+  const double bshe = b * S * h * kElement;
   const double grad_all_reduce = 2 * f * psi * kGrad;
   auto sp = [&](int64_t ulysses, int64_t ring, bool allgather) {
     const SpTraffic s = sp_traffic({t.micro_batch_size, t.seq_len, m.heads, m.kv_heads, m.hidden / m.heads, 1,
@@ -147,7 +148,7 @@ Explanation explain(const ClusterJob& job) {
   for (Dim dim : kDims) {
     if (place.degree(dim) > 1 && place.crosses_nodes(dim, topo)) e.crossing.push_back(to_string(dim));
   }
-  e.ring = ring_overlap(job, n);
+  e.ring = ring_overlap(job, topo, n);
   return e;
 }
 

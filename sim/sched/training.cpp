@@ -14,9 +14,6 @@
 namespace bubblesim::sim {
 namespace {
 
-constexpr int64_t kParamBytes = 2;        // bf16 weights
-constexpr int64_t kGradBytes = 4;         // fp32 main gradients, reduced in fp32 (Megatron with bf16)
-constexpr int64_t kOptimizerBytes = 12;   // fp32 master weights, Adam m and v
 constexpr int64_t kOptimizerTraffic = 34; // HBM bytes per local parameter in one Adam step
 constexpr int64_t kBf16 = 2;
 /// HBM bytes per output element to merge a ring step's block into the fp32 accumulator as

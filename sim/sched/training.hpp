@@ -54,6 +54,12 @@ class RankPlacement {
   int32_t degree_[5] = {1, 1, 1, 1, 1};
 };
 
+/// Bytes per parameter of the model states: bf16 weights, fp32 main gradients (reduced in fp32,
+/// Megatron with bf16), fp32 master weights with Adam's m and v.
+inline constexpr int64_t kParamBytes = 2;
+inline constexpr int64_t kGradBytes = 4;
+inline constexpr int64_t kOptimizerBytes = 12;
+
 /// Model states and communication buffers per device, in bytes; activations come from the
 /// simulated schedule.
 struct MemoryEstimate {
