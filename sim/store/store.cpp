@@ -72,6 +72,16 @@ std::string now_utc() {
   return buf;
 }
 
+/// Runs `sql`; InputError "<context>: <sqlite's message>" if it fails.
+void exec_sql(sqlite3* db, const char* sql, const std::string& context) {
+  char* err = nullptr;
+  if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    const std::string msg = err ? err : sqlite3_errmsg(db);
+    sqlite3_free(err);
+    throw InputError(context + ": " + msg);
+  }
+}
+
 /// A prepared statement, finalized on scope exit.
 class Stmt {
  public:
@@ -120,24 +130,16 @@ class Stmt {
 /// BEGIN IMMEDIATE ... COMMIT, rolled back if the scope is left by an exception.
 class Transaction {
  public:
-  explicit Transaction(sqlite3* db) : db_(db) { exec("BEGIN IMMEDIATE"); }
+  explicit Transaction(sqlite3* db) : db_(db) { exec_sql(db_, "BEGIN IMMEDIATE", "sqlite: BEGIN IMMEDIATE"); }
   ~Transaction() {
     if (!done_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
   }
   void commit() {
-    exec("COMMIT");
+    exec_sql(db_, "COMMIT", "sqlite: COMMIT");
     done_ = true;
   }
 
  private:
-  void exec(const char* sql) {
-    char* err = nullptr;
-    if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-      const std::string msg = err ? err : "unknown error";
-      sqlite3_free(err);
-      throw InputError(std::string("sqlite: ") + sql + ": " + msg);
-    }
-  }
   sqlite3* db_;
   bool done_ = false;
 };
@@ -187,14 +189,7 @@ Store::Store(const std::string& path) : path_(path) {
 
 Store::~Store() { sqlite3_close(db_); }
 
-void Store::exec(const char* sql) {
-  char* err = nullptr;
-  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    const std::string msg = err ? err : "unknown error";
-    sqlite3_free(err);
-    throw InputError("--db \"" + path_ + "\": " + msg);
-  }
-}
+void Store::exec(const char* sql) { exec_sql(db_, sql, "--db \"" + path_ + "\""); }
 
 void Store::migrate() {
   Transaction tx(db_);  // IMMEDIATE: two processes creating the schema at once take turns
@@ -283,24 +278,34 @@ void Store::finish_run(int64_t run, const std::string& status, const std::string
   tx.commit();
 }
 
+namespace {
+
+constexpr const char* kRunColumns =
+    "SELECT id, kind, scenario_name, scenario_hash, status, started_at, coalesce(ended_at, ''), command_line, "
+    "(SELECT count(*) FROM ops WHERE ops.run_id = runs.id), "
+    "coalesce(json_extract(summary, '$.iteration_time_s'), 0) FROM runs ";
+
+RunRow run_row(const Stmt& q) {
+  return {q.integer(0), q.text(1), q.text(2), q.text(3), q.text(4), q.text(5), q.text(6), q.text(7),
+          q.integer(8), q.real(9)};
+}
+
+}  // namespace
+
 std::vector<RunRow> Store::runs() {
   std::vector<RunRow> out;
-  Stmt q(db_,
-         "SELECT id, kind, scenario_name, scenario_hash, status, started_at, coalesce(ended_at, ''), command_line, "
-         "(SELECT count(*) FROM ops WHERE ops.run_id = runs.id), "
-         "coalesce(json_extract(summary, '$.iteration_time_s'), 0) FROM runs ORDER BY id");
-  while (q.step()) {
-    out.push_back({q.integer(0), q.text(1), q.text(2), q.text(3), q.text(4), q.text(5), q.text(6), q.text(7),
-                   q.integer(8), q.real(9)});
-  }
+  Stmt q(db_, (std::string(kRunColumns) + "ORDER BY id").c_str());
+  while (q.step()) out.push_back(run_row(q));
   return out;
 }
 
 RunRow Store::run(int64_t id) {
-  for (const RunRow& r : runs()) {
-    if (r.id == id) return r;
+  Stmt q(db_, (std::string(kRunColumns) + "WHERE id = ?").c_str());
+  q.bind(1, id);
+  if (!q.step()) {
+    throw InputError("--db \"" + path_ + "\": no run " + std::to_string(id) + " (bubblesim db list shows the runs)");
   }
-  throw InputError("--db \"" + path_ + "\": no run " + std::to_string(id) + " (bubblesim db list shows the runs)");
+  return run_row(q);
 }
 
 std::string Store::summary(int64_t id) {
