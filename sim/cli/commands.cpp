@@ -91,11 +91,14 @@ class RunRecorder {
     store_->finish_run(run_, "complete", to_json(result).dump());
   }
 
-  void fail(const std::string& what) noexcept {
+  /// Marks the run failed; if even that fails, says so on `err` (the run stays incomplete) and
+  /// leaves the original error to propagate.
+  void fail(const std::string& what, std::ostream& err) noexcept {
     if (!store_) return;
     try {
       store_->finish_run(run_, "failed", nlohmann::json{{"error", what}}.dump());
-    } catch (...) {  // the original error matters more; the run stays marked incomplete
+    } catch (const std::exception& e) {
+      err << "warning: run " << run_ << " stays marked incomplete in the database: " << e.what() << "\n";
     }
   }
 
@@ -165,7 +168,7 @@ void run_scenario(const RunOptions& opt, std::ostream& out, std::ostream& err) {
     if (sc.pipeline_only) run_pipeline(sc, opt, out, err, record);
     else run_cluster(sc, opt, out, err, record);
   } catch (const std::exception& e) {
-    record.fail(e.what());
+    record.fail(e.what(), err);
     throw;
   }
 }
