@@ -479,6 +479,9 @@ TEST_CASE("run --db records runs that bubblesim db lists, shows and exports", "[
   CHECK(exported["report"]["scenario"] == "usp-llama3-8b-2x8-a800-208k");
   // Run 1 is either of the two concurrent ones (96 or 192 ops on 4 devices): an event per op
   // plus a name per device.
+  // Fixed-time runs report abstract units; the store says what one is.
+  CHECK_THAT(list.out, Catch::Contains(" units  compare-zb-v"));
+  CHECK_THAT(cli("db show 1 --db " + db.string()).out, Catch::Contains("1 units = 0.001 s"));
   const json trace = json::parse(cli("db export 1 --format trace --db " + db.string()).out);
   CHECK((trace["traceEvents"].size() == 96 + 4 || trace["traceEvents"].size() == 192 + 4));
   expect_input_error("db show 99 --db " + db.string(), "no run 99");

@@ -109,7 +109,8 @@ TEST_CASE("a run is incomplete until finished, and keeps its ops and timeline", 
   const RunRow r = s.run(id);
   CHECK(r.status == "complete");
   CHECK(r.ops == 2);
-  CHECK(r.iteration_time_s == Approx(0.002));
+  CHECK(r.iteration_time == Approx(0.002));
+  CHECK(r.time_unit == "s");
   CHECK(r.scenario_hash == scenario_hash("pipeline_only: {}"));
   const auto ops = s.ops(id);
   REQUIRE(ops.size() == 2);
@@ -130,11 +131,13 @@ TEST_CASE("an older database is migrated forward, keeping its runs", "[store]") 
   // Back to version 1: the ops table without what version 2 added.
   exec(db, "ALTER TABLE ops DROP COLUMN op_class; ALTER TABLE ops DROP COLUMN shape; "
            "ALTER TABLE ops DROP COLUMN causal_fraction; ALTER TABLE ops DROP COLUMN flops; "
-           "ALTER TABLE ops DROP COLUMN hbm_bytes; PRAGMA user_version = 1");
+           "ALTER TABLE ops DROP COLUMN hbm_bytes; ALTER TABLE runs DROP COLUMN time_unit; "
+           "ALTER TABLE runs DROP COLUMN seconds_per_unit; PRAGMA user_version = 1");
   REQUIRE(pragma(db, "SELECT count(*) FROM pragma_table_info('ops') WHERE name = 'flops'") == 0);
   Store s(db.string());
-  CHECK(pragma(db, "PRAGMA user_version") == 2);
+  CHECK(pragma(db, "PRAGMA user_version") == Store::kSchemaVersion);
   CHECK(pragma(db, "SELECT count(*) FROM pragma_table_info('ops') WHERE name IN "
                    "('op_class', 'shape', 'causal_fraction', 'flops', 'hbm_bytes')") == 5);
   CHECK(s.runs().size() == 1);
+  CHECK(s.runs().front().time_unit == "s");  // version 3's default for older runs
 }

@@ -77,6 +77,11 @@ class RunRecorder {
     text << file.rdbuf();
     info.scenario_text = text.str();
     info.command_line = opt.command_line;
+    if (sc.pipeline_only) {  // reports in abstract units
+      const TimeUnit unit;
+      info.time_unit = unit.name;
+      info.seconds_per_unit = 1 / unit.per_second;
+    }
     char host[256] = "";
     gethostname(host, sizeof host - 1);
     info.environment = nlohmann::json{{"bubblesim", kVersion}, {"host", host}, {"compiler", __VERSION__},

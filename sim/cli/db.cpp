@@ -21,13 +21,13 @@ int64_t run_id(const std::string& text) {
 
 void list(Store& store, std::ostream& out) {
   char buf[512];
-  std::snprintf(buf, sizeof buf, "%6s  %-5s  %-11s  %-20s  %10s  %12s  %s\n", "run", "kind", "status", "started (UTC)",
-                "ops", "iteration(s)", "scenario");
+  std::snprintf(buf, sizeof buf, "%6s  %-5s  %-11s  %-20s  %10s  %18s  %s\n", "run", "kind", "status", "started (UTC)",
+                "ops", "iteration", "scenario");
   out << buf;
   for (const RunRow& r : store.runs()) {
-    std::snprintf(buf, sizeof buf, "%6lld  %-5s  %-11s  %-20s  %10lld  %12.6g  %s\n", static_cast<long long>(r.id),
+    std::snprintf(buf, sizeof buf, "%6lld  %-5s  %-11s  %-20s  %10lld  %12.6g %-5s  %s\n", static_cast<long long>(r.id),
                   r.kind.c_str(), r.status.c_str(), r.started_at.c_str(), static_cast<long long>(r.ops),
-                  r.iteration_time_s, r.scenario_name.c_str());
+                  r.iteration_time, r.time_unit.c_str(), r.scenario_name.c_str());
     out << buf;
   }
 }
@@ -37,7 +37,9 @@ void show(Store& store, int64_t id, std::ostream& out) {
   out << "run " << r.id << " (" << r.kind << ", " << r.status << "): " << r.scenario_name << "\n";
   out << "started " << r.started_at << (r.ended_at.empty() ? "" : ", ended " + r.ended_at) << "\n";
   out << "command: " << r.command_line << "\nscenario hash: " << r.scenario_hash << "\n";
-  out << "ops stored: " << r.ops << "\n";
+  out << "ops stored: " << r.ops << "; op times in seconds of the simulation clock";
+  if (r.time_unit != "s") out << " (the report's 1 " << r.time_unit << " = " << r.seconds_per_unit << " s)";
+  out << "\n";
   const std::string summary = store.summary(id);
   if (!summary.empty()) out << "report: " << nlohmann::json::parse(summary).dump(2) << "\n";
 }
@@ -64,7 +66,10 @@ void export_run(Store& store, int64_t id, const std::string& format, std::ostrea
                       {"op_class", o.op_class}, {"shape", o.shape}, {"flops", o.flops}});
     }
     const std::string summary = store.summary(id);
+    const RunRow r = store.run(id);
     out << nlohmann::json{{"run", id},
+                          {"time_unit", r.time_unit},
+                          {"seconds_per_unit", r.seconds_per_unit},
                           {"report", summary.empty() ? nlohmann::json() : nlohmann::json::parse(summary)},
                           {"ops", rows}}
                .dump(2)

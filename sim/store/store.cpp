@@ -63,6 +63,12 @@ ALTER TABLE ops ADD COLUMN flops REAL;
 ALTER TABLE ops ADD COLUMN hbm_bytes REAL;
 )sql";
 
+/// Version 3: the unit of a run's report times; op timings are seconds of the simulation clock.
+const char* kMigrateToV3 = R"sql(
+ALTER TABLE runs ADD COLUMN time_unit TEXT NOT NULL DEFAULT 's';
+ALTER TABLE runs ADD COLUMN seconds_per_unit REAL NOT NULL DEFAULT 1;
+)sql";
+
 std::string now_utc() {
   const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
   std::tm tm{};
@@ -210,6 +216,7 @@ void Store::migrate() {
   }
   // Forward migrations, one step per version; a new file takes them all.
   if (v < 2) exec(kMigrateToV2);
+  if (v < 3) exec(kMigrateToV3);
   if (v < kSchemaVersion) exec(("PRAGMA user_version = " + std::to_string(kSchemaVersion)).c_str());
   tx.commit();
 }
@@ -218,10 +225,10 @@ int64_t Store::begin_run(const RunInfo& info) {
   Transaction tx(db_);
   Stmt insert(db_,
               "INSERT INTO runs(kind, scenario_name, scenario_text, scenario_hash, command_line, environment, status, "
-              "started_at) VALUES (?, ?, ?, ?, ?, ?, 'incomplete', ?)");
+              "started_at, time_unit, seconds_per_unit) VALUES (?, ?, ?, ?, ?, ?, 'incomplete', ?, ?, ?)");
   insert.bind(1, info.kind).bind(2, info.scenario_name).bind(3, info.scenario_text);
   insert.bind(4, scenario_hash(info.scenario_text)).bind(5, info.command_line).bind(6, info.environment);
-  insert.bind(7, now_utc());
+  insert.bind(7, now_utc()).bind(8, info.time_unit).bind(9, info.seconds_per_unit);
   insert.run();
   const int64_t id = sqlite3_last_insert_rowid(db_);
   tx.commit();
@@ -283,11 +290,11 @@ namespace {
 constexpr const char* kRunColumns =
     "SELECT id, kind, scenario_name, scenario_hash, status, started_at, coalesce(ended_at, ''), command_line, "
     "(SELECT count(*) FROM ops WHERE ops.run_id = runs.id), "
-    "coalesce(json_extract(summary, '$.iteration_time_s'), 0) FROM runs ";
+    "coalesce(json_extract(summary, '$.iteration_time_s'), 0), time_unit, seconds_per_unit FROM runs ";
 
 RunRow run_row(const Stmt& q) {
   return {q.integer(0), q.text(1), q.text(2), q.text(3), q.text(4), q.text(5), q.text(6), q.text(7),
-          q.integer(8), q.real(9)};
+          q.integer(8), q.real(9), q.text(10), q.real(11)};
 }
 
 }  // namespace

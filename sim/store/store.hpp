@@ -25,18 +25,24 @@ struct RunInfo {
   std::string scenario_text;     // the YAML as given (with --set overrides listed in command)
   std::string command_line;
   std::string environment;       // JSON: host, bubblesim version, git revision, ...
+  /// The unit the run's report gives times in ("s", or "units" for fixed-time scenarios) and how
+  /// many seconds of the simulation clock one of it is: op timings are stored in those seconds.
+  std::string time_unit = "s";
+  double seconds_per_unit = 1;
 };
 
 struct RunRow {
   int64_t id = 0;
   std::string kind, scenario_name, scenario_hash, status, started_at, ended_at, command_line;
   int64_t ops = 0;
-  double iteration_time_s = 0;
+  double iteration_time = 0;  // from the report, in time_unit
+  std::string time_unit;
+  double seconds_per_unit = 1;
 };
 
 class Store {
  public:
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
 
   /// Opens (creating if needed) and migrates `path`; InputError if it is not a bubblesim
   /// database, is from a newer schema, or cannot be opened.
