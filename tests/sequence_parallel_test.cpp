@@ -172,11 +172,14 @@ TEST_CASE("a ring attention layer moves the K/V blocks and dK/dV accumulators of
   // each rank sends.
   CHECK(t.at(Traffic::Ring).bytes == 4 * 2 * (per.ring_forward + per.ring_backward));
   // Gradients are reduced over dp x ring = 8 GPUs, and ZeRO-less weights are replicated on them.
+  size_t dp_streams = 0;
   for (const Stream& s : b.plan.program.streams()) {
     if (s.name != "dp" || s.ops.empty()) continue;
+    ++dp_streams;
     const Op& op = b.plan.program.op(s.ops.front());
     CHECK(b.plan.program.transfers(op.group).size() == 8);
   }
+  CHECK(dp_streams == 4);  // every ring rank's device reduces gradients
   // The zigzag layout keeps ranks balanced: no imbalance wait to speak of.
   for (const DeviceMetrics& d : b.metrics.devices) CHECK(d.idle_breakdown.imbalance.seconds() < 0.02 * b.trace.makespan.seconds());
 }
