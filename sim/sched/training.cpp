@@ -16,13 +16,6 @@ namespace {
 
 constexpr int64_t kOptimizerTraffic = 34; // HBM bytes per local parameter in one Adam step
 constexpr int64_t kBf16 = 2;
-/// HBM bytes per output element to merge a ring step's block into the fp32 accumulator as
-/// ring-flash-attention does (algorithms.md 2.1): cast the bf16 block to fp32 (2 + 4), out -
-/// block (4 + 4 + 4), times sigmoid(lse difference) (4 + 4), out minus that (4 + 4 + 4).
-constexpr int64_t kMergeBytes = 38;
-/// The backward's per-step accumulation: the block's bf16 dQ/dK/dV added into fp32 accumulators
-/// (read 4 + 2, write 4 bytes per element).
-constexpr int64_t kAccumulateBytes = 10;
 
 /// Layers and extra work of one pipeline stage (in model order).
 struct StageLayout {
@@ -374,12 +367,12 @@ class Builder {
           if (kv[r] != kNone) p_.add_dep(last, kv[r]);
           // Forward: merge the block's output into the fp32 accumulator by log-sum-exp.
           if (!backward && t > 0) {
-            last = compute_op(d, compute_.memory_bound(Bytes{b * w.q_len * q_width * kMergeBytes}), label);
+            last = compute_op(d, compute_.memory_bound(Bytes{ring_merge_bytes(b, w.q_len, q_width)}), label);
           }
         }
         if (backward && t > 0) {
           // Add the block's dQ, and its dK/dV to the accumulators that arrived from r - 1.
-          const int64_t bytes = w.pairs > 0 ? b * (w.q_len * q_width + 2 * n * kv_width) * kAccumulateBytes : 0;
+          const int64_t bytes = w.pairs > 0 ? ring_accumulate_bytes(b, w.q_len, q_width, n, kv_width) : 0;
           last = compute_op(d, bytes > 0 ? compute_.memory_bound(Bytes{bytes}) : Time::zero(), label);
           p_.add_dep(last, dkv[r]);
         }

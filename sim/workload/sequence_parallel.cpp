@@ -54,6 +54,18 @@ int64_t ring_rank_pairs(RingLayout layout, int64_t ranks, int64_t local, int64_t
   return pairs;
 }
 
+int64_t ring_merge_bytes(int64_t batch, int64_t q_len, int64_t q_width) {
+  // Per element: cast the bf16 block to fp32 (2 + 4), out - block (4 + 4 + 4), times
+  // sigmoid(lse difference) (4 + 4), out minus that (4 + 4 + 4) (algorithms.md 2.1).
+  constexpr int64_t kMergeBytes = 38;
+  return batch * q_len * q_width * kMergeBytes;
+}
+
+int64_t ring_accumulate_bytes(int64_t batch, int64_t q_len, int64_t q_width, int64_t kv_len, int64_t kv_width) {
+  constexpr int64_t kAccumulateBytes = 10;  // read the fp32 sum (4) and the bf16 block (2), write 4
+  return batch * (q_len * q_width + 2 * kv_len * kv_width) * kAccumulateBytes;
+}
+
 SpTraffic sp_traffic(const SpShape& s, bool allgather) {
   SpTraffic t;
   const int64_t u = s.ulysses;

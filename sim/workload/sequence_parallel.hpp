@@ -31,6 +31,13 @@ RingStepWork ring_step_work(RingLayout layout, int64_t ranks, int64_t local, int
 /// All pairs a rank computes over the whole ring (= its queries against every key before them).
 int64_t ring_rank_pairs(RingLayout layout, int64_t ranks, int64_t local, int64_t rank);
 
+/// HBM bytes of a forward ring step's log-sum-exp merge of its block output (q_len queries of
+/// `q_width` elements) into the fp32 accumulator, as ring-flash-attention does it.
+int64_t ring_merge_bytes(int64_t batch, int64_t q_len, int64_t q_width);
+/// HBM bytes of a backward ring step adding its block's dQ (q_len x q_width) and dK, dV (kv_len x
+/// kv_width each) into the fp32 accumulators.
+int64_t ring_accumulate_bytes(int64_t batch, int64_t q_len, int64_t q_width, int64_t kv_len, int64_t kv_width);
+
 /// Per-rank, per-layer bytes of one sequence-parallel configuration (algorithms.md 2.1-2.4).
 struct SpShape {
   int64_t batch = 1, seq = 0;          // sequences per microbatch, tokens per sequence
