@@ -9,6 +9,7 @@ packages=(
   libsqlite3-dev catch2 libbenchmark-dev libyaml-cpp-dev nlohmann-json3-dev
   python3 python3-matplotlib python3-ipykernel python3-nbformat jupyter-nbconvert
   librsvg2-bin
+  openmpi-bin libopenmpi-dev libopenblas-dev
 )
 
 missing=()

@@ -10,6 +10,7 @@
 #include <sstream>
 #include <nlohmann/json.hpp>
 
+#include "build_info.hpp"
 #include "sim/core/error.hpp"
 #include "sim/exec/executor.hpp"
 #include "sim/ir/validate.hpp"
@@ -84,7 +85,7 @@ class RunRecorder {
     }
     char host[256] = "";
     gethostname(host, sizeof host - 1);
-    info.environment = nlohmann::json{{"bubblesim", kVersion}, {"host", host}, {"compiler", __VERSION__},
+    info.environment = nlohmann::json{{"bubblesim", kVersion}, {"git_revision", kGitRevision}, {"host", host}, {"compiler", __VERSION__},
                                       {"overrides", opt.overrides}}.dump();
     run_ = store_->begin_run(info);
   }

@@ -26,6 +26,10 @@ constexpr std::string_view kNvlinkHop = "NCCL Simple-protocol NVLink hop latency
 constexpr std::string_view kPcieHop = "NCCL Simple-protocol PCIe hop latency 5.7 us [ncclTune]";
 constexpr std::string_view kGiB80 = "80 GB HBM = 80 GiB (nvidia-smi 81920 MiB)";
 
+constexpr std::string_view kHostCpu =
+    "assumed: 2 AVX2 FMA/cycle x 8 fp32 x 2 FLOP x 4 GHz; calibrate with bubblesim-hw bench";
+const NicPreset kHostNet{1, Bandwidth{10 * GB / 8}, Bandwidth{1 * GB}, Time::from_seconds(30e-6),
+                         "host backend across machines: MPI over 10 GbE TCP (assumed)"};
 const NicPreset kHdr8{8, Bandwidth{200 * GB / 8}, Bandwidth{23.5 * GB}, Time::from_seconds(5e-6),
                       "DGX A100: 8x ConnectX-6 HDR 200 Gb/s, NCCL ~23.5 GB/s each [naddod][SimAIbw]"};
 const NicPreset kHdr4{4, Bandwidth{200 * GB / 8}, Bandwidth{23.5 * GB}, Time::from_seconds(5e-6),
@@ -61,6 +65,15 @@ const std::vector<GpuPreset>& gpu_presets() {
        {48 * GB, kSpecL20}, {864 * GB, kSpecL20}, {92, kSpecL20}, {0, "no NVLink: GPUs talk over PCIe [topcpu]"},
        {0, "no NVLink"}, Time::from_seconds(5.7e-6), 4, {25 * GB, kPcie4},
        {0.811, "assumed as A100 PCIe, no L20 measurement in hardware.md [mleAcc]"}, kRoce2},
+      // The host backend's device: one CPU core per rank running fp32 OpenBLAS, ranks talking over
+      // MPI shared memory. Figures are conservative guesses for a current x86 server core; the
+      // calibration loop (bubblesim-hw bench, bubblesim calibrate) replaces them with measurements.
+      {"host-cpu", "one CPU core per rank (host backend: fp32 OpenBLAS, MPI)", "cpu",
+       {64e9, kHostCpu}, {64e9, kHostCpu}, {8 * GB, "host memory given to one rank (assumed)"},
+       {10 * GB, "one core's streaming bandwidth (assumed)"}, {1, "one core"},
+       {0, "no NVLink: ranks talk through MPI shared memory"}, {0, "no NVLink"}, Time::from_seconds(2e-6), 0,
+       {4 * GB, "MPI shared-memory copy between two ranks (assumed; measured by bench p2p)"},
+       {0.8, "fp32 BLAS on a large GEMM (assumed)"}, kHostNet},
   };
   return gpus;
 }

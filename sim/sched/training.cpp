@@ -202,6 +202,13 @@ class Builder {
     return p_.add_op(o);
   }
 
+  /// A memory-bound op moving `bytes` through HBM on device d (merges, accumulations, optimizer).
+  OpId memory_op(DeviceId d, int64_t bytes, Label label) {
+    const OpId id = compute_op(d, bytes > 0 ? compute_.memory_bound(Bytes{bytes}) : Time::zero(), label);
+    if (record_work_ && bytes > 0) p_.set_work(id, {"memory", {}, 0, 0, static_cast<double>(bytes)});
+    return id;
+  }
+
   /// A blocking collective of device d's group along `dim`, issued on its compute stream.
   /// Its groups (and twins) are the same for every call, so each device's spec is built once.
   OpId group_collective(DeviceId d, CollectiveOp kind, Dim dim, Bytes bytes, Label label,
@@ -367,13 +374,13 @@ class Builder {
           if (kv[r] != kNone) p_.add_dep(last, kv[r]);
           // Forward: merge the block's output into the fp32 accumulator by log-sum-exp.
           if (!backward && t > 0) {
-            last = compute_op(d, compute_.memory_bound(Bytes{ring_merge_bytes(b, w.q_len, q_width)}), label);
+            last = memory_op(d, ring_merge_bytes(b, w.q_len, q_width), label);
           }
         }
         if (backward && t > 0) {
           // Add the block's dQ, and its dK/dV to the accumulators that arrived from r - 1.
           const int64_t bytes = w.pairs > 0 ? ring_accumulate_bytes(b, w.q_len, q_width, n, kv_width) : 0;
-          last = compute_op(d, bytes > 0 ? compute_.memory_bound(Bytes{bytes}) : Time::zero(), label);
+          last = memory_op(d, bytes, label);
           p_.add_dep(last, dkv[r]);
         }
         if (last != kNone) step_end[r] = last;
@@ -714,7 +721,7 @@ class Builder {
     Lanes opt;
     for (int32_t r = 0; r < ring_; ++r) {
       const DeviceId d = dev(pp, r);
-      const OpId o = compute_op(d, compute_.memory_bound(Bytes{local * kOptimizerTraffic}), Label{});
+      const OpId o = memory_op(d, local * kOptimizerTraffic, Label{});
       const auto& dp_ops = p_.stream(dp_stream_[d]).ops;
       if (!dp_ops.empty()) p_.add_dep(o, dp_ops.back());
       opt.push_back(o);

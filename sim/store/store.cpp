@@ -69,6 +69,16 @@ ALTER TABLE runs ADD COLUMN time_unit TEXT NOT NULL DEFAULT 's';
 ALTER TABLE runs ADD COLUMN seconds_per_unit REAL NOT NULL DEFAULT 1;
 )sql";
 
+/// Version 4: every measured iteration of a hardware run as it completes (a run killed later
+/// keeps them), and the bench sample's op_class/shape index for calibration.
+const char* kMigrateToV4 = R"sql(
+CREATE TABLE iterations(
+  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+  iteration INTEGER NOT NULL, warmup INTEGER NOT NULL, makespan_s REAL NOT NULL,
+  PRIMARY KEY (run_id, iteration));
+CREATE INDEX bench_by_class ON bench_samples(op_class);
+)sql";
+
 std::string now_utc() {
   const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
   std::tm tm{};
@@ -217,6 +227,7 @@ void Store::migrate() {
   // Forward migrations, one step per version; a new file takes them all.
   if (v < 2) exec(kMigrateToV2);
   if (v < 3) exec(kMigrateToV3);
+  if (v < 4) exec(kMigrateToV4);
   if (v < kSchemaVersion) exec(("PRAGMA user_version = " + std::to_string(kSchemaVersion)).c_str());
   tx.commit();
 }
@@ -344,6 +355,112 @@ std::vector<std::string> Store::device_names(int64_t run_id) {
   q.bind(1, run_id);
   while (q.step()) out.push_back(q.text(0));
   return out;
+}
+
+void Store::store_iteration(int64_t run, int64_t iteration, bool warmup, double makespan_s) {
+  Transaction tx(db_);
+  Stmt insert(db_, "INSERT OR REPLACE INTO iterations(run_id, iteration, warmup, makespan_s) VALUES (?, ?, ?, ?)");
+  insert.bind(1, run).bind(2, iteration).bind(3, static_cast<int64_t>(warmup ? 1 : 0)).bind(4, makespan_s);
+  insert.run();
+  tx.commit();
+}
+
+std::vector<Store::IterationRow> Store::iterations(int64_t run_id) {
+  run(run_id);
+  std::vector<IterationRow> out;
+  Stmt q(db_, "SELECT iteration, warmup, makespan_s FROM iterations WHERE run_id = ? ORDER BY iteration");
+  q.bind(1, run_id);
+  while (q.step()) out.push_back({q.integer(0), q.integer(1) != 0, q.real(2)});
+  return out;
+}
+
+void Store::store_bench_sample(int64_t run, const BenchSample& b) {
+  Transaction tx(db_);
+  Stmt insert(db_,
+              "INSERT INTO bench_samples(run_id, op_class, shape, bytes, ranks, iterations, min_s, median_s, max_s, "
+              "algbw, busbw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  insert.bind(1, run).bind(2, b.op_class).bind(3, b.shape).bind(4, b.bytes).bind(5, b.ranks);
+  insert.bind(6, b.iterations).bind(7, b.min_s).bind(8, b.median_s).bind(9, b.max_s);
+  insert.bind(10, b.algbw).bind(11, b.busbw);
+  insert.run();
+  tx.commit();
+}
+
+std::vector<BenchSample> Store::bench_samples(const std::vector<int64_t>& runs_wanted) {
+  std::vector<BenchSample> out;
+  std::string sql =
+      "SELECT run_id, op_class, shape, coalesce(bytes, 0), coalesce(ranks, 1), iterations, min_s, median_s, max_s, "
+      "coalesce(algbw, 0), coalesce(busbw, 0) FROM bench_samples JOIN runs ON runs.id = run_id "
+      "WHERE runs.status = 'complete'";
+  if (!runs_wanted.empty()) {
+    sql += " AND run_id IN (";
+    for (size_t i = 0; i < runs_wanted.size(); ++i) sql += (i ? "," : "") + std::to_string(runs_wanted[i]);
+    sql += ")";
+  }
+  sql += " ORDER BY bench_samples.id";
+  Stmt q(db_, sql.c_str());
+  while (q.step()) {
+    out.push_back({q.integer(0), q.text(1), q.text(2), q.integer(3), q.integer(4), q.integer(5), q.real(6), q.real(7),
+                   q.real(8), q.real(9), q.real(10)});
+  }
+  return out;
+}
+
+void Store::save_profile(const ProfileRow& p) {
+  Transaction tx(db_);
+  Stmt insert(db_,
+              "INSERT OR REPLACE INTO calibration_profiles(name, created_at, source_runs, parameters, residuals) "
+              "VALUES (?, ?, ?, ?, ?)");
+  insert.bind(1, p.name).bind(2, now_utc()).bind(3, p.source_runs).bind(4, p.parameters).bind(5, p.residuals);
+  insert.run();
+  tx.commit();
+}
+
+ProfileRow Store::profile(const std::string& name) {
+  Stmt q(db_, "SELECT name, created_at, source_runs, parameters, coalesce(residuals, '') FROM calibration_profiles "
+              "WHERE name = ?");
+  q.bind(1, name);
+  if (!q.step()) {
+    std::string names;
+    for (const std::string& n : profile_names()) names += (names.empty() ? "" : ", ") + n;
+    throw InputError("--calibration: no profile \"" + name + "\" in \"" + path_ + "\" (" +
+                     (names.empty() ? std::string("it has none; bubblesim calibrate makes one") : "it has: " + names) +
+                     ")");
+  }
+  return {q.text(0), q.text(1), q.text(2), q.text(3), q.text(4)};
+}
+
+std::vector<std::string> Store::profile_names() {
+  std::vector<std::string> out;
+  Stmt q(db_, "SELECT name FROM calibration_profiles ORDER BY name");
+  while (q.step()) out.push_back(q.text(0));
+  return out;
+}
+
+int64_t Store::store_comparison(int64_t measured_run, int64_t predicted_run, const std::string& calibration,
+                                const std::string& result_json) {
+  Transaction tx(db_);
+  Stmt insert(db_, "INSERT INTO comparisons(measured_run, predicted_run, calibration, created_at, result) "
+                   "VALUES (?, ?, ?, ?, ?)");
+  insert.bind(1, measured_run).bind(2, predicted_run);
+  if (calibration.empty()) {
+    insert.bind_null(3);
+  } else {
+    insert.bind(3, calibration);
+  }
+  insert.bind(4, now_utc()).bind(5, result_json);
+  insert.run();
+  const int64_t id = sqlite3_last_insert_rowid(db_);
+  tx.commit();
+  return id;
+}
+
+std::string Store::scenario_text(int64_t run_id) {
+  run(run_id);
+  Stmt q(db_, "SELECT coalesce(scenario_text, '') FROM runs WHERE id = ?");
+  q.bind(1, run_id);
+  q.step();
+  return q.text(0);
 }
 
 }  // namespace bubblesim::sim

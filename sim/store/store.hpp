@@ -40,9 +40,28 @@ struct RunRow {
   double seconds_per_unit = 1;
 };
 
+/// One microbenchmark measurement (nccl-tests discipline: min / median / max over ranks and
+/// timed iterations). `shape` is the op's shape ("m,n,k,batch" for gemm; "batch,q,kv,heads,
+/// head_dim,causal_fraction" for attention) or the message size for communication.
+struct BenchSample {
+  int64_t run_id = 0;
+  std::string op_class;  // gemm | attention | attention_grad | memory | p2p | alltoall | allreduce | ...
+  std::string shape;
+  int64_t bytes = 0;     // message size (nccl-tests S) or bytes moved
+  int64_t ranks = 1;
+  int64_t iterations = 0;
+  double min_s = 0, median_s = 0, max_s = 0;
+  double algbw = 0, busbw = 0;  // B/s, communication only
+};
+
+/// A named calibration profile: fitted parameters and residuals as JSON, the runs they came from.
+struct ProfileRow {
+  std::string name, created_at, source_runs, parameters, residuals;
+};
+
 class Store {
  public:
-  static constexpr int kSchemaVersion = 3;
+  static constexpr int kSchemaVersion = 4;
 
   /// Opens (creating if needed) and migrates `path`; InputError if it is not a bubblesim
   /// database, is from a newer schema, or cannot be opened.
@@ -77,6 +96,31 @@ class Store {
   };
   std::vector<OpRow> ops(int64_t run, const std::string& source = "predicted");
   std::vector<std::string> device_names(int64_t run);
+  std::string scenario_text(int64_t run);
+
+  /// A measured iteration's makespan, stored as soon as it completes (its own transaction).
+  void store_iteration(int64_t run, int64_t iteration, bool warmup, double makespan_s);
+  struct IterationRow {
+    int64_t iteration;
+    bool warmup;
+    double makespan_s;
+  };
+  std::vector<IterationRow> iterations(int64_t run);
+
+  /// One microbenchmark sample (its own transaction: a bench killed later keeps it).
+  void store_bench_sample(int64_t run, const BenchSample& b);
+  /// Samples of complete bench runs, of `runs` only when not empty.
+  std::vector<BenchSample> bench_samples(const std::vector<int64_t>& runs = {});
+
+  /// Creates or replaces the profile of that name.
+  void save_profile(const ProfileRow& p);
+  /// InputError naming the profiles there are if there is none of that name.
+  ProfileRow profile(const std::string& name);
+  std::vector<std::string> profile_names();
+
+  /// Stores a validation result (JSON); returns its id.
+  int64_t store_comparison(int64_t measured_run, int64_t predicted_run, const std::string& calibration,
+                           const std::string& result_json);
 
  private:
   void exec(const char* sql);

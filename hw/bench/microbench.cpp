@@ -1,0 +1,174 @@
+#include "hw/bench/microbench.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include "sim/core/error.hpp"
+#include "sim/model/collectives.hpp"
+
+namespace bubblesim::hw {
+namespace {
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n == 0 ? 0 : (n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]));
+}
+
+/// Times `body` per iteration after warm-up (barrier before each), returns this rank's median,
+/// and on rank 0 fills min / median / max across ranks.
+sim::BenchSample measure(MpiBackend& b, const BenchOptions& opt, const std::function<void()>& body) {
+  for (int i = 0; i < opt.warmup; ++i) {
+    b.barrier();
+    body();
+  }
+  std::vector<double> times;
+  for (int i = 0; i < opt.iterations; ++i) {
+    b.barrier();
+    const double t = b.now();
+    body();
+    times.push_back(b.now() - t);
+  }
+  const double mine = median(times);
+  std::vector<int> counts;
+  const std::vector<double> all = b.gather(std::span<const double>(&mine, 1), counts);
+  sim::BenchSample s;
+  s.iterations = opt.iterations;
+  s.ranks = b.ranks();
+  if (!all.empty()) {
+    s.min_s = *std::min_element(all.begin(), all.end());
+    s.max_s = *std::max_element(all.begin(), all.end());
+    s.median_s = median(all);
+  }
+  return s;
+}
+
+void wait_all(MpiBackend& b, std::vector<RequestId>& reqs) {
+  while (!reqs.empty()) {
+    std::erase_if(reqs, [&](RequestId r) { return b.test(r); });
+    if (!reqs.empty()) b.check_alive();
+  }
+}
+
+}  // namespace
+
+bool is_compute_bench(const std::string& what) { return what == "gemm" || what == "attention" || what == "memory"; }
+bool is_comm_bench(const std::string& what) { return what == "p2p" || what == "alltoall" || what == "allreduce"; }
+
+std::string shape_text(const sim::OpWork& w) {
+  const std::string cls = w.op_class;
+  const auto& s = w.shape;
+  char buf[160];
+  if (cls == "gemm") {
+    std::snprintf(buf, sizeof buf, "%lld,%lld,%lld,%lld", static_cast<long long>(s[0]), static_cast<long long>(s[1]),
+                  static_cast<long long>(s[2]), static_cast<long long>(std::max<int64_t>(s[3], 1)));
+  } else if (cls == "attention" || cls == "attention_grad") {
+    std::snprintf(buf, sizeof buf, "%lld,%lld,%lld,%lld,%lld,%.6g", static_cast<long long>(s[0]),
+                  static_cast<long long>(s[1]), static_cast<long long>(s[2]), static_cast<long long>(s[3]),
+                  static_cast<long long>(s[4]), w.causal_fraction);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.0f", w.bytes);
+  }
+  return buf;
+}
+
+std::vector<sim::OpWork> default_shapes(const std::string& op_class) {
+  std::vector<sim::OpWork> out;
+  if (op_class == "gemm") {
+    for (int64_t m : {256, 1024, 2048}) {
+      for (int64_t n : {256, 1024, 4096}) {
+        for (int64_t k : {256, 1024}) {
+          out.push_back({"gemm", {m, n, k, 1, 0}, 0, 2.0 * m * n * k, 4.0 * (m * k + k * n + m * n)});
+        }
+      }
+    }
+  } else if (op_class == "attention") {
+    for (const char* cls : {"attention", "attention_grad"}) {
+      for (int64_t len : {256, 512, 1024, 2048}) {
+        for (double f : {1.0, 0.5}) {
+          const double frac = f == 1.0 ? 1.0 : (static_cast<double>(len) + 1) / (2.0 * static_cast<double>(len));
+          const double flops = 4.0 * 4 * 64 * static_cast<double>(len * len) * frac *
+                               (std::string(cls) == "attention_grad" ? 2.5 : 1.0);
+          out.push_back({cls, {1, len, len, 4, 64}, frac, flops, 0});
+        }
+      }
+    }
+  } else if (op_class == "memory") {
+    for (int64_t bytes = int64_t{1} << 16; bytes <= int64_t{1} << 28; bytes <<= 2) {
+      out.push_back({"memory", {}, 0, 0, static_cast<double>(bytes)});
+    }
+  }
+  return out;
+}
+
+void run_bench(const std::string& what, const BenchOptions& opt, MpiBackend& b,
+               const std::function<void(const sim::BenchSample&)>& emit) {
+  if (is_compute_bench(what)) {
+    for (const sim::OpWork& w : opt.compute_shapes) {
+      sim::BenchSample s = measure(b, opt, [&] { b.compute(w); });
+      s.op_class = w.op_class;
+      s.shape = shape_text(w);
+      s.bytes = static_cast<int64_t>(w.bytes);
+      if (b.rank() == 0) emit(s);
+    }
+    return;
+  }
+  if (!is_comm_bench(what)) {
+    throw InputError("bench: unknown benchmark \"" + what + "\" (valid: gemm, attention, memory, p2p, alltoall, allreduce)");
+  }
+  const int n = b.ranks();
+  if (n < 2) throw InputError("bench " + what + " needs at least 2 ranks (mpirun -np 2 ...)");
+  for (int64_t size : opt.sizes) {
+    sim::BenchSample s;
+    double factor = 1;
+    if (what == "p2p") {
+      // Ping-pong between ranks r and r ^ 1: half the round trip is one message's time.
+      const int peer = b.rank() ^ 1;
+      const bool active = peer < n;
+      const bool first = (b.rank() & 1) == 0;
+      s = measure(b, opt, [&] {
+        if (!active) return;
+        for (int leg = 0; leg < 2; ++leg) {
+          std::vector<RequestId> r{(leg == 0) == first ? b.isend(peer, size, 1, false) : b.irecv(peer, size, 1)};
+          wait_all(b, r);
+        }
+      });
+      s.min_s /= 2;
+      s.median_s /= 2;
+      s.max_s /= 2;
+      s.ranks = 2;
+    } else if (what == "alltoall") {
+      // nccl-tests' size: each rank's whole send buffer; every peer gets size / n.
+      const int64_t part = size / n;
+      s = measure(b, opt, [&] {
+        std::vector<RequestId> r;
+        for (int k = 1; k < n; ++k) {
+          r.push_back(b.irecv((b.rank() + n - k) % n, part, 2));
+          r.push_back(b.isend((b.rank() + k) % n, part, 2, false));
+        }
+        wait_all(b, r);
+      });
+      factor = sim::busbw_factor(sim::CollectiveOp::AllToAll, n);
+    } else {
+      // Ring all-reduce: reduce-scatter then all-gather, n - 1 steps each of size / n.
+      const int64_t part = size / n;
+      s = measure(b, opt, [&] {
+        for (int step = 0; step < 2 * (n - 1); ++step) {
+          std::vector<RequestId> r{b.irecv((b.rank() + n - 1) % n, part, 3), b.isend((b.rank() + 1) % n, part, 3, false)};
+          wait_all(b, r);
+          if (step < n - 1) b.reduce(part);
+        }
+      });
+      factor = sim::busbw_factor(sim::CollectiveOp::AllReduce, n);
+    }
+    s.op_class = what;
+    s.shape = std::to_string(size);
+    s.bytes = size;
+    s.algbw = s.median_s > 0 ? static_cast<double>(size) / s.median_s : 0;
+    s.busbw = s.algbw * factor;
+    if (b.rank() == 0) emit(s);
+  }
+}
+
+}  // namespace bubblesim::hw

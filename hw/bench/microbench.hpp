@@ -1,0 +1,41 @@
+// Microbenchmarks in the nccl-tests discipline: warm-up, timed iterations (each between
+// barriers), per-rank median, then min / median / max across ranks; algbw = size / time and
+// busbw = algbw x nccl-tests' factor. Compute: GEMM shapes, attention blocks (forward and
+// backward, any causal fraction), memory-bound copies. Communication: p2p (ping-pong between
+// rank pairs, one-way time), all-to-all and all-reduce (MPI's), over message sizes.
+// Not calibration: sim/calibrate fits the stored samples.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "hw/host/mpi_backend.hpp"
+#include "sim/store/store.hpp"
+
+namespace bubblesim::hw {
+
+struct BenchOptions {
+  int warmup = 3;
+  int iterations = 10;
+  std::vector<int64_t> sizes;               // communication message sizes, bytes
+  std::vector<sim::OpWork> compute_shapes;  // compute ops to time (class and shape)
+};
+
+/// Runs benchmark `what` (gemm | attention | memory | p2p | alltoall | allreduce) on every rank;
+/// `emit` gets each sample on rank 0 as soon as it is measured.
+void run_bench(const std::string& what, const BenchOptions& opt, MpiBackend& backend,
+               const std::function<void(const sim::BenchSample&)>& emit);
+
+/// The compute classes and communication ops `run_bench` knows.
+bool is_compute_bench(const std::string& what);
+bool is_comm_bench(const std::string& what);
+
+/// A default grid of shapes for a compute class, sized for the host backend (ops of 1-50 ms).
+std::vector<sim::OpWork> default_shapes(const std::string& op_class);
+
+/// "m,n,k,batch" / "batch,q,kv,heads,head_dim,causal_fraction" / bytes: the stored shape string.
+std::string shape_text(const sim::OpWork& w);
+
+}  // namespace bubblesim::hw

@@ -1,0 +1,407 @@
+// bubblesim-hw: runs a scenario's Program on real devices (the host backend: one MPI process per
+// device, CPU kernels, MPI messages) and microbenchmarks, storing every measurement in SQLite.
+//   mpirun -np 2 bubblesim-hw run SCENARIO [--backend host] [--db FILE] [--set k=v]...
+//                               [--iterations N] [--warmup N] [--stall-timeout S]
+//   mpirun -np 2 bubblesim-hw bench gemm|attention|memory|p2p|alltoall|allreduce|all [--db FILE]
+//                               [--iterations N] [--warmup N] [--sizes 1K:64M] [--shapes-from SCENARIO]
+// Not the simulator: `bubblesim` predicts; this measures.
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <csignal>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "build_info.hpp"
+#include "hw/bench/microbench.hpp"
+#include "hw/host/kernels.hpp"
+#include "hw/host/mpi_backend.hpp"
+#include "hw/runner/rank_map.hpp"
+#include "hw/runner/runner.hpp"
+#include "sim/cli/commands.hpp"
+#include "sim/cli/collective.hpp"
+#include "sim/core/error.hpp"
+#include "sim/ir/validate.hpp"
+#include "sim/metrics/metrics.hpp"
+#include "sim/scenario/cluster_job.hpp"
+#include "sim/store/store.hpp"
+
+namespace bubblesim::hw {
+namespace {
+
+constexpr int kExitInput = 2;
+constexpr int kExitFailure = 3;
+
+struct Options {
+  std::string command, scenario, backend = "host", db = "bubblesim.db", sizes = "1K:16M", shapes_from;
+  std::vector<std::string> overrides, benches;
+  int iterations = -1, warmup = -1;
+  double stall_timeout = 120;
+  std::string command_line;
+};
+
+int to_int(const std::string& v, const std::string& opt) {
+  const auto n = parse_integer(v);
+  if (!n || *n < 0 || *n > 1000000) throw InputError(opt + ": \"" + v + "\" is not a count");
+  return static_cast<int>(*n);
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 0; i < argc; ++i) o.command_line += (i ? " " : "") + std::string(argv[i]);
+  if (argc < 2) throw InputError("usage: bubblesim-hw run SCENARIO [options] | bubblesim-hw bench WHAT... [options]");
+  o.command = argv[1];
+  if (o.command != "run" && o.command != "bench") {
+    throw InputError("unknown command \"" + o.command + "\" (valid: run, bench)");
+  }
+  for (int i = 2; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw InputError(a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--db") o.db = value();
+    else if (a == "--set") o.overrides.push_back(value());
+    else if (a == "--backend") o.backend = value();
+    else if (a == "--iterations") o.iterations = to_int(value(), a);
+    else if (a == "--warmup") o.warmup = to_int(value(), a);
+    else if (a == "--sizes") o.sizes = value();
+    else if (a == "--shapes-from") o.shapes_from = value();
+    else if (a == "--stall-timeout") o.stall_timeout = to_int(value(), a);
+    else if (a.rfind("--", 0) == 0) throw InputError("unknown option " + a);
+    else if (o.command == "run" && o.scenario.empty()) o.scenario = a;
+    else if (o.command == "bench") o.benches.push_back(a);
+    else throw InputError("unexpected argument \"" + a + "\"");
+  }
+  if (o.backend != "host") {
+    throw InputError("--backend: \"" + o.backend + "\" is not built here (valid: host; the CUDA backend is a later issue)");
+  }
+  if (o.command == "run" && o.scenario.empty()) throw InputError("run: which scenario? (bubblesim-hw run SCENARIO)");
+  if (o.command == "bench" && o.benches.empty()) {
+    throw InputError("bench: which benchmark? (gemm, attention, memory, p2p, alltoall, allreduce, all)");
+  }
+  return o;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path);
+  std::ostringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+std::string cpu_model() {
+  std::ifstream f("/proc/cpuinfo");
+  for (std::string line; std::getline(f, line);) {
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  }
+  return "unknown";
+}
+
+std::string hostname() {
+  char host[256] = "";
+  gethostname(host, sizeof host - 1);
+  return host;
+}
+
+/// Every rank's pid and a hash of its host, gathered on rank 0 (to name a rank that died).
+struct Peers {
+  std::vector<int64_t> pid;
+  std::vector<bool> same_host;  // as rank 0
+};
+
+Peers gather_peers(MpiBackend& b) {
+  const double mine[2] = {static_cast<double>(getpid()),
+                          static_cast<double>(std::hash<std::string>{}(hostname()) % (int64_t{1} << 52))};
+  std::vector<int> counts;
+  const std::vector<double> all = b.gather(mine, counts);
+  Peers p;
+  for (size_t r = 0; r + 1 < all.size(); r += 2) {
+    p.pid.push_back(static_cast<int64_t>(all[r]));
+    p.same_host.push_back(all[r + 1] == all[1]);
+  }
+  return p;
+}
+
+/// The ranks on this host whose process is gone (or a zombie), for the failure message.
+std::string dead_ranks(const Peers& p) {
+  std::string out;
+  for (size_t r = 0; r < p.pid.size(); ++r) {
+    if (!p.same_host[r]) continue;
+    bool dead = kill(static_cast<pid_t>(p.pid[r]), 0) != 0 && errno == ESRCH;
+    std::ifstream stat("/proc/" + std::to_string(p.pid[r]) + "/stat");
+    std::string pid, comm, state;
+    if (stat >> pid >> comm >> state && state == "Z") dead = true;
+    if (dead) out += (out.empty() ? "" : ", ") + std::string("rank ") + std::to_string(r) + " (pid " + std::to_string(p.pid[r]) + ")";
+  }
+  return out;
+}
+
+nlohmann::json environment(const MpiBackend& b) {
+  return {{"bubblesim", sim::kVersion},   {"git_revision", kGitRevision},       {"host", hostname()},
+          {"cpu", cpu_model()},           {"mpi", MpiSession::library_version()}, {"ranks", b.ranks()},
+          {"backend", "host"},            {"compiler", __VERSION__},            {"blas", "OpenBLAS, 1 thread per rank"}};
+}
+
+/// The fault a test injects: BUBBLESIM_HW_FAULT="kill:RANK:ITERATION" kills that rank (SIGKILL)
+/// as the iteration starts; "throw:RANK:ITERATION" makes it fail with an error.
+struct Fault {
+  std::string kind;
+  int rank = -1, iteration = -1;
+};
+
+Fault injected_fault() {
+  Fault f;
+  const char* env = std::getenv("BUBBLESIM_HW_FAULT");
+  if (env == nullptr) return f;
+  const std::string s = env;
+  const auto a = s.find(':'), c = s.find(':', a + 1);
+  if (a == std::string::npos || c == std::string::npos) throw InputError("BUBBLESIM_HW_FAULT: expected kind:rank:iteration");
+  f.kind = s.substr(0, a);
+  f.rank = to_int(s.substr(a + 1, c - a - 1), "BUBBLESIM_HW_FAULT");
+  f.iteration = to_int(s.substr(c + 1), "BUBBLESIM_HW_FAULT");
+  return f;
+}
+
+/// The failure path every rank shares: the run is marked failed (unless another rank already
+/// did), nothing stored is touched, and the message names the rank.
+struct RunContext {
+  std::string db;
+  int64_t run = 0;
+  Peers peers;
+};
+
+int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
+  const sim::Scenario sc = sim::load_scenario(o.scenario, o.overrides);
+  if (sc.pipeline_only) {
+    throw InputError(o.scenario + ": a pipeline_only scenario gives op times, not work; bubblesim-hw runs "
+                     "cluster scenarios (cluster, model, training, parallel)");
+  }
+  const sim::ClusterJob job = sim::plan_cluster(sc);
+  if (job.cluster.world() != b.ranks()) {
+    throw InputError(o.scenario + ": the scenario has " + std::to_string(job.cluster.world()) + " GPUs but mpirun started " +
+                     std::to_string(b.ranks()) + " ranks (use mpirun -np " + std::to_string(job.cluster.world()) + ")");
+  }
+  const sim::Topology topo(job.cluster);
+  const sim::RooflineCompute compute(*job.cluster.gpu, job.training.attention_kernel);
+  sim::TrainingPlan plan = sim::build_training(job, topo, compute, true);
+  sim::require_valid(plan.program);
+  const std::vector<sim::DeviceId> device_of = device_of_gpus(job, plan);
+  const int warmup = o.warmup < 0 ? 2 : o.warmup;
+  const int iterations = o.iterations < 0 ? 5 : std::max(o.iterations, 1);
+
+  std::unique_ptr<sim::Store> store;
+  if (b.rank() == 0) {
+    store = std::make_unique<sim::Store>(o.db);
+    sim::RunInfo info;
+    info.kind = "hw";
+    info.scenario_name = sc.name;
+    info.scenario_text = read_file(o.scenario);
+    info.command_line = o.command_line;
+    nlohmann::json env = environment(b);
+    env["overrides"] = o.overrides;
+    env["warmup"] = warmup;
+    env["iterations"] = iterations;
+    info.environment = env.dump();
+    ctx.run = store->begin_run(info);
+  }
+  ctx.run = b.broadcast(ctx.run);
+  ctx.peers = gather_peers(b);
+
+  const sim::Program& p = plan.program;
+  Runner runner(p, device_of[static_cast<size_t>(b.rank())], b.rank(), b, o.stall_timeout);
+  const Fault fault = injected_fault();
+  std::vector<sim::Trace> traces;
+  std::vector<double> makespans;
+  for (int it = 0; it < warmup + iterations; ++it) {
+    if (fault.rank == b.rank() && fault.iteration == it) {
+      if (fault.kind == "kill") raise(SIGKILL);
+      throw RankFailure("rank " + std::to_string(b.rank()) + ": injected fault in iteration " + std::to_string(it));
+    }
+    const RankTimes t = runner.run_iteration();
+    std::vector<double> flat;
+    flat.reserve(2 * t.start.size());
+    for (size_t i = 0; i < t.start.size(); ++i) {
+      flat.push_back(t.start[i]);
+      flat.push_back(t.end[i]);
+    }
+    std::vector<int> counts;
+    const std::vector<double> all = b.gather(flat, counts);
+    if (b.rank() != 0) continue;
+    // The representative rank of each device gives its ops' times; every rank counts for the makespan.
+    sim::Trace trace;
+    trace.records.resize(p.num_ops());
+    double makespan = 0;
+    size_t offset = 0;
+    for (int r = 0; r < b.ranks(); ++r) {
+      const sim::DeviceId d = device_of[static_cast<size_t>(r)];
+      const bool representative = plan.gpu_of_device[d] == r;
+      size_t k = 0;
+      for (sim::StreamId s : p.devices()[d].streams) {
+        for (sim::OpId op : p.stream(s).ops) {
+          const double start = all[offset + 2 * k], end = all[offset + 2 * k + 1];
+          makespan = std::max(makespan, end);
+          if (representative) trace.records[op] = {op, Time::from_seconds(start), Time::from_seconds(end)};
+          ++k;
+        }
+      }
+      offset += static_cast<size_t>(counts[static_cast<size_t>(r)]);
+    }
+    trace.makespan = Time::from_seconds(makespan);
+    store->store_iteration(ctx.run, it, it < warmup, makespan);
+    std::cerr << "bubblesim-hw: iteration " << it << (it < warmup ? " (warm-up)" : "") << ": " << makespan * 1e3 << " ms\n";
+    if (it >= warmup) {
+      traces.push_back(std::move(trace));
+      makespans.push_back(makespan);
+    }
+  }
+  if (b.rank() != 0) return 0;
+  // The iteration with the median makespan is the run's measured timeline.
+  std::vector<size_t> order(makespans.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t c) { return makespans[a] < makespans[c]; });
+  const sim::Trace& chosen = traces[order[order.size() / 2]];
+  store->store_trace(ctx.run, p, chosen, "measured");
+  const sim::Metrics m = sim::compute_metrics(p, chosen);
+  nlohmann::json summary{{"iteration_time_s", chosen.makespan.seconds()},
+                         {"iterations", makespans},
+                         {"iteration_min_s", *std::min_element(makespans.begin(), makespans.end())},
+                         {"iteration_max_s", *std::max_element(makespans.begin(), makespans.end())},
+                         {"idle_fraction", m.idle_fraction},
+                         {"tokens", plan.tokens}};
+  store->finish_run(ctx.run, "complete", summary.dump());
+  std::printf("%s: measured iteration %.4f s (median of %d; min %.4f, max %.4f), idle %.1f%%; stored as run %lld in %s\n",
+              sc.name.c_str(), chosen.makespan.seconds(), iterations, summary["iteration_min_s"].get<double>(),
+              summary["iteration_max_s"].get<double>(), 100 * m.idle_fraction, static_cast<long long>(ctx.run),
+              o.db.c_str());
+  return 0;
+}
+
+std::vector<sim::OpWork> shapes_for(const std::string& what, const Options& o) {
+  if (o.shapes_from.empty()) return default_shapes(what);
+  // Every distinct compute shape of the scenario's Program, of this benchmark's classes.
+  const sim::Scenario sc = sim::load_scenario(o.shapes_from, o.overrides);
+  const sim::ClusterJob job = sim::plan_cluster(sc);
+  const sim::Topology topo(job.cluster);
+  const sim::RooflineCompute compute(*job.cluster.gpu, job.training.attention_kernel);
+  const sim::TrainingPlan plan = sim::build_training(job, topo, compute, true);
+  std::vector<sim::OpWork> out;
+  std::set<std::string> seen;
+  for (sim::OpId id = 0; id < plan.program.num_ops(); ++id) {
+    const sim::OpWork* w = plan.program.work(id);
+    if (w == nullptr) continue;
+    const std::string cls = w->op_class;
+    const bool wanted = what == "attention" ? (cls == "attention" || cls == "attention_grad") : cls == what;
+    if (wanted && seen.insert(cls + ":" + shape_text(*w)).second) out.push_back(*w);
+  }
+  return out;
+}
+
+int bench_command(const Options& o, MpiBackend& b, RunContext& ctx) {
+  std::vector<std::string> benches;
+  for (const std::string& w : o.benches) {
+    if (w == "all") {
+      for (const char* x : {"gemm", "attention", "memory", "p2p", "alltoall", "allreduce"}) benches.emplace_back(x);
+    } else if (is_compute_bench(w) || is_comm_bench(w)) {
+      benches.push_back(w);
+    } else {
+      throw InputError("bench: unknown benchmark \"" + w + "\" (valid: gemm, attention, memory, p2p, alltoall, allreduce, all)");
+    }
+  }
+  std::unique_ptr<sim::Store> store;
+  if (b.rank() == 0) {
+    store = std::make_unique<sim::Store>(o.db);
+    sim::RunInfo info;
+    info.kind = "bench";
+    info.scenario_name = "bench " + o.command_line.substr(o.command_line.find("bench") + 6);
+    info.command_line = o.command_line;
+    info.environment = environment(b).dump();
+    ctx.run = store->begin_run(info);
+  }
+  ctx.run = b.broadcast(ctx.run);
+  ctx.peers = gather_peers(b);
+  BenchOptions opt;
+  opt.warmup = o.warmup < 0 ? 3 : o.warmup;
+  opt.iterations = o.iterations < 0 ? 10 : std::max(o.iterations, 1);
+  opt.sizes = sim::parse_size_range(o.sizes);
+  int64_t samples = 0;
+  for (const std::string& what : benches) {
+    if (is_compute_bench(what)) opt.compute_shapes = shapes_for(what, o);
+    if (b.rank() == 0) std::printf("# %s\n# %-28s %6s %12s %12s %12s %10s %10s\n", what.c_str(), "shape or size", "ranks",
+                                   "min us", "median us", "max us", "algbw GB/s", "busbw GB/s");
+    run_bench(what, opt, b, [&](const sim::BenchSample& s) {
+      store->store_bench_sample(ctx.run, s);
+      ++samples;
+      std::printf("  %-28s %6lld %12.2f %12.2f %12.2f %10.3f %10.3f\n", s.shape.c_str(), static_cast<long long>(s.ranks),
+                  s.min_s * 1e6, s.median_s * 1e6, s.max_s * 1e6, s.algbw / 1e9, s.busbw / 1e9);
+      std::fflush(stdout);
+    });
+  }
+  if (b.rank() == 0) {
+    store->finish_run(ctx.run, "complete", nlohmann::json{{"samples", samples}, {"benches", benches}}.dump());
+    std::printf("stored %lld samples as run %lld in %s\n", static_cast<long long>(samples), static_cast<long long>(ctx.run),
+                o.db.c_str());
+  }
+  return 0;
+}
+
+/// Marks the run failed with `message` unless it already ended (another rank got there first).
+void mark_failed(const RunContext& ctx, const std::string& message) noexcept {
+  if (ctx.run == 0) return;
+  try {
+    sim::Store store(ctx.db);
+    if (store.run(ctx.run).status == "incomplete") {
+      store.finish_run(ctx.run, "failed", nlohmann::json{{"error", message}}.dump());
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "bubblesim-hw: could not mark run " << ctx.run << " failed: " << e.what() << "\n";
+  }
+}
+
+}  // namespace
+}  // namespace bubblesim::hw
+
+int main(int argc, char** argv) {
+  using namespace bubblesim;
+  using namespace bubblesim::hw;
+  MpiSession session(argc, argv);
+  MpiBackend::install_signal_handlers();
+  init_blas_single_thread();
+  RunContext ctx;
+  int rc = 0;
+  try {
+    const Options o = parse(argc, argv);
+    ctx.db = o.db;
+    MpiBackend backend(session, o.stall_timeout);
+    rc = o.command == "run" ? run_command(o, backend, ctx) : bench_command(o, backend, ctx);
+  } catch (const InputError& e) {
+    // Every rank sees the same input and fails the same way; rank 0 speaks.
+    if (session.rank() == 0) std::cerr << "bubblesim-hw: " << e.what() << "\n";
+    mark_failed(ctx, e.what());
+    // Before the run starts every rank reads the same input and stops alike; after, a rank
+    // alone may have failed, so all are stopped.
+    if (ctx.run != 0 && session.size() > 1) session.abort(kExitInput);
+    rc = kExitInput;
+  } catch (const std::exception& e) {
+    std::string message = e.what();
+    const bool by_signal = message.find("stopped by signal") != std::string::npos;
+    if (by_signal && session.rank() == 0) {
+      const std::string dead = dead_ranks(ctx.peers);
+      if (!dead.empty()) message = dead + " died; the others were stopped (" + message + ")";
+    }
+    std::cerr << "bubblesim-hw: rank " << session.rank() << ": " << message << "\n";
+    if (!by_signal || session.rank() == 0) mark_failed(ctx, message);
+    if (session.size() > 1) session.abort(kExitFailure);
+    return kExitFailure;
+  }
+  return rc;
+}
