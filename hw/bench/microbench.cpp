@@ -5,10 +5,13 @@
 #include <cstdio>
 
 #include "sim/core/error.hpp"
+#include "sim/calibrate/calibration.hpp"
 #include "sim/model/collectives.hpp"
 
 namespace bubblesim::hw {
 namespace {
+
+constexpr size_t kEvictBytes = size_t{32} << 20;
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -16,25 +19,22 @@ double median(std::vector<double> v) {
   return n == 0 ? 0 : (n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]));
 }
 
-/// Times `body` per iteration after warm-up (barrier before each), returns this rank's median,
-/// and on rank 0 fills min / median / max across ranks.
-sim::BenchSample measure(MpiBackend& b, const BenchOptions& opt, const std::function<void()>& body) {
-  for (int i = 0; i < opt.warmup; ++i) {
-    b.barrier();
-    body();
-  }
-  std::vector<double> times;
-  for (int i = 0; i < opt.iterations; ++i) {
-    b.barrier();
-    const double t = b.now();
-    body();
-    times.push_back(b.now() - t);
-  }
+/// Overwrites a buffer larger than a core's private caches, so the op's inputs come from the
+/// shared cache or memory as they do inside a training step, where other ops ran in between.
+void evict_caches() {
+  static std::vector<char> scratch(kEvictBytes);
+  static char round = 0;
+  ++round;
+  for (size_t i = 0; i < scratch.size(); i += 64) scratch[i] = round;
+}
+
+/// Min / median / max across ranks of each rank's median time (rank 0 gets them).
+sim::BenchSample across_ranks(MpiBackend& b, const std::vector<double>& times) {
   const double mine = median(times);
   std::vector<int> counts;
   const std::vector<double> all = b.gather(std::span<const double>(&mine, 1), counts);
   sim::BenchSample s;
-  s.iterations = opt.iterations;
+  s.iterations = static_cast<int64_t>(times.size());
   s.ranks = b.ranks();
   if (!all.empty()) {
     s.min_s = *std::min_element(all.begin(), all.end());
@@ -42,6 +42,43 @@ sim::BenchSample measure(MpiBackend& b, const BenchOptions& opt, const std::func
     s.median_s = median(all);
   }
   return s;
+}
+
+/// One timed call of `body`, every rank starting together after a barrier.
+double time_once(MpiBackend& b, const std::function<void()>& body) {
+  b.barrier();
+  const double t = b.now();
+  body();
+  return b.now() - t;
+}
+
+/// Times `body` per iteration after warm-up.
+sim::BenchSample measure(MpiBackend& b, const BenchOptions& opt, const std::function<void()>& body) {
+  for (int i = 0; i < opt.warmup; ++i) time_once(b, body);
+  std::vector<double> times;
+  for (int i = 0; i < opt.iterations; ++i) times.push_back(time_once(b, body));
+  return across_ranks(b, times);
+}
+
+/// Compute shapes are timed in rounds, one iteration of every shape per round, so the machine's
+/// slow phases (other tenants, frequency changes) fall on all shapes alike instead of on a few.
+void measure_compute(MpiBackend& b, const BenchOptions& opt, const std::function<void(const sim::BenchSample&)>& emit) {
+  const std::vector<sim::OpWork>& shapes = opt.compute_shapes;
+  std::vector<std::vector<double>> times(shapes.size());
+  for (int round = -opt.warmup; round < opt.iterations; ++round) {
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      if (opt.cold) evict_caches();
+      const double t = time_once(b, [&] { b.compute(shapes[i]); });
+      if (round >= 0) times[i].push_back(t);
+    }
+  }
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    sim::BenchSample s = across_ranks(b, times[i]);
+    s.op_class = shapes[i].op_class;
+    s.shape = sim::shape_key(shapes[i]);
+    s.bytes = static_cast<int64_t>(shapes[i].bytes);
+    if (b.rank() == 0) emit(s);
+  }
 }
 
 void wait_all(MpiBackend& b, std::vector<RequestId>& reqs) {
@@ -55,23 +92,6 @@ void wait_all(MpiBackend& b, std::vector<RequestId>& reqs) {
 
 bool is_compute_bench(const std::string& what) { return what == "gemm" || what == "attention" || what == "memory"; }
 bool is_comm_bench(const std::string& what) { return what == "p2p" || what == "alltoall" || what == "allreduce"; }
-
-std::string shape_text(const sim::OpWork& w) {
-  const std::string cls = w.op_class;
-  const auto& s = w.shape;
-  char buf[160];
-  if (cls == "gemm") {
-    std::snprintf(buf, sizeof buf, "%lld,%lld,%lld,%lld", static_cast<long long>(s[0]), static_cast<long long>(s[1]),
-                  static_cast<long long>(s[2]), static_cast<long long>(std::max<int64_t>(s[3], 1)));
-  } else if (cls == "attention" || cls == "attention_grad") {
-    std::snprintf(buf, sizeof buf, "%lld,%lld,%lld,%lld,%lld,%.6g", static_cast<long long>(s[0]),
-                  static_cast<long long>(s[1]), static_cast<long long>(s[2]), static_cast<long long>(s[3]),
-                  static_cast<long long>(s[4]), w.causal_fraction);
-  } else {
-    std::snprintf(buf, sizeof buf, "%.0f", w.bytes);
-  }
-  return buf;
-}
 
 std::vector<sim::OpWork> default_shapes(const std::string& op_class) {
   std::vector<sim::OpWork> out;
@@ -105,13 +125,7 @@ std::vector<sim::OpWork> default_shapes(const std::string& op_class) {
 void run_bench(const std::string& what, const BenchOptions& opt, MpiBackend& b,
                const std::function<void(const sim::BenchSample&)>& emit) {
   if (is_compute_bench(what)) {
-    for (const sim::OpWork& w : opt.compute_shapes) {
-      sim::BenchSample s = measure(b, opt, [&] { b.compute(w); });
-      s.op_class = w.op_class;
-      s.shape = shape_text(w);
-      s.bytes = static_cast<int64_t>(w.bytes);
-      if (b.rank() == 0) emit(s);
-    }
+    measure_compute(b, opt, emit);
     return;
   }
   if (!is_comm_bench(what)) {

@@ -1,5 +1,6 @@
 // Microbenchmarks in the nccl-tests discipline: warm-up, timed iterations (each between
-// barriers), per-rank median, then min / median / max across ranks; algbw = size / time and
+// barriers; compute shapes in rounds, one of each per round, caches evicted before each), per-rank
+// median, then min / median / max across ranks; algbw = size / time and
 // busbw = algbw x nccl-tests' factor. Compute: GEMM shapes, attention blocks (forward and
 // backward, any causal fraction), memory-bound copies. Communication: p2p (ping-pong between
 // rank pairs, one-way time), all-to-all and all-reduce (MPI's), over message sizes.
@@ -21,6 +22,7 @@ struct BenchOptions {
   int iterations = 10;
   std::vector<int64_t> sizes;               // communication message sizes, bytes
   std::vector<sim::OpWork> compute_shapes;  // compute ops to time (class and shape)
+  bool cold = true;                         // evict the private caches before each timed iteration
 };
 
 /// Runs benchmark `what` (gemm | attention | memory | p2p | alltoall | allreduce) on every rank;
@@ -34,8 +36,5 @@ bool is_comm_bench(const std::string& what);
 
 /// A default grid of shapes for a compute class, sized for the host backend (ops of 1-50 ms).
 std::vector<sim::OpWork> default_shapes(const std::string& op_class);
-
-/// "m,n,k,batch" / "batch,q,kv,heads,head_dim,causal_fraction" / bytes: the stored shape string.
-std::string shape_text(const sim::OpWork& w);
 
 }  // namespace bubblesim::hw

@@ -27,6 +27,7 @@
 #include "hw/host/mpi_backend.hpp"
 #include "hw/runner/rank_map.hpp"
 #include "hw/runner/runner.hpp"
+#include "sim/calibrate/calibration.hpp"
 #include "sim/cli/commands.hpp"
 #include "sim/cli/collective.hpp"
 #include "sim/core/error.hpp"
@@ -301,7 +302,7 @@ std::vector<sim::OpWork> shapes_for(const std::string& what, const Options& o) {
     if (w == nullptr) continue;
     const std::string cls = w->op_class;
     const bool wanted = what == "attention" ? (cls == "attention" || cls == "attention_grad") : cls == what;
-    if (wanted && seen.insert(cls + ":" + shape_text(*w)).second) out.push_back(*w);
+    if (wanted && seen.insert(cls + ":" + sim::shape_key(*w)).second) out.push_back(*w);
   }
   return out;
 }

@@ -1,6 +1,8 @@
 #include "hw/runner/runner.hpp"
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 #include <map>
 #include <string>
 
@@ -14,6 +16,8 @@ using sim::kNone;
 using sim::OpKind;
 
 constexpr int64_t kMaxHops = 64;  // message tags are group * kMaxHops + hop
+constexpr int kSpinPolls = 64;    // polls without progress before the runner starts sleeping
+constexpr std::chrono::microseconds kIdleSleep{20};
 
 int64_t chunk(int64_t bytes, int32_t hops, int32_t hop) {
   const int64_t base = bytes / hops;
@@ -184,6 +188,7 @@ RankTimes Runner::run_iteration() {
   }
   size_t done = 0;
   double last_progress = t0_;
+  int idle_polls = 0;
   while (done < n || !active_.empty()) {
     bool progress = false;
     for (size_t s = 0; s < streams_.size(); ++s) {
@@ -226,8 +231,12 @@ RankTimes Runner::run_iteration() {
     const double t = b_.now();
     if (progress) {
       last_progress = t;
+      idle_polls = 0;
       continue;
     }
+    // A rank with nothing to do must not spin at full speed: on machines where ranks share a
+    // core's execution units (SMT siblings), spinning slows the rank that computes.
+    if (++idle_polls > kSpinPolls) std::this_thread::sleep_for(kIdleSleep);
     b_.check_alive();
     if (t - last_progress > stall_timeout_s_) {
       throw RankFailure("rank " + std::to_string(b_.rank()) + ": no progress for " +

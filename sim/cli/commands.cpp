@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -86,7 +87,7 @@ class RunRecorder {
     char host[256] = "";
     gethostname(host, sizeof host - 1);
     info.environment = nlohmann::json{{"bubblesim", kVersion}, {"git_revision", kGitRevision}, {"host", host}, {"compiler", __VERSION__},
-                                      {"overrides", opt.overrides}}.dump();
+                                      {"overrides", opt.overrides}, {"calibration", opt.calibration}}.dump();
     run_ = store_->begin_run(info);
   }
 
@@ -119,7 +120,9 @@ void run_cluster(const Scenario& sc, const RunOptions& opt, std::ostream& out, s
   std::ofstream gantt_file;
   if (!opt.trace_path.empty()) trace_file = open_output(opt.trace_path, "--trace");
   if (!opt.gantt_path.empty()) gantt_file = open_output(opt.gantt_path, "--gantt");
-  const ClusterRun run(sc, accounting, !opt.db_path.empty());
+  std::unique_ptr<CalibrationProfile> profile;
+  if (!opt.calibration.empty()) profile = std::make_unique<CalibrationProfile>(load_profile(opt));
+  const ClusterRun run(sc, accounting, !opt.db_path.empty(), profile.get());
   if (!opt.gantt_path.empty()) check_svg_size(run.plan.program);  // before any report is printed
   const TrainingPlan& plan = run.plan;
   const Trace& trace = run.trace;
@@ -152,15 +155,46 @@ void run_pipeline(const Scenario& sc, const RunOptions& opt, std::ostream& out, 
 
 }  // namespace
 
-ClusterRun::ClusterRun(const Scenario& sc, FlopsAccounting accounting, bool record_work)
-    : job(plan_cluster(sc)), topo(job.cluster), compute(*job.cluster.gpu, job.training.attention_kernel), network(topo) {
+CalibrationProfile load_profile(const RunOptions& opt) {
+  const std::string path = opt.db_path.empty() ? "bubblesim.db" : opt.db_path;
+  if (!std::filesystem::exists(path)) {
+    throw InputError("--calibration: no database \"" + path + "\" to read profile \"" + opt.calibration +
+                     "\" from (bubblesim calibrate --db FILE writes profiles; --db names the file)");
+  }
+  Store store(path);
+  return CalibrationProfile::from_row(store.profile(opt.calibration));
+}
+
+namespace {
+ClusterJob calibrated_job(const Scenario& sc, const CalibrationProfile* calibration) {
+  ClusterJob job = plan_cluster(sc);
+  if (calibration != nullptr) apply_links(*calibration, job.cluster);
+  return job;
+}
+}  // namespace
+
+ClusterRun::ClusterRun(const Scenario& sc, FlopsAccounting accounting, bool record_work,
+                       const CalibrationProfile* calibration)
+    : job(calibrated_job(sc, calibration)),
+      topo(job.cluster),
+      compute(*job.cluster.gpu, job.training.attention_kernel),
+      calibrated(calibration ? std::make_unique<CalibratedCompute>(*calibration, compute) : nullptr),
+      network(topo) {
   Stopwatch clock;
-  plan = build_training(job, topo, compute, record_work);
+  const ComputeModel& model = calibrated ? static_cast<const ComputeModel&>(*calibrated) : compute;
+  plan = build_training(job, topo, model, record_work);
   build_s = clock.lap();
   require_valid(plan.program);
   validate_s = clock.lap();
   trace = simulate(plan.program, GivenTimes{}, &network);
   simulate_s = clock.lap();
+  if (calibration != nullptr) {
+    std::string fitted;
+    for (const auto& [cls, points] : calibration->compute) fitted += (fitted.empty() ? "" : ", ") + cls;
+    for (const auto& [cls, f] : calibration->links) fitted += (fitted.empty() ? "" : ", ") + cls + " links";
+    plan.notes.push_back("calibration profile \"" + calibration->name + "\": measured " + fitted +
+                         "; anything else from the preset's models");
+  }
   result = make_cluster_result(sc, job, plan, trace, topo, network.link_bytes(), accounting);
 }
 
@@ -169,6 +203,10 @@ void run_scenario(const RunOptions& opt, std::ostream& out, std::ostream& err) {
     throw InputError("--format: unknown format \"" + opt.format + "\" (valid: text, json, csv)");
   }
   const Scenario sc = load_scenario(opt.scenario, opt.overrides);
+  if (sc.pipeline_only && !opt.calibration.empty()) {
+    throw InputError("--calibration: " + opt.scenario + " is a pipeline_only scenario (op times given); calibration "
+                     "profiles apply to cluster scenarios");
+  }
   RunRecorder record(opt, sc);
   try {
     if (sc.pipeline_only) run_pipeline(sc, opt, out, err, record);

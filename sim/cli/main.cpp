@@ -1,8 +1,10 @@
 // The `bubblesim` command line: run a scenario and print or write its reports; list the
-// schedules and the scenario keys. Exit status: 0 ok, 2 bad input, 3 deadlock, 1 internal error.
+// schedules and the scenario keys; calibrate and validate against measurements. Exit status: 0 ok,
+// 2 bad input, 3 deadlock, 4 validation beyond --max-error, 1 internal error.
 #include <boost/program_options.hpp>
 #include <iostream>
 
+#include "sim/cli/calibrate.hpp"
 #include "sim/cli/collective.hpp"
 #include "sim/cli/commands.hpp"
 #include "sim/cli/db.hpp"
@@ -26,7 +28,7 @@ constexpr int kExitDeadlock = 3;
 const char* kUsage =
     "usage: bubblesim run SCENARIO [--set key.path=value ...] [--format text|json|csv]\n"
     "                              [--trace out.json] [--gantt out.svg] [--timing] [--db results.db]\n"
-    "                              [--flops-accounting megatron|noncausal|megatron-sc21]\n"
+    "                              [--flops-accounting megatron|noncausal|megatron-sc21] [--calibration NAME]\n"
     "       bubblesim collective SCENARIO --op all-reduce|all-gather|reduce-scatter|all-to-all|sendrecv\n"
     "                            [--ranks N] [--group intra|inter|all] [--sizes 8B:8GB]\n"
     "                            [--algo ring|two-level] [--mode flow|analytic] [--format text|csv]\n"
@@ -34,6 +36,10 @@ const char* kUsage =
     "       bubblesim sweep SCENARIO --vary key.path=v1,v2,... [--vary ...] [--set key.path=value ...]\n"
     "                       [--format text|csv|json] [--csv out.csv] [--json out.json] [--jobs N]\n"
     "       bubblesim db list | show RUN | export RUN [--format csv|json|trace] [--db bubblesim.db]\n"
+    "       bubblesim calibrate --name NAME (--bench | --runs ID,ID,...) [--db bubblesim.db]\n"
+    "       bubblesim profile show NAME | list [--db bubblesim.db]\n"
+    "       bubblesim validate --run HWRUN [--calibration NAME] [--max-error PCT] [--format text|json]\n"
+    "                          [--db bubblesim.db]\n"
     "       bubblesim schedules          list the pipeline schedules\n"
     "       bubblesim keys               list every scenario key with its type\n"
     "       bubblesim presets            list the GPU and model presets with their sources\n"
@@ -122,6 +128,54 @@ int sweep_command(const std::vector<std::string>& args) {
   return kExitOk;
 }
 
+int calibrate_command(const std::vector<std::string>& args) {
+  CalibrateOptions c;
+  po::options_description opts("calibrate options");
+  opts.add_options()("name", po::value<std::string>(&c.name), "the profile's name (replaces one of that name)")(
+      "bench", "fit every complete bench run of the database")(
+      "runs", po::value<std::string>(&c.runs), "fit these runs (bench, or hw: their measured compute ops)")(
+      "db", po::value<std::string>(&c.db_path)->default_value(c.db_path), "the SQLite database");
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(opts).run(), vm);
+  po::notify(vm);
+  c.bench = vm.count("bench") > 0;
+  run_calibrate(c, std::cout);
+  return kExitOk;
+}
+
+int profile_command(const std::vector<std::string>& args) {
+  std::string action, name, db = "bubblesim.db";
+  po::options_description opts("profile options");
+  opts.add_options()("action", po::value<std::string>(&action), "show | list")(
+      "name", po::value<std::string>(&name), "profile name (show)")(
+      "db", po::value<std::string>(&db)->default_value(db), "the SQLite database");
+  po::positional_options_description pos;
+  pos.add("action", 1).add("name", 1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(opts).positional(pos).run(), vm);
+  po::notify(vm);
+  if (action.empty()) throw InputError("profile: missing action (show NAME, list)");
+  run_profile_command(action, name, db, std::cout);
+  return kExitOk;
+}
+
+int validate_command(const std::vector<std::string>& args) {
+  ValidateOptions v;
+  po::options_description opts("validate options");
+  opts.add_options()("run", po::value<std::string>(&v.run), "the measured (hw) run")(
+      "calibration", po::value<std::string>(&v.calibration), "predict with this profile")(
+      "max-error", po::value<double>(&v.max_error_pct), "exit 4 if |iteration error| exceeds this percentage")(
+      "format", po::value<std::string>(&v.format)->default_value(v.format), "text | json")(
+      "db", po::value<std::string>(&v.db_path)->default_value(v.db_path), "the SQLite database");
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(opts).run(), vm);
+  po::notify(vm);
+  if (v.run.empty()) throw InputError("validate: --run HWRUN is required (bubblesim db list shows the runs)");
+  v.command_line = "bubblesim validate";
+  for (const std::string& a : args) v.command_line += " " + a;
+  return run_validate(v, std::cout);
+}
+
 int run_command(const std::vector<std::string>& args) {
   po::options_description opts("run options");
   opts.add_options()("scenario", po::value<std::string>(), "scenario YAML file")(
@@ -133,15 +187,12 @@ int run_command(const std::vector<std::string>& args) {
       "flops-accounting", po::value<std::string>()->default_value("megatron"),
       "megatron | noncausal | megatron-sc21 (how TFLOPS and MFU count model FLOPs)")(
       "db", po::value<std::string>(), "record the run (scenario, ops, predicted timeline, report) in this SQLite database")(
-      "calibration", po::value<std::string>(), "use a calibration profile (not in this version)");
+      "calibration", po::value<std::string>(), "use this calibration profile from the database (--db, else bubblesim.db)");
   po::positional_options_description pos;
   pos.add("scenario", 1);
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(opts).positional(pos).run(), vm);
   po::notify(vm);
-  if (vm.count("calibration")) {
-    throw InputError("--calibration: calibration profiles are not in this version yet; run without --calibration");
-  }
   if (!vm.count("scenario")) throw InputError("run: missing SCENARIO file (see bubblesim --help)");
   RunOptions ro;
   ro.scenario = vm["scenario"].as<std::string>();
@@ -152,6 +203,7 @@ int run_command(const std::vector<std::string>& args) {
   ro.timing = vm.count("timing") > 0;
   ro.flops_accounting = vm["flops-accounting"].as<std::string>();
   if (vm.count("db")) ro.db_path = vm["db"].as<std::string>();
+  if (vm.count("calibration")) ro.calibration = vm["calibration"].as<std::string>();
   ro.command_line = "bubblesim run";
   for (const std::string& a : args) ro.command_line += " " + a;
   run_scenario(ro, std::cout, std::cerr);
@@ -182,6 +234,9 @@ int main(int argc, char** argv) {
     if (cmd == "sweep") return sweep_command(args);
     if (cmd == "explain") return explain_command(args);
     if (cmd == "db") return db_command(args);
+    if (cmd == "calibrate") return calibrate_command(args);
+    if (cmd == "profile") return profile_command(args);
+    if (cmd == "validate") return validate_command(args);
     if (cmd == "schedules") {
       print_schedules(std::cout);
       return kExitOk;
@@ -194,7 +249,7 @@ int main(int argc, char** argv) {
       print_keys(std::cout);
       return kExitOk;
     }
-    throw InputError("unknown command \"" + cmd + "\" (valid: run, collective, explain, sweep, db, schedules, keys, presets; see bubblesim --help)");
+    throw InputError("unknown command \"" + cmd + "\" (valid: run, collective, explain, sweep, db, calibrate, profile, validate, schedules, keys, presets; see bubblesim --help)");
   } catch (const InputError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return kExitInput;

@@ -339,12 +339,14 @@ std::vector<Store::OpRow> Store::ops(int64_t run_id, const std::string& source) 
   std::vector<OpRow> out;
   Stmt q(db_,
          "SELECT ops.op, device, stream, kind, phase, stage, microbatch, layer, ring_step, traffic, start_s, end_s, "
-         "coalesce(op_class, ''), coalesce(shape, ''), coalesce(flops, 0) "
+         "coalesce(op_class, ''), coalesce(shape, ''), coalesce(flops, 0), coalesce(causal_fraction, 0), "
+         "coalesce(hbm_bytes, 0) "
          "FROM ops JOIN op_timings USING (run_id, op) WHERE run_id = ? AND source = ? ORDER BY ops.op");
   q.bind(1, run_id).bind(2, source);
   while (q.step()) {
     out.push_back({q.integer(0), q.integer(1), q.text(2), q.text(3), q.text(4), q.integer(5), q.integer(6),
-                   q.integer(7), q.integer(8), q.text(9), q.real(10), q.real(11), q.text(12), q.text(13), q.real(14)});
+                   q.integer(7), q.integer(8), q.text(9), q.real(10), q.real(11), q.text(12), q.text(13), q.real(14),
+                   q.real(15), q.real(16)});
   }
   return out;
 }
@@ -458,6 +460,14 @@ int64_t Store::store_comparison(int64_t measured_run, int64_t predicted_run, con
 std::string Store::scenario_text(int64_t run_id) {
   run(run_id);
   Stmt q(db_, "SELECT coalesce(scenario_text, '') FROM runs WHERE id = ?");
+  q.bind(1, run_id);
+  q.step();
+  return q.text(0);
+}
+
+std::string Store::environment(int64_t run_id) {
+  run(run_id);
+  Stmt q(db_, "SELECT coalesce(environment, '') FROM runs WHERE id = ?");
   q.bind(1, run_id);
   q.step();
   return q.text(0);

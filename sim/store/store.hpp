@@ -93,10 +93,13 @@ class Store {
     double start_s, end_s;
     std::string op_class, shape;  // what a compute op works on (empty when not recorded)
     double flops;
+    double causal_fraction, hbm_bytes;
   };
   std::vector<OpRow> ops(int64_t run, const std::string& source = "predicted");
   std::vector<std::string> device_names(int64_t run);
   std::string scenario_text(int64_t run);
+  /// The run's environment (JSON text).
+  std::string environment(int64_t run);
 
   /// A measured iteration's makespan, stored as soon as it completes (its own transaction).
   void store_iteration(int64_t run, int64_t iteration, bool warmup, double makespan_s);

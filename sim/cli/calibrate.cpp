@@ -1,0 +1,134 @@
+#include "sim/cli/calibrate.hpp"
+
+#include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "build_info.hpp"
+#include "sim/calibrate/calibration.hpp"
+#include "sim/calibrate/validation.hpp"
+#include "sim/cli/commands.hpp"
+#include "sim/core/error.hpp"
+#include "sim/store/store.hpp"
+
+namespace bubblesim::sim {
+namespace {
+
+constexpr int kExitOverError = 4;
+
+/// Opens an existing database (InputError naming the option and the file if there is none).
+Store open_existing(const std::string& path) {
+  if (!std::filesystem::exists(path)) throw InputError("--db: no database \"" + path + "\"");
+  return Store(path);
+}
+
+int64_t run_id(const std::string& text, const char* option) {
+  const auto v = parse_integer(text);
+  if (!v || *v <= 0) throw InputError(std::string(option) + ": \"" + text + "\" is not a run id");
+  return *v;
+}
+
+}  // namespace
+
+void run_calibrate(const CalibrateOptions& opt, std::ostream& out) {
+  if (opt.name.empty()) throw InputError("calibrate: --name NAME is required");
+  if (opt.bench == !opt.runs.empty()) throw InputError("calibrate: give either --bench or --runs IDS");
+  Store store = open_existing(opt.db_path);
+  std::vector<int64_t> runs;
+  if (opt.bench) {
+    for (const RunRow& r : store.runs()) {
+      if (r.kind == "bench" && r.status == "complete") runs.push_back(r.id);
+    }
+    if (runs.empty()) throw InputError("calibrate --bench: \"" + opt.db_path + "\" holds no complete bench run");
+  } else {
+    std::stringstream in(opt.runs);
+    for (std::string id; std::getline(in, id, ',');) runs.push_back(run_id(id, "--runs"));
+  }
+  const CalibrationProfile p = fit_profile(opt.name, samples_from_store(store, runs), runs);
+  store.save_profile(p.to_row());
+  write_profile(out, p);
+  out << "\nstored profile \"" << p.name << "\" in " << opt.db_path << "\n";
+}
+
+void run_profile_command(const std::string& action, const std::string& name, const std::string& db_path,
+                         std::ostream& out) {
+  Store store = open_existing(db_path);
+  if (action == "list") {
+    for (const std::string& n : store.profile_names()) out << n << "\n";
+    return;
+  }
+  if (action != "show") throw InputError("profile: unknown action \"" + action + "\" (valid: show NAME, list)");
+  if (name.empty()) throw InputError("profile show: which profile? (bubblesim profile list)");
+  const ProfileRow row = store.profile(name);
+  out << "created " << row.created_at << "\n";
+  write_profile(out, CalibrationProfile::from_row(row));
+}
+
+int run_validate(const ValidateOptions& opt, std::ostream& out) {
+  if (opt.format != "text" && opt.format != "json") {
+    throw InputError("--format: unknown format \"" + opt.format + "\" (valid: text, json)");
+  }
+  Store store = open_existing(opt.db_path);
+  const int64_t measured_id = run_id(opt.run, "--run");
+  const RunRow measured_run = store.run(measured_id);
+  if (measured_run.kind != "hw" || measured_run.status != "complete") {
+    throw InputError("--run " + opt.run + ": a " + measured_run.status + " " + measured_run.kind +
+                     " run; validate compares with a complete hw run");
+  }
+  std::vector<std::string> overrides;
+  const nlohmann::json env = nlohmann::json::parse(store.environment(measured_id), nullptr, false);
+  if (env.is_object() && env.contains("overrides")) overrides = env["overrides"].get<std::vector<std::string>>();
+  const Scenario sc = parse_scenario(store.scenario_text(measured_id), "run " + opt.run + " scenario", overrides);
+  std::unique_ptr<CalibrationProfile> profile;
+  if (!opt.calibration.empty()) profile = std::make_unique<CalibrationProfile>(CalibrationProfile::from_row(store.profile(opt.calibration)));
+  const ClusterRun predicted(sc, FlopsAccounting::Megatron, true, profile.get());
+  const Program& p = predicted.plan.program;
+
+  Trace measured;
+  measured.records.resize(p.num_ops());
+  size_t rows = 0;
+  for (const Store::OpRow& o : store.ops(measured_id, "measured")) {
+    if (o.op < 0 || static_cast<size_t>(o.op) >= p.num_ops()) continue;
+    const auto id = static_cast<OpId>(o.op);
+    measured.records[id] = {id, Time::from_seconds(o.start_s), Time::from_seconds(o.end_s)};
+    measured.makespan = std::max(measured.makespan, measured.records[id].end);
+    ++rows;
+  }
+  if (rows != p.num_ops()) {
+    throw InputError("--run " + opt.run + ": it measured " + std::to_string(rows) + " ops but the scenario's Program has " +
+                     std::to_string(p.num_ops()) + " now (was it run by another bubblesim version?)");
+  }
+  Validation v = compare_traces(p, measured, predicted.trace);
+  v.scenario = sc.name;
+  v.calibration = opt.calibration;
+  v.measured_run = measured_id;
+
+  RunInfo info;
+  info.kind = "sim";
+  info.scenario_name = sc.name;
+  info.scenario_text = store.scenario_text(measured_id);
+  info.command_line = opt.command_line;
+  info.environment = nlohmann::json{{"bubblesim", kVersion},       {"git_revision", kGitRevision},
+                                    {"validates_run", measured_id}, {"calibration", opt.calibration},
+                                    {"overrides", overrides}}.dump();
+  v.predicted_run = store.begin_run(info);
+  store.store_trace(v.predicted_run, p, predicted.trace, "predicted");
+  store.finish_run(v.predicted_run, "complete", to_json(predicted.result).dump());
+  const nlohmann::json result = to_json(v);
+  const int64_t comparison = store.store_comparison(measured_id, v.predicted_run, opt.calibration, result.dump());
+  if (opt.format == "json") {
+    out << result.dump(2) << "\n";
+  } else {
+    write_text(out, v);
+    out << "\nstored as comparison " << comparison << " (prediction: run " << v.predicted_run << ") in " << opt.db_path
+        << "\n";
+  }
+  if (opt.max_error_pct >= 0 && std::abs(v.iteration_error) * 100 > opt.max_error_pct) {
+    out << "FAIL: iteration error " << 100 * v.iteration_error << "% exceeds --max-error " << opt.max_error_pct << "%\n";
+    return kExitOverError;
+  }
+  return 0;
+}
+
+}  // namespace bubblesim::sim

@@ -1,0 +1,34 @@
+// `bubblesim calibrate`, `bubblesim profile show|list` and `bubblesim validate`: the commands
+// that fit profiles from stored measurements and compare predictions with measured runs.
+// Not the fitting or the comparison themselves (sim/calibrate).
+#pragma once
+
+#include <ostream>
+#include <string>
+
+namespace bubblesim::sim {
+
+struct CalibrateOptions {
+  std::string db_path = "bubblesim.db";
+  std::string name;
+  bool bench = false;   // every complete bench run
+  std::string runs;     // or these runs (bench or hw), comma-separated ids
+};
+void run_calibrate(const CalibrateOptions& opt, std::ostream& out);
+
+/// action: show NAME | list
+void run_profile_command(const std::string& action, const std::string& name, const std::string& db_path,
+                         std::ostream& out);
+
+struct ValidateOptions {
+  std::string db_path = "bubblesim.db";
+  std::string run;            // the measured (hw) run
+  std::string calibration;    // profile to predict with; empty: the presets' models
+  std::string format = "text";
+  double max_error_pct = -1;  // >= 0: fail (exit 4) when |iteration error| is larger
+  std::string command_line;
+};
+/// Returns the exit status: 0, or 4 when the iteration error exceeds --max-error.
+int run_validate(const ValidateOptions& opt, std::ostream& out);
+
+}  // namespace bubblesim::sim
