@@ -2,6 +2,7 @@
 // training Programs built with Ulysses, ring attention, USP and all-gather CP.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <map>
 
 #include "sim/core/error.hpp"
@@ -307,4 +308,31 @@ void check_bundles(const std::string& text) {
   }
   CHECK(differ == 0);
   for (size_t l = 0; l < topo.links(); ++l) CHECK(bundled.link_bytes()[l] == Approx(plain.link_bytes()[l]));
+}
+
+TEST_CASE("each layout's token positions give exactly the causal pairs the ring work counts", "[sp]") {
+  for (RingLayout layout : {RingLayout::Contiguous, RingLayout::Zigzag, RingLayout::Striped}) {
+    for (int64_t ranks : {2, 4, 8}) {
+      const int64_t local = 16;
+      std::vector<int64_t> seen;
+      std::vector<std::vector<int64_t>> pos;
+      for (int64_t r = 0; r < ranks; ++r) {
+        pos.push_back(ring_positions(layout, ranks, local, r));
+        seen.insert(seen.end(), pos.back().begin(), pos.back().end());
+      }
+      std::sort(seen.begin(), seen.end());
+      for (int64_t i = 0; i < ranks * local; ++i) REQUIRE(seen[static_cast<size_t>(i)] == i);  // a partition
+      for (int64_t r = 0; r < ranks; ++r) {
+        for (int64_t t = 0; t < ranks; ++t) {
+          const auto& q = pos[static_cast<size_t>(r)];
+          const auto& kv = pos[static_cast<size_t>((r - t + ranks) % ranks)];
+          int64_t pairs = 0;
+          for (int64_t qi : q) {
+            for (int64_t kj : kv) pairs += kj <= qi ? 1 : 0;
+          }
+          CHECK(pairs == ring_step_work(layout, ranks, local, r, t).pairs);
+        }
+      }
+    }
+  }
 }

@@ -4,6 +4,8 @@
 //                               [--iterations N] [--warmup N] [--stall-timeout S]
 //   mpirun -np 2 bubblesim-hw bench gemm|attention|memory|p2p|alltoall|allreduce|all [--db FILE]
 //                               [--iterations N] [--warmup N] [--sizes 1K:64M] [--shapes-from SCENARIO]
+//   mpirun -np 2 bubblesim-hw check attention [--layout contiguous|zigzag|striped|ulysses|all] [--seq N]
+// Exit status: 0 ok, 2 bad input, 3 a rank failed, 5 a correctness check failed.
 // Not the simulator: `bubblesim` predicts; this measures.
 #include <sys/types.h>
 #include <unistd.h>
@@ -23,6 +25,7 @@
 
 #include "build_info.hpp"
 #include "hw/bench/microbench.hpp"
+#include "hw/check/attention_check.hpp"
 #include "hw/host/kernels.hpp"
 #include "hw/host/mpi_backend.hpp"
 #include "hw/runner/rank_map.hpp"
@@ -41,9 +44,12 @@ namespace {
 
 constexpr int kExitInput = 2;
 constexpr int kExitFailure = 3;
+constexpr int kExitMismatch = 5;
 
 struct Options {
   std::string command, scenario, backend = "host", db = "bubblesim.db", sizes = "1K:16M", shapes_from;
+  std::string layout = "all";
+  int seq = 512;
   std::vector<std::string> overrides, benches;
   int iterations = -1, warmup = -1;
   double stall_timeout = 120;
@@ -61,8 +67,8 @@ Options parse(int argc, char** argv) {
   for (int i = 0; i < argc; ++i) o.command_line += (i ? " " : "") + std::string(argv[i]);
   if (argc < 2) throw InputError("usage: bubblesim-hw run SCENARIO [options] | bubblesim-hw bench WHAT... [options]");
   o.command = argv[1];
-  if (o.command != "run" && o.command != "bench") {
-    throw InputError("unknown command \"" + o.command + "\" (valid: run, bench)");
+  if (o.command != "run" && o.command != "bench" && o.command != "check") {
+    throw InputError("unknown command \"" + o.command + "\" (valid: run, bench, check)");
   }
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
@@ -78,15 +84,19 @@ Options parse(int argc, char** argv) {
     else if (a == "--sizes") o.sizes = value();
     else if (a == "--shapes-from") o.shapes_from = value();
     else if (a == "--stall-timeout") o.stall_timeout = to_int(value(), a);
+    else if (a == "--layout") o.layout = value();
+    else if (a == "--seq") o.seq = to_int(value(), a);
     else if (a.rfind("--", 0) == 0) throw InputError("unknown option " + a);
     else if (o.command == "run" && o.scenario.empty()) o.scenario = a;
     else if (o.command == "bench") o.benches.push_back(a);
+    else if (o.command == "check" && a == "attention" && o.scenario.empty()) o.scenario = a;
     else throw InputError("unexpected argument \"" + a + "\"");
   }
   if (o.backend != "host") {
     throw InputError("--backend: \"" + o.backend + "\" is not built here (valid: host; the CUDA backend is a later issue)");
   }
   if (o.command == "run" && o.scenario.empty()) throw InputError("run: which scenario? (bubblesim-hw run SCENARIO)");
+  if (o.command == "check" && o.scenario != "attention") throw InputError("check: what? (bubblesim-hw check attention)");
   if (o.command == "bench" && o.benches.empty()) {
     throw InputError("bench: which benchmark? (gemm, attention, memory, p2p, alltoall, allreduce, all)");
   }
@@ -355,6 +365,25 @@ int bench_command(const Options& o, MpiBackend& b, RunContext& ctx) {
   return 0;
 }
 
+int check_command(const Options& o, const MpiSession& session) {
+  std::vector<std::string> modes;
+  if (o.layout == "all") modes = {"contiguous", "zigzag", "striped", "ulysses"};
+  else modes = {o.layout};
+  bool ok = true;
+  for (const std::string& mode : modes) {
+    const AttentionCheck c = check_attention(mode, o.seq, 4, 32, session);
+    if (session.rank() != 0) continue;
+    char backward[64] = "";
+    if (mode != "ulysses") std::snprintf(backward, sizeof backward, ", backward (dQ, dK, dV) %.2e", c.backward_error);
+    std::printf("%-10s %d ranks, seq %lld, %lld heads x %lld, causal: forward max |error| %.2e%s (tolerance %.0e): %s\n",
+                mode.c_str(), session.size(), static_cast<long long>(c.seq), static_cast<long long>(c.heads),
+                static_cast<long long>(c.head_dim), c.forward_error, backward, AttentionCheck::kTolerance,
+                c.ok() ? "ok" : "MISMATCH");
+    ok = ok && c.ok();
+  }
+  return ok ? 0 : kExitMismatch;
+}
+
 /// Marks the run failed with `message` unless it already ended (another rank got there first).
 void mark_failed(const RunContext& ctx, const std::string& message) noexcept {
   if (ctx.run == 0) return;
@@ -383,7 +412,12 @@ int main(int argc, char** argv) {
     const Options o = parse(argc, argv);
     ctx.db = o.db;
     MpiBackend backend(session, o.stall_timeout);
-    rc = o.command == "run" ? run_command(o, backend, ctx) : bench_command(o, backend, ctx);
+    if (o.command == "check") {
+      rc = check_command(o, session);
+      if (session.size() > 1) backend.broadcast(rc);  // every rank leaves with rank 0's verdict
+    } else {
+      rc = o.command == "run" ? run_command(o, backend, ctx) : bench_command(o, backend, ctx);
+    }
   } catch (const InputError& e) {
     // Every rank sees the same input and fails the same way; rank 0 speaks.
     if (session.rank() == 0) std::cerr << "bubblesim-hw: " << e.what() << "\n";

@@ -48,6 +48,21 @@ RingStepWork ring_step_work(RingLayout layout, int64_t ranks, int64_t local, int
   return {};
 }
 
+std::vector<int64_t> ring_positions(RingLayout layout, int64_t ranks, int64_t local, int64_t rank) {
+  std::vector<int64_t> pos(static_cast<size_t>(local));
+  const int64_t half = local / 2;
+  for (int64_t i = 0; i < local; ++i) {
+    switch (layout) {
+      case RingLayout::Contiguous: pos[static_cast<size_t>(i)] = rank * local + i; break;
+      case RingLayout::Zigzag:
+        pos[static_cast<size_t>(i)] = i < half ? rank * half + i : (2 * ranks - 1 - rank) * half + (i - half);
+        break;
+      case RingLayout::Striped: pos[static_cast<size_t>(i)] = i * ranks + rank; break;
+    }
+  }
+  return pos;
+}
+
 int64_t ring_rank_pairs(RingLayout layout, int64_t ranks, int64_t local, int64_t rank) {
   int64_t pairs = 0;
   for (int64_t t = 0; t < ranks; ++t) pairs += ring_step_work(layout, ranks, local, rank, t).pairs;

@@ -28,6 +28,11 @@ struct RingStepWork {
 /// Causal work of one step; `local` tokens per rank (even for zigzag).
 RingStepWork ring_step_work(RingLayout layout, int64_t ranks, int64_t local, int64_t rank, int64_t step);
 
+/// The global token positions a ring rank holds, in its local order: contiguous [r*local,
+/// (r+1)*local); zigzag chunks r and 2*ranks-1-r of local/2 tokens; striped every ranks-th token
+/// from r. `local` tokens per rank (even for zigzag).
+std::vector<int64_t> ring_positions(RingLayout layout, int64_t ranks, int64_t local, int64_t rank);
+
 /// All pairs a rank computes over the whole ring (= its queries against every key before them).
 int64_t ring_rank_pairs(RingLayout layout, int64_t ranks, int64_t local, int64_t rank);
 
