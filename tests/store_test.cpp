@@ -132,7 +132,8 @@ TEST_CASE("an older database is migrated forward, keeping its runs", "[store]") 
   exec(db, "ALTER TABLE ops DROP COLUMN op_class; ALTER TABLE ops DROP COLUMN shape; "
            "ALTER TABLE ops DROP COLUMN causal_fraction; ALTER TABLE ops DROP COLUMN flops; "
            "ALTER TABLE ops DROP COLUMN hbm_bytes; ALTER TABLE runs DROP COLUMN time_unit; "
-           "ALTER TABLE runs DROP COLUMN seconds_per_unit; PRAGMA user_version = 1");
+           "ALTER TABLE runs DROP COLUMN seconds_per_unit; DROP TABLE iterations; DROP INDEX bench_by_class; "
+           "PRAGMA user_version = 1");
   REQUIRE(pragma(db, "SELECT count(*) FROM pragma_table_info('ops') WHERE name = 'flops'") == 0);
   Store s(db.string());
   CHECK(pragma(db, "PRAGMA user_version") == Store::kSchemaVersion);
@@ -140,4 +141,31 @@ TEST_CASE("an older database is migrated forward, keeping its runs", "[store]") 
                    "('op_class', 'shape', 'causal_fraction', 'flops', 'hbm_bytes')") == 5);
   CHECK(s.runs().size() == 1);
   CHECK(s.runs().front().time_unit == "s");  // version 3's default for older runs
+  CHECK(pragma(db, "SELECT count(*) FROM sqlite_master WHERE name = 'iterations'") == 1);  // version 4
+}
+
+TEST_CASE("measured iterations, bench samples and comparisons are stored and read back", "[store]") {
+  const fs::path db = fresh("v4.db");
+  Store s(db.string());
+  RunInfo hw;
+  hw.kind = "hw";
+  const int64_t run = s.begin_run(hw);
+  s.store_iteration(run, 0, true, 2.5);
+  s.store_iteration(run, 1, false, 2.0);
+  const auto its = s.iterations(run);
+  REQUIRE(its.size() == 2);
+  CHECK(its[0].warmup);
+  CHECK(its[1].makespan_s == 2.0);
+  RunInfo bench;
+  bench.kind = "bench";
+  const int64_t b = s.begin_run(bench);
+  s.store_bench_sample(b, {0, "p2p", "1024", 1024, 2, 10, 1e-6, 2e-6, 3e-6, 5e8, 5e8});
+  // Samples of incomplete bench runs do not calibrate anything.
+  CHECK(s.bench_samples().empty());
+  s.finish_run(b, "complete", "{}");
+  REQUIRE(s.bench_samples().size() == 1);
+  CHECK(s.bench_samples({b}).front().median_s == 2e-6);
+  CHECK(s.bench_samples({run}).empty());
+  CHECK(s.store_comparison(run, b, "", "{\"iteration_error\": 0.01}") == 1);
+  CHECK(pragma(db, "SELECT count(*) FROM comparisons WHERE calibration IS NULL") == 1);
 }

@@ -191,6 +191,27 @@ struct RunContext {
   Peers peers;
 };
 
+/// Rank 0 opens the database and records the run as incomplete; every rank learns the run id, or
+/// that rank 0 could not (then all stop alike instead of waiting for each other).
+std::unique_ptr<sim::Store> open_run(const Options& o, const sim::RunInfo& info, MpiBackend& b, RunContext& ctx) {
+  std::unique_ptr<sim::Store> store;
+  std::string error;
+  if (b.rank() == 0) {
+    try {
+      store = std::make_unique<sim::Store>(o.db);
+      ctx.run = store->begin_run(info);
+    } catch (const InputError& e) {
+      error = e.what();
+      ctx.run = 0;
+    }
+  }
+  ctx.run = b.broadcast(ctx.run);
+  if (!error.empty()) throw InputError(error);
+  if (ctx.run == 0) throw InputError("rank 0 could not record the run in " + o.db + " (its message says why)");
+  ctx.peers = gather_peers(b);
+  return store;
+}
+
 int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
   const sim::Scenario sc = sim::load_scenario(o.scenario, o.overrides);
   if (sc.pipeline_only) {
@@ -210,23 +231,17 @@ int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
   const int warmup = o.warmup < 0 ? 2 : o.warmup;
   const int iterations = o.iterations < 0 ? 5 : std::max(o.iterations, 1);
 
-  std::unique_ptr<sim::Store> store;
-  if (b.rank() == 0) {
-    store = std::make_unique<sim::Store>(o.db);
-    sim::RunInfo info;
-    info.kind = "hw";
-    info.scenario_name = sc.name;
-    info.scenario_text = read_file(o.scenario);
-    info.command_line = o.command_line;
-    nlohmann::json env = environment(b);
-    env["overrides"] = o.overrides;
-    env["warmup"] = warmup;
-    env["iterations"] = iterations;
-    info.environment = env.dump();
-    ctx.run = store->begin_run(info);
-  }
-  ctx.run = b.broadcast(ctx.run);
-  ctx.peers = gather_peers(b);
+  sim::RunInfo info;
+  info.kind = "hw";
+  info.scenario_name = sc.name;
+  info.scenario_text = read_file(o.scenario);
+  info.command_line = o.command_line;
+  nlohmann::json env = environment(b);
+  env["overrides"] = o.overrides;
+  env["warmup"] = warmup;
+  env["iterations"] = iterations;
+  info.environment = env.dump();
+  std::unique_ptr<sim::Store> store = open_run(o, info, b, ctx);
 
   const sim::Program& p = plan.program;
   Runner runner(p, device_of[static_cast<size_t>(b.rank())], b.rank(), b, o.stall_timeout);
@@ -328,18 +343,12 @@ int bench_command(const Options& o, MpiBackend& b, RunContext& ctx) {
       throw InputError("bench: unknown benchmark \"" + w + "\" (valid: gemm, attention, memory, p2p, alltoall, allreduce, all)");
     }
   }
-  std::unique_ptr<sim::Store> store;
-  if (b.rank() == 0) {
-    store = std::make_unique<sim::Store>(o.db);
-    sim::RunInfo info;
-    info.kind = "bench";
-    info.scenario_name = "bench " + o.command_line.substr(o.command_line.find("bench") + 6);
-    info.command_line = o.command_line;
-    info.environment = environment(b).dump();
-    ctx.run = store->begin_run(info);
-  }
-  ctx.run = b.broadcast(ctx.run);
-  ctx.peers = gather_peers(b);
+  sim::RunInfo info;
+  info.kind = "bench";
+  info.scenario_name = "bench " + o.command_line.substr(o.command_line.find("bench") + 6);
+  info.command_line = o.command_line;
+  info.environment = environment(b).dump();
+  std::unique_ptr<sim::Store> store = open_run(o, info, b, ctx);
   BenchOptions opt;
   opt.warmup = o.warmup < 0 ? 3 : o.warmup;
   opt.iterations = o.iterations < 0 ? 10 : std::max(o.iterations, 1);

@@ -100,6 +100,13 @@ int run_validate(const ValidateOptions& opt, std::ostream& out) {
                      std::to_string(p.num_ops()) + " now (was it run by another bubblesim version?)");
   }
   Validation v = compare_traces(p, measured, predicted.trace);
+  // The run's iteration time counts every rank, twins included (the stored timeline holds the
+  // representative ranks only).
+  const nlohmann::json summary = nlohmann::json::parse(store.summary(measured_id), nullptr, false);
+  if (summary.is_object() && summary.contains("iteration_time_s")) {
+    v.measured_s = summary["iteration_time_s"].get<double>();
+    v.iteration_error = v.measured_s > 0 ? v.predicted_s / v.measured_s - 1 : 0;
+  }
   v.scenario = sc.name;
   v.calibration = opt.calibration;
   v.measured_run = measured_id;

@@ -40,12 +40,52 @@ void show(Store& store, int64_t id, std::ostream& out) {
   out << "ops stored: " << r.ops << "; op times in seconds of the simulation clock";
   if (r.time_unit != "s") out << " (the report's 1 " << r.time_unit << " = " << r.seconds_per_unit << " s)";
   out << "\n";
+  const std::string env = store.environment(id);
+  if (!env.empty()) out << "environment: " << env << "\n";
+  if (r.kind == "hw") {
+    out << "measured iterations (s):";
+    for (const Store::IterationRow& it : store.iterations(id)) {
+      out << " " << it.makespan_s << (it.warmup ? " (warm-up)" : "");
+    }
+    out << "\nop times: the iteration with the median time (source \"measured\")\n";
+  }
+  if (r.kind == "bench") out << "samples: " << store.bench_samples({id}).size() << " (db export " << id << " lists them)\n";
   const std::string summary = store.summary(id);
   if (!summary.empty()) out << "report: " << nlohmann::json::parse(summary).dump(2) << "\n";
 }
 
+void export_bench(Store& store, int64_t id, const std::string& format, std::ostream& out) {
+  const std::vector<BenchSample> samples = store.bench_samples({id});
+  if (format == "csv") {
+    out << "op_class,shape,bytes,ranks,iterations,min_s,median_s,max_s,algbw_Bps,busbw_Bps\n";
+    char buf[512];
+    for (const BenchSample& b : samples) {
+      std::snprintf(buf, sizeof buf, "%s,\"%s\",%lld,%lld,%lld,%.9g,%.9g,%.9g,%.6g,%.6g\n", b.op_class.c_str(),
+                    b.shape.c_str(), static_cast<long long>(b.bytes), static_cast<long long>(b.ranks),
+                    static_cast<long long>(b.iterations), b.min_s, b.median_s, b.max_s, b.algbw, b.busbw);
+      out << buf;
+    }
+  } else if (format == "json") {
+    nlohmann::json rows = nlohmann::json::array();
+    for (const BenchSample& b : samples) {
+      rows.push_back({{"op_class", b.op_class}, {"shape", b.shape}, {"bytes", b.bytes}, {"ranks", b.ranks},
+                      {"iterations", b.iterations}, {"min_s", b.min_s}, {"median_s", b.median_s}, {"max_s", b.max_s},
+                      {"algbw_Bps", b.algbw}, {"busbw_Bps", b.busbw}});
+    }
+    out << nlohmann::json{{"run", id}, {"samples", rows}}.dump(2) << "\n";
+  } else {
+    throw InputError("--format: a bench run exports as csv or json, not \"" + format + "\"");
+  }
+}
+
 void export_run(Store& store, int64_t id, const std::string& format, std::ostream& out) {
-  const auto ops = store.ops(id);
+  const RunRow run = store.run(id);
+  if (run.kind == "bench") {
+    export_bench(store, id, format, out);
+    return;
+  }
+  // A hardware run's timeline is what it measured; a simulation's, what it predicted.
+  const auto ops = store.ops(id, run.kind == "hw" ? "measured" : "predicted");
   if (format == "csv") {
     out << "op,device,stream,kind,phase,stage,microbatch,layer,ring_step,traffic,start_s,end_s,op_class,shape,flops\n";
     char buf[768];

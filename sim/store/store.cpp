@@ -3,11 +3,13 @@
 #include <sqlite3.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <ctime>
 #include <thread>
 
 #include "sim/core/error.hpp"
+#include "sim/core/units.hpp"
 
 namespace bubblesim::sim {
 namespace {
@@ -79,6 +81,18 @@ CREATE TABLE iterations(
 CREATE INDEX bench_by_class ON bench_samples(op_class);
 )sql";
 
+/// How long a write waits for another process's transaction: BUBBLESIM_DB_BUSY_TIMEOUT_MS, else
+/// kBusyTimeoutMs.
+int busy_timeout_ms() {
+  const char* env = std::getenv("BUBBLESIM_DB_BUSY_TIMEOUT_MS");
+  if (env == nullptr) return kBusyTimeoutMs;
+  const auto v = parse_integer(env);
+  if (!v || *v < 0 || *v > 3'600'000) {
+    throw InputError(std::string("BUBBLESIM_DB_BUSY_TIMEOUT_MS: \"") + env + "\" is not a time in ms (0 to 3600000)");
+  }
+  return static_cast<int>(*v);
+}
+
 std::string now_utc() {
   const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
   std::tm tm{};
@@ -146,7 +160,11 @@ class Stmt {
 /// BEGIN IMMEDIATE ... COMMIT, rolled back if the scope is left by an exception.
 class Transaction {
  public:
-  explicit Transaction(sqlite3* db) : db_(db) { exec_sql(db_, "BEGIN IMMEDIATE", "sqlite: BEGIN IMMEDIATE"); }
+  explicit Transaction(sqlite3* db) : db_(db) {
+    exec_sql(db_, "BEGIN IMMEDIATE",
+             std::string("--db \"") + sqlite3_db_filename(db_, "main") + "\": cannot start writing (another process kept "
+             "it locked longer than the busy timeout, BUBBLESIM_DB_BUSY_TIMEOUT_MS)");
+  }
   ~Transaction() {
     if (!done_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
   }
@@ -181,12 +199,13 @@ Store::Store(const std::string& path) : path_(path) {
     db_ = nullptr;
     throw InputError("--db: cannot open \"" + path + "\": " + msg);
   }
-  sqlite3_busy_timeout(db_, kBusyTimeoutMs);
+  const int busy_ms = busy_timeout_ms();
+  sqlite3_busy_timeout(db_, busy_ms);
   try {
     exec("PRAGMA foreign_keys = ON");
     // Switching a new file to WAL needs it to itself; another process doing the same at that
     // moment answers "locked" at once rather than through the busy handler: try again.
-    const auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(kBusyTimeoutMs);
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(busy_ms);
     for (;;) {
       const int rc = sqlite3_exec(db_, "PRAGMA journal_mode = WAL", nullptr, nullptr, nullptr);
       if (rc == SQLITE_OK) break;

@@ -1,0 +1,129 @@
+// Calibration profiles: fits from samples, interpolation between measured shapes, link
+// latency and bandwidth, the round trip through the store, the calibrated compute model and the
+// cluster with calibrated links; validation joins measured and predicted traces op by op.
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "sim/calibrate/calibration.hpp"
+#include "sim/calibrate/validation.hpp"
+#include "sim/core/error.hpp"
+#include "sim/model/compute.hpp"
+#include "sim/preset/presets.hpp"
+#include "sim/store/store.hpp"
+
+using namespace bubblesim;
+using namespace bubblesim::sim;
+
+namespace {
+
+/// A GEMM "machine" whose throughput grows with the smallest dimension, and 2 us + 10 GB/s links.
+std::vector<Sample> synthetic() {
+  std::vector<Sample> s;
+  for (int64_t m : {256, 1024, 4096}) {
+    for (int64_t n : {256, 1024, 4096}) {
+      for (int64_t k : {256, 1024}) {
+        const double rate = 1e10 * std::log2(static_cast<double>(std::min({m, n, k})));
+        s.push_back({"gemm", std::to_string(m) + "," + std::to_string(n) + "," + std::to_string(k) + ",1",
+                     2.0 * m * n * k / rate});
+      }
+    }
+  }
+  for (int64_t bytes = 1024; bytes <= (int64_t{1} << 24); bytes *= 4) {
+    s.push_back({"p2p", std::to_string(bytes), 2e-6 + static_cast<double>(bytes) / 1e10});
+  }
+  s.push_back({"memory", "1048576", 1e-4});
+  s.push_back({"memory", "4194304", 4e-4});
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("a measured shape is predicted exactly and others between their neighbours", "[calibrate]") {
+  const CalibrationProfile p = fit_profile("t", synthetic(), {1});
+  const RooflineCompute roofline(find_gpu("a100-sxm4-80gb", "gpu"));
+  const CalibratedCompute c(p, roofline);
+  const double exact = 2.0 * 1024 * 1024 * 1024 / (1e10 * 10);
+  CHECK(c.gemm({1024, 1024, 1024}).seconds() == Approx(exact).epsilon(1e-9));
+  // Batched: the same shape twice takes twice as long.
+  CHECK(c.gemm({1024, 1024, 1024, 2}).seconds() == Approx(2 * exact).epsilon(1e-9));
+  // 512^3 lies between the 256 and 1024 rates (8e10 and 1e11 FLOP/s).
+  const double t = c.gemm({512, 512, 512}).seconds();
+  const double flops = 2.0 * 512 * 512 * 512;
+  CHECK(flops / t > 8e10);
+  CHECK(flops / t < 1e11);
+  // Memory: the measured bandwidth; attention has no table, so the roofline answers.
+  CHECK(c.memory_bound(Bytes{1 << 20}).seconds() == Approx(1e-4));
+  const AttentionShape a{1, 4096, 4096, 32, 128, 0.5, false};
+  CHECK(c.attention(a) == roofline.attention(a));
+  // Leave-one-out residuals are kept for every point.
+  for (const ComputePoint& pt : p.compute.at("gemm")) CHECK(pt.loo_seconds > 0);
+}
+
+TEST_CASE("the link fit recovers latency and bandwidth from message times", "[calibrate]") {
+  const CalibrationProfile p = fit_profile("t", synthetic(), {});
+  const LinkFit& f = p.links.at("intra");
+  CHECK(f.latency_s == Approx(2e-6).epsilon(1e-6));
+  CHECK(f.bandwidth == Approx(1e10).epsilon(1e-6));
+  CHECK(f.residuals.size() == 8);
+  ResolvedCluster cluster;
+  apply_links(p, cluster);
+  CHECK(cluster.intra_latency.seconds() == Approx(2e-6).epsilon(1e-6));
+  CHECK(cluster.intra_bandwidth.bytes_per_s == Approx(1e10).epsilon(1e-6));
+}
+
+TEST_CASE("profiles round-trip through the store, and a missing one names those there are", "[calibrate][store]") {
+  namespace fs = std::filesystem;
+  const fs::path db = fs::temp_directory_path() / ("bubblesim_cal_" + std::to_string(::getpid()) + ".db");
+  for (const char* suffix : {"", "-wal", "-shm"}) fs::remove(db.string() + suffix);
+  const CalibrationProfile p = fit_profile("host", synthetic(), {3, 4});
+  {
+    Store store(db.string());
+    store.save_profile(p.to_row());
+    CHECK(store.profile_names() == std::vector<std::string>{"host"});
+    const CalibrationProfile back = CalibrationProfile::from_row(store.profile("host"));
+    CHECK(back.source_runs == std::vector<int64_t>{3, 4});
+    CHECK(back.compute.at("gemm").size() == p.compute.at("gemm").size());
+    CHECK(back.links.at("intra").bandwidth == Approx(p.links.at("intra").bandwidth));
+    CHECK(back.predict("gemm", p.compute.at("gemm")[3].where, p.compute.at("gemm")[3].work) ==
+          Approx(p.compute.at("gemm")[3].seconds));
+    CHECK_THROWS_WITH(store.profile("nope"), Catch::Contains("no profile \"nope\"") && Catch::Contains("it has: host"));
+  }
+  fs::remove(db);
+}
+
+TEST_CASE("fitting refuses what cannot be fitted", "[calibrate]") {
+  CHECK_THROWS_WITH(fit_profile("x", {}, {}), Catch::Contains("no compute or p2p samples"));
+  CHECK_THROWS_WITH(fit_profile("x", {{"p2p", "1024", 1e-6}}, {}), Catch::Contains("at least 2 sizes"));
+  CHECK_THROWS_WITH(fit_profile("", synthetic(), {}), Catch::Contains("--name"));
+  CHECK_THROWS_WITH(fit_profile("x", {{"gemm", "12,banana", 1e-3}}, {}), Catch::Contains("bad shape"));
+}
+
+TEST_CASE("validation joins the traces op by op and reports the iteration error", "[calibrate]") {
+  Program p;
+  const DeviceId d = p.add_device("d");
+  const StreamId s = p.add_stream(d, StreamKind::Compute, "compute");
+  Op op;
+  op.stream = s;
+  const OpId a = p.add_op(op), b = p.add_op(op);
+  p.set_work(a, {"gemm", {8, 8, 8, 1, 0}, 0, 1024, 0});
+  p.set_work(b, {"memory", {}, 0, 0, 64});
+  p.finalize();
+  auto trace = [](double a_end, double b_end) {
+    Trace t;
+    t.records = {{0, Time::zero(), Time::from_seconds(a_end)}, {1, Time::from_seconds(a_end), Time::from_seconds(b_end)}};
+    t.makespan = Time::from_seconds(b_end);
+    return t;
+  };
+  const Validation v = compare_traces(p, trace(1.0, 2.0), trace(1.1, 2.0));
+  CHECK(v.iteration_error == Approx(0.0));
+  CHECK(v.ops.count == 2);
+  CHECK(v.ops.worst == Approx(0.1));
+  CHECK(v.by_class.size() == 2);
+  CHECK(v.devices.at(0).measured_busy_s == Approx(2.0));
+  Trace short_trace;
+  CHECK_THROWS_WITH(compare_traces(p, short_trace, trace(1, 2)), Catch::Contains("not the same Program"));
+}
