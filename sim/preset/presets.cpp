@@ -106,7 +106,8 @@ std::string closest(std::string_view given, const std::vector<std::string_view>&
     return row[b.size()];
   };
   std::vector<std::pair<size_t, std::string_view>> ranked;
-  for (auto id : ids) ranked.emplace_back(distance(given, id), id);
+  // An id that starts with what was typed ("h100" -> "h100-sxm5-80gb") ranks first.
+  for (auto id : ids) ranked.emplace_back(id.substr(0, given.size()) == given ? 0 : 1 + distance(given, id), id);
   std::stable_sort(ranked.begin(), ranked.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
   std::string s;
   for (size_t i = 0; i < ranked.size() && i < 3; ++i) s += (s.empty() ? "" : ", ") + std::string(ranked[i].second);
