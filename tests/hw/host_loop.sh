@@ -23,7 +23,7 @@ scenarios=(pipeline-1f1b-2 ulysses-2 ring-zigzag-2)
 echo "== correctness: ring (each layout) and Ulysses attention across 2 ranks vs one"
 mpi "$hw" check attention
 
-bench() { mpi "$hw" bench gemm attention memory p2p --db "$db" --iterations 6 --warmup 1 --sizes 1K:16M >/dev/null; }
+bench() { mpi "$hw" bench gemm attention memory p2p --db "$db" --iterations 8 --warmup 1 --sizes 1K:16M >/dev/null; }
 echo "== microbenchmarks, calibration, predictions"
 bench
 "$sim" calibrate --db "$db" --bench --name host-before | grep -E "shapes|link"
@@ -35,7 +35,7 @@ done
 echo "== measured runs (each between two benchmark passes)"
 runs=()
 for s in "${scenarios[@]}"; do
-  out=$(mpi "$hw" run "$root/scenarios/host/$s.yaml" --db "$db" --warmup 2 --iterations 7 2>/dev/null)
+  out=$(mpi "$hw" run "$root/scenarios/host/$s.yaml" --db "$db" --warmup 2 --iterations 9 2>/dev/null)
   echo "$out"
   runs+=("$(sed -n 's/.*stored as run \([0-9]*\) in .*/\1/p' <<<"$out")")
   bench
