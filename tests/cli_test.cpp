@@ -467,6 +467,13 @@ TEST_CASE("run --db records runs that bubblesim db lists, shows and exports", "[
   CHECK(std::count(list.out.begin(), list.out.end(), '\n') == 5);  // header + 4 runs
   CHECK_THAT(list.out, Catch::Contains("complete") && Catch::Contains("failed") &&
                            Catch::Contains("usp-llama3-8b-2x8-a800-208k"));
+  const json listed = json::parse(cli("db list --format json --db " + db.string()).out);
+  REQUIRE(listed["runs"].size() == 4);
+  CHECK(listed["runs"][2]["run"] == 3);
+  CHECK(listed["runs"][2]["kind"] == "sim");
+  CHECK(listed["runs"][2]["scenario"] == "usp-llama3-8b-2x8-a800-208k");
+  CHECK(listed["runs"][3]["status"] == "failed");
+  expect_input_error("db list --format csv --db " + db.string(), "text or json");
   const Result show = cli("db show 3 --db " + db.string());
   CHECK_THAT(show.out, Catch::Contains("run 3 (sim, complete)") && Catch::Contains("\"iteration_time_s\""));
   const Result csv = cli("db export 3 --db " + db.string());

@@ -22,7 +22,7 @@ struct BenchOptions {
   int iterations = 10;
   std::vector<int64_t> sizes;               // communication message sizes, bytes
   std::vector<sim::OpWork> compute_shapes;  // compute ops to time (class and shape)
-  bool cold = true;                         // evict the private caches before each timed iteration
+  bool cold = true;  // evict the private caches before each timed GEMM and attention (memory ops run warm)
 };
 
 /// Runs benchmark `what` (gemm | attention | memory | p2p | alltoall | allreduce) on every rank;

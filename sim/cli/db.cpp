@@ -19,7 +19,21 @@ int64_t run_id(const std::string& text) {
   return *id;
 }
 
-void list(Store& store, std::ostream& out) {
+void list(Store& store, const std::string& format, std::ostream& out) {
+  if (format == "json") {
+    nlohmann::json rows = nlohmann::json::array();
+    for (const RunRow& r : store.runs()) {
+      rows.push_back({{"run", r.id}, {"kind", r.kind}, {"status", r.status}, {"scenario", r.scenario_name},
+                      {"scenario_hash", r.scenario_hash}, {"started_at", r.started_at}, {"ended_at", r.ended_at},
+                      {"ops", r.ops}, {"iteration_time", r.iteration_time}, {"time_unit", r.time_unit},
+                      {"seconds_per_unit", r.seconds_per_unit}});
+    }
+    out << nlohmann::json{{"runs", rows}}.dump(2) << "\n";
+    return;
+  }
+  if (!format.empty() && format != "text") {
+    throw InputError("--format: db list prints text or json, not \"" + format + "\"");
+  }
   char buf[512];
   std::snprintf(buf, sizeof buf, "%6s  %-5s  %-11s  %-20s  %10s  %18s  %s\n", "run", "kind", "status", "started (UTC)",
                 "ops", "iteration", "scenario");
@@ -143,9 +157,9 @@ void run_db_command(const DbOptions& opt, std::ostream& out) {
     throw InputError("--db: no database \"" + opt.db_path + "\" (bubblesim run SCENARIO --db FILE creates one)");
   }
   Store store(opt.db_path);
-  if (opt.action == "list") list(store, out);
+  if (opt.action == "list") list(store, opt.format, out);
   else if (opt.action == "show") show(store, run_id(opt.run), out);
-  else export_run(store, run_id(opt.run), opt.format, out);
+  else export_run(store, run_id(opt.run), opt.format.empty() ? "csv" : opt.format, out);
 }
 
 }  // namespace bubblesim::sim

@@ -1,4 +1,4 @@
-// `bubblesim db list | show RUN | export RUN --format csv|json|trace [--db FILE]`: what the SQLite
+// `bubblesim db list [--format json] | show RUN | export RUN --format csv|json|trace [--db FILE]`: what the SQLite
 // store holds. Not the store itself (sim/store).
 #pragma once
 
@@ -10,7 +10,7 @@ namespace bubblesim::sim {
 struct DbOptions {
   std::string action;            // list | show | export
   std::string run;               // the run id, for show and export
-  std::string format = "csv";    // export: csv | json | trace
+  std::string format;            // list: text (default) | json; export: csv (default) | json | trace
   std::string db_path = "bubblesim.db";
 };
 

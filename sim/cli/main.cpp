@@ -35,7 +35,7 @@ const char* kUsage =
     "       bubblesim explain SCENARIO [--set key.path=value ...] [--format text|json]\n"
     "       bubblesim sweep SCENARIO --vary key.path=v1,v2,... [--vary ...] [--set key.path=value ...]\n"
     "                       [--format text|csv|json] [--csv out.csv] [--json out.json] [--jobs N]\n"
-    "       bubblesim db list | show RUN | export RUN [--format csv|json|trace] [--db bubblesim.db]\n"
+    "       bubblesim db list [--format json] | show RUN | export RUN [--format csv|json|trace] [--db bubblesim.db]\n"
     "       bubblesim calibrate --name NAME (--bench | --runs ID,ID,...) [--db bubblesim.db]\n"
     "       bubblesim profile show NAME | list [--db bubblesim.db]\n"
     "       bubblesim validate --run HWRUN [--calibration NAME] [--max-error PCT] [--format text|json]\n"
@@ -94,7 +94,7 @@ int db_command(const std::vector<std::string>& args) {
   po::options_description opts("db options");
   opts.add_options()("action", po::value<std::string>(&d.action), "list | show | export")(
       "run", po::value<std::string>(&d.run), "run id (show, export)")(
-      "format", po::value<std::string>(&d.format)->default_value(d.format), "export: csv | json | trace")(
+      "format", po::value<std::string>(&d.format), "list: text | json; export: csv | json | trace")(
       "db", po::value<std::string>(&d.db_path)->default_value(d.db_path), "the SQLite database");
   po::positional_options_description pos;
   pos.add("action", 1).add("run", 1);
