@@ -7,8 +7,10 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 
 #include "sim/calibrate/calibration.hpp"
+#include "sim/calibrate/published.hpp"
 #include "sim/calibrate/validation.hpp"
 #include "sim/core/error.hpp"
 #include "sim/model/compute.hpp"
@@ -126,4 +128,83 @@ TEST_CASE("validation joins the traces op by op and reports the iteration error"
   CHECK(v.devices.at(0).measured_busy_s == Approx(2.0));
   Trace short_trace;
   CHECK_THROWS_WITH(compare_traces(p, short_trace, trace(1, 2)), Catch::Contains("not the same Program"));
+}
+
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path write_manifest(const std::string& name, const std::string& text) {
+  const fs::path dir = fs::temp_directory_path() / ("bubblesim_published_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::ofstream(dir / "scenario.yaml") << "name: x\n";
+  const fs::path p = dir / name;
+  std::ofstream(p) << text;
+  return p;
+}
+
+void expect_manifest_error(const std::string& text, const std::string& needle) {
+  const fs::path p = write_manifest("bad.yaml", text);
+  try {
+    load_published(p.string());
+    FAIL("no error for:\n" << text);
+  } catch (const InputError& e) {
+    CHECK_THAT(e.what(), Catch::Contains(needle));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("a published-results manifest loads its entries, overrides and scenario", "[calibrate][published]") {
+  const fs::path p = write_manifest("ok.yaml",
+                                    "title: T\nscenario: scenario.yaml\nmetric: tflops_per_gpu\n"
+                                    "flops_accounting: megatron-sc21\nentries:\n"
+                                    "  - id: a\n    published: 137\n    set: {parallel.tp: 2, parallel.partition: [0, 4]}\n"
+                                    "  - id: b\n    published: 1.5e2\n    metric: mfu\n    note: n\n");
+  const PublishedManifest m = load_published(p.string());
+  CHECK(m.title == "T");
+  CHECK(m.scenario_text == "name: x\n");
+  CHECK(m.scenario_path == (p.parent_path() / "scenario.yaml").string());
+  CHECK(m.flops_accounting == "megatron-sc21");
+  REQUIRE(m.entries.size() == 2);
+  CHECK(m.entries[0].metric == "tflops_per_gpu");
+  CHECK(m.entries[0].published == 137);
+  CHECK(m.entries[0].overrides == std::vector<std::string>{"parallel.tp=2", "parallel.partition=[0, 4]"});
+  CHECK_THAT(m.entries[0].where, Catch::EndsWith("ok.yaml:6"));
+  CHECK(m.entries[1].metric == "mfu");
+  CHECK(m.entries[1].published == 150);
+  CHECK(m.entries[1].note == "n");
+}
+
+TEST_CASE("a bad published-results manifest is refused with its line", "[calibrate][published]") {
+  const std::string head = "scenario: scenario.yaml\nmetric: m\n";
+  expect_manifest_error("metric: m\nentries: [{id: a, published: 1}]\n", "missing key \"scenario\"");
+  expect_manifest_error("scenario: nowhere.yaml\nentries: [{id: a, published: 1}]\n", "cannot read the scenario");
+  expect_manifest_error(head + "entries: []\n", "non-empty list");
+  expect_manifest_error(head + "entry: []\n", ":3: unknown key \"entry\" in the manifest");
+  expect_manifest_error(head + "entries:\n  - {id: a, published: 1}\n  - {id: a, published: 2}\n", ":5: id \"a\" appears twice");
+  expect_manifest_error(head + "entries:\n  - {id: a, published: -3}\n", "published must be a positive number (got \"-3\")");
+  expect_manifest_error(head + "entries:\n  - {id: a, published: 12 TFLOPS}\n", "positive number");
+  expect_manifest_error(head + "entries:\n  - {id: a}\n", "entry a has no \"published\" value");
+  expect_manifest_error(head + "entries:\n  - {id: a, published: 1, sets: {}}\n", "unknown key \"sets\" in an entry");
+  expect_manifest_error("scenario: scenario.yaml\nentries:\n  - {id: a, published: 1}\n", "entry a has no metric");
+  expect_manifest_error(head + "entries: [\n", "YAML syntax error");
+  CHECK_THROWS_WITH(load_published("/nonexistent/manifest.yaml"), Catch::Contains("cannot read"));
+}
+
+TEST_CASE("a report metric is looked up by name, naming the numeric keys when it is not there",
+          "[calibrate][published]") {
+  const nlohmann::json report{{"tflops_per_gpu", 150.5}, {"mfu", 0.48}, {"scenario", "s"}};
+  CHECK(report_metric(report, "mfu", "here") == 0.48);
+  CHECK_THROWS_WITH(report_metric(report, "scenario", "m.yaml:4: entry a"),
+                    Catch::Contains("m.yaml:4: entry a: metric \"scenario\" is not a number") &&
+                        Catch::Contains("mfu, tflops_per_gpu"));
+  PublishedComparison c;
+  c.rows = {{"a", "m", 100, 110, 0.10, true}, {"b", "m", 100, 80, -0.20, true}};
+  summarise(c);
+  CHECK(c.errors.count == 2);
+  CHECK(c.errors.mean_abs == Approx(0.15));
+  CHECK(c.errors.worst == Approx(0.20));
+  CHECK(c.errors.bias == Approx(-0.05));
+  CHECK(to_json(c)["rows"][1]["predicted"] == 80);
 }

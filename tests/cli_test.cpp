@@ -497,3 +497,45 @@ TEST_CASE("run --db records runs that bubblesim db lists, shows and exports", "[
   expect_input_error("db frobnicate --db " + db.string(), "unknown action");
   expect_input_error("db list --db /nonexistent.db", "no database");
 }
+
+TEST_CASE("validate --published predicts every entry of a manifest and compares it", "[cli][validate]") {
+  const fs::path dir = temp("published");
+  fs::create_directories(dir);
+  const std::string scenario = std::string(BUBBLESIM_SOURCE_DIR) + "/scenarios/cluster/llama2-7b-8xa100-tp2-pp2-dp2.yaml";
+  const json base = json::parse(cli("run " + scenario + " --format json").out);
+  const double tokens = base["tokens_per_s"].get<double>();
+  std::ofstream(dir / "m.yaml") << "title: small\nscenario: " << scenario << "\nmetric: tokens_per_s\nentries:\n"
+                                << "  - {id: base, published: " << tokens / 1.1 << "}\n"
+                                << "  - {id: tp4, published: " << tokens << ", set: {parallel.tp: 4, parallel.dp: 1}}\n"
+                                << "  - {id: mfu, published: 1, metric: mfu}\n";
+  const std::string manifest = (dir / "m.yaml").string();
+  const json j = json::parse(cli("validate --published " + manifest + " --format json").out);
+  REQUIRE(j["rows"].size() == 3);
+  CHECK(j["rows"][0]["predicted"].get<double>() == Approx(tokens));
+  CHECK(j["rows"][0]["error"].get<double>() == Approx(0.1));
+  // The override reaches the prediction: tp 4 x dp 1 is another configuration.
+  CHECK(j["rows"][1]["predicted"].get<double>() != Approx(tokens));
+  CHECK(j["rows"][2]["predicted"].get<double>() == Approx(base["mfu"].get<double>()));
+  CHECK(j["errors"]["count"] == 3);
+  const Result text = cli("validate --published " + manifest);
+  CHECK(text.code == 0);
+  CHECK_THAT(text.out, Catch::Contains("validate small (3 entries") && Catch::Contains("+10.0%"));
+  // --db stores the comparison (no runs: published results); --max-error bounds the mean error.
+  const fs::path db = dir / "p.db";
+  for (const char* suffix : {"", "-wal", "-shm"}) fs::remove(db.string() + suffix);
+  const Result over = cli("validate --published " + manifest + " --max-error 5 --db " + db.string());
+  CHECK(over.code == 4);
+  CHECK_THAT(over.out, Catch::Contains("stored as comparison 1") && Catch::Contains("FAIL: mean absolute error"));
+  std::ofstream(dir / "bad.yaml") << "scenario: " << scenario << "\nmetric: tokens_per_s\nentries:\n"
+                                  << "  - {id: odd, published: 1, set: {parallel.tp: 3}}\n";
+  expect_input_error("validate --published " + (dir / "bad.yaml").string(), "bad.yaml:4: entry odd: ");
+  std::ofstream(dir / "metric.yaml") << "scenario: " << scenario << "\nmetric: speed\nentries: [{id: a, published: 1}]\n";
+  expect_input_error("validate --published " + (dir / "metric.yaml").string(), "metric \"speed\" is not a number");
+  std::ofstream(dir / "pipe.yaml") << "scenario: " << BUBBLESIM_SOURCE_DIR
+                                   << "/scenarios/teaching/naive-2-devices.yaml\nmetric: m\nentries: [{id: a, published: 1}]\n";
+  expect_input_error("validate --published " + (dir / "pipe.yaml").string(), "pipeline_only");
+  expect_input_error("validate --published " + manifest + " --run 1", "alternatives");
+  expect_input_error("validate", "--run HWRUN or --published MANIFEST");
+  // The committed manifests run as they are.
+  CHECK(cli("validate --published validation/sequence_parallel/published.yaml --max-error 10").code == 0);
+}

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <string_view>
 
 #include "sim/core/error.hpp"
 #include "sim/calibrate/calibration.hpp"
@@ -67,7 +68,7 @@ void measure_compute(MpiBackend& b, const BenchOptions& opt, const std::function
   std::vector<std::vector<double>> times(shapes.size());
   for (int round = -opt.warmup; round < opt.iterations; ++round) {
     for (size_t i = 0; i < shapes.size(); ++i) {
-      if (shapes[i].op_class == "memory") {
+      if (std::string_view(shapes[i].op_class) == "memory") {
         // A memory-bound op (norm, activation, merge) reads the tensor the op before it just
         // wrote: its input is as warm as one untimed pass leaves it, not evicted.
         b.compute(shapes[i]);

@@ -9,9 +9,8 @@
 #include "sim/metrics/metrics.hpp"
 
 namespace bubblesim::sim {
-namespace {
 
-ErrorSummary summarise(std::vector<double> errors) {
+ErrorSummary summarise_errors(std::vector<double> errors) {
   ErrorSummary s;
   s.count = errors.size();
   if (errors.empty()) return s;
@@ -27,12 +26,10 @@ ErrorSummary summarise(std::vector<double> errors) {
   return s;
 }
 
-nlohmann::json summary_json(const ErrorSummary& s) {
+nlohmann::json to_json(const ErrorSummary& s) {
   return {{"count", s.count},       {"mean_abs_error", s.mean_abs}, {"median_abs_error", s.median_abs},
           {"p90_abs_error", s.p90_abs}, {"worst_abs_error", s.worst}, {"bias", s.bias}};
 }
-
-}  // namespace
 
 Validation compare_traces(const Program& p, const Trace& measured, const Trace& predicted) {
   if (measured.records.size() != p.num_ops() || predicted.records.size() != p.num_ops()) {
@@ -56,8 +53,8 @@ Validation compare_traces(const Program& p, const Trace& measured, const Trace& 
     all.push_back(e);
     by_class[w->op_class].push_back(e);
   }
-  v.ops = summarise(all);
-  for (auto& [cls, errors] : by_class) v.by_class.emplace_back(cls, summarise(std::move(errors)));
+  v.ops = summarise_errors(all);
+  for (auto& [cls, errors] : by_class) v.by_class.emplace_back(cls, summarise_errors(std::move(errors)));
   const Metrics mm = compute_metrics(p, measured), pm = compute_metrics(p, predicted);
   for (size_t d = 0; d < p.devices().size(); ++d) {
     v.devices.push_back({p.devices()[d].name, mm.devices[d].busy.seconds(), pm.devices[d].busy.seconds(),
@@ -74,8 +71,8 @@ nlohmann::json to_json(const Validation& v) {
                    {"measured_iteration_s", v.measured_s},
                    {"predicted_iteration_s", v.predicted_s},
                    {"iteration_error", v.iteration_error},
-                   {"compute_ops", summary_json(v.ops)}};
-  for (const auto& [cls, s] : v.by_class) j["by_class"][cls] = summary_json(s);
+                   {"compute_ops", to_json(v.ops)}};
+  for (const auto& [cls, s] : v.by_class) j["by_class"][cls] = to_json(s);
   for (const Validation::Device& d : v.devices) {
     j["devices"].push_back({{"device", d.name},
                             {"measured_busy_s", d.measured_busy_s},

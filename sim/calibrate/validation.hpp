@@ -20,6 +20,10 @@ struct ErrorSummary {
   double bias = 0;                                               // mean signed error
 };
 
+/// Summary of relative errors (predicted / measured - 1).
+ErrorSummary summarise_errors(std::vector<double> errors);
+nlohmann::json to_json(const ErrorSummary& s);
+
 struct Validation {
   double measured_s = 0, predicted_s = 0;
   double iteration_error = 0;  // predicted / measured - 1

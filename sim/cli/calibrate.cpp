@@ -1,12 +1,14 @@
 #include "sim/cli/calibrate.hpp"
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "build_info.hpp"
 #include "sim/calibrate/calibration.hpp"
+#include "sim/calibrate/published.hpp"
 #include "sim/calibrate/validation.hpp"
 #include "sim/cli/commands.hpp"
 #include "sim/core/error.hpp"
@@ -65,10 +67,76 @@ void run_profile_command(const std::string& action, const std::string& name, con
   write_profile(out, CalibrationProfile::from_row(row));
 }
 
+namespace {
+
+/// Every entry of a published-results manifest predicted and compared (`--published`).
+int run_validate_published(const ValidateOptions& opt, std::ostream& out) {
+  const PublishedManifest m = load_published(opt.published);
+  FlopsAccounting accounting;
+  try {
+    accounting = parse_flops_accounting(m.flops_accounting);
+  } catch (const InputError& e) {
+    throw InputError(m.path + ": flops_accounting: " + e.what());
+  }
+  std::unique_ptr<CalibrationProfile> profile;
+  if (!opt.calibration.empty()) {
+    profile = std::make_unique<CalibrationProfile>(CalibrationProfile::from_row(open_existing(opt.db_path).profile(opt.calibration)));
+  }
+  PublishedComparison c;
+  c.manifest = m.path;
+  c.title = m.title;
+  c.scenario = m.scenario_path;
+  c.calibration = opt.calibration;
+  for (const PublishedEntry& e : m.entries) {
+    const std::string who = e.where + ": entry " + e.id;
+    nlohmann::json report;
+    try {
+      const Scenario sc = parse_scenario(m.scenario_text, m.scenario_path, e.overrides);
+      if (sc.pipeline_only) {
+        throw InputError("the scenario is pipeline_only; published results compare with a cluster scenario "
+                         "(cluster, model, training)");
+      }
+      const ClusterRun run(sc, accounting, false, profile.get());
+      report = to_json(run.result);
+    } catch (const InputError& err) {
+      throw InputError(who + ": " + err.what());
+    }
+    const double predicted = report_metric(report, e.metric, who);
+    c.rows.push_back({e.id, e.metric, e.published, predicted, predicted / e.published - 1, report.value("fits", true)});
+  }
+  summarise(c);
+  const nlohmann::json result = to_json(c);
+  if (opt.format == "json") {
+    out << result.dump(2) << "\n";
+  } else {
+    write_text(out, c);
+  }
+  if (opt.db_given) {
+    Store store(opt.db_path);
+    const int64_t id = store.store_comparison(0, 0, opt.calibration, result.dump());
+    if (opt.format != "json") out << "stored as comparison " << id << " in " << opt.db_path << "\n";
+  }
+  if (opt.max_error_pct >= 0 && c.errors.mean_abs * 100 > opt.max_error_pct) {
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "FAIL: mean absolute error %.1f%% exceeds --max-error %g%%\n", 100 * c.errors.mean_abs,
+                  opt.max_error_pct);
+    out << buf;
+    return kExitOverError;
+  }
+  return 0;
+}
+
+}  // namespace
+
 int run_validate(const ValidateOptions& opt, std::ostream& out) {
   if (opt.format != "text" && opt.format != "json") {
     throw InputError("--format: unknown format \"" + opt.format + "\" (valid: text, json)");
   }
+  if (!opt.published.empty()) {
+    if (!opt.run.empty()) throw InputError("validate: --run and --published are alternatives; give one");
+    return run_validate_published(opt, out);
+  }
+  if (opt.run.empty()) throw InputError("validate: --run HWRUN or --published MANIFEST is required (bubblesim db list shows the runs)");
   Store store = open_existing(opt.db_path);
   const int64_t measured_id = run_id(opt.run, "--run");
   const RunRow measured_run = store.run(measured_id);

@@ -1,5 +1,6 @@
 // `bubblesim calibrate`, `bubblesim profile show|list` and `bubblesim validate`: the commands
-// that fit profiles from stored measurements and compare predictions with measured runs.
+// that fit profiles from stored measurements and compare predictions with measured runs or
+// published results.
 // Not the fitting or the comparison themselves (sim/calibrate).
 #pragma once
 
@@ -22,13 +23,16 @@ void run_profile_command(const std::string& action, const std::string& name, con
 
 struct ValidateOptions {
   std::string db_path = "bubblesim.db";
+  bool db_given = false;      // --db was typed (--published stores its comparison only then)
   std::string run;            // the measured (hw) run
+  std::string published;      // or a published-results manifest (sim/calibrate/published.hpp)
   std::string calibration;    // profile to predict with; empty: the presets' models
   std::string format = "text";
   double max_error_pct = -1;  // >= 0: fail (exit 4) when |iteration error| is larger
   std::string command_line;
 };
-/// Returns the exit status: 0, or 4 when the iteration error exceeds --max-error.
+/// Returns the exit status: 0, or 4 when the iteration error (with --published: the mean absolute
+/// error over the entries) exceeds --max-error.
 int run_validate(const ValidateOptions& opt, std::ostream& out);
 
 }  // namespace bubblesim::sim

@@ -40,6 +40,8 @@ const char* kUsage =
     "       bubblesim profile show NAME | list [--db bubblesim.db]\n"
     "       bubblesim validate --run HWRUN [--calibration NAME] [--max-error PCT] [--format text|json]\n"
     "                          [--db bubblesim.db]\n"
+    "       bubblesim validate --published MANIFEST [--calibration NAME] [--max-error PCT] [--format text|json]\n"
+    "                          [--db FILE: store the comparison]\n"
     "       bubblesim schedules          list the pipeline schedules\n"
     "       bubblesim keys               list every scenario key with its type\n"
     "       bubblesim presets            list the GPU and model presets with their sources\n"
@@ -163,6 +165,7 @@ int validate_command(const std::vector<std::string>& args) {
   ValidateOptions v;
   po::options_description opts("validate options");
   opts.add_options()("run", po::value<std::string>(&v.run), "the measured (hw) run")(
+      "published", po::value<std::string>(&v.published), "or a published-results manifest (validation/*/published.yaml)")(
       "calibration", po::value<std::string>(&v.calibration), "predict with this profile")(
       "max-error", po::value<double>(&v.max_error_pct), "exit 4 if |iteration error| exceeds this percentage")(
       "format", po::value<std::string>(&v.format)->default_value(v.format), "text | json")(
@@ -170,7 +173,7 @@ int validate_command(const std::vector<std::string>& args) {
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(opts).run(), vm);
   po::notify(vm);
-  if (v.run.empty()) throw InputError("validate: --run HWRUN is required (bubblesim db list shows the runs)");
+  v.db_given = vm.count("db") > 0 && !vm["db"].defaulted();
   v.command_line = "bubblesim validate";
   for (const std::string& a : args) v.command_line += " " + a;
   return run_validate(v, std::cout);

@@ -463,7 +463,9 @@ int64_t Store::store_comparison(int64_t measured_run, int64_t predicted_run, con
   Transaction tx(db_);
   Stmt insert(db_, "INSERT INTO comparisons(measured_run, predicted_run, calibration, created_at, result) "
                    "VALUES (?, ?, ?, ?, ?)");
-  insert.bind(1, measured_run).bind(2, predicted_run);
+  // A comparison with published results has neither run.
+  if (measured_run > 0) insert.bind(1, measured_run); else insert.bind_null(1);
+  if (predicted_run > 0) insert.bind(2, predicted_run); else insert.bind_null(2);
   if (calibration.empty()) {
     insert.bind_null(3);
   } else {

@@ -121,7 +121,7 @@ class Store {
   ProfileRow profile(const std::string& name);
   std::vector<std::string> profile_names();
 
-  /// Stores a validation result (JSON); returns its id.
+  /// Stores a validation result (JSON); returns its id. Run ids of 0: none (published results).
   int64_t store_comparison(int64_t measured_run, int64_t predicted_run, const std::string& calibration,
                            const std::string& result_json);
 

@@ -35,7 +35,9 @@
 Not compared: RFA's varlen rows (several packed documents of unstated lengths), NEMO (FP8
 whole-model runs; bubblesim models bf16).
 
-Usage: compare.py [BUBBLESIM] [PUBLISHED_CSV] [--max-mean=PERCENT]. Prints every row, the mean and
+Usage: compare.py [BUBBLESIM] [PUBLISHED_CSV] [--max-mean=PERCENT] [--write-manifest]. The target
+rows are also a manifest, published.yaml (`bubblesim validate --published` runs it); the script
+fails if that is not what PUBLISHED_CSV gives, and --write-manifest rewrites it. Prints every row, the mean and
 worst absolute percentage error per source and over the target sources (RFA, RFAO), and whether
 the fastest published configuration of each group is also the fastest predicted; exits 1 when
 the target mean error exceeds --max-mean or a target group's best is ranked wrong.
@@ -48,8 +50,12 @@ import subprocess
 import sys
 from collections import defaultdict
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SCENARIO = os.path.join(ROOT, "validation", "sequence_parallel", "attention.yaml")
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+SCENARIO = os.path.join(HERE, "attention.yaml")
+MANIFEST = os.path.join(HERE, "published.yaml")  # the target rows, for bubblesim validate --published
+sys.path.insert(0, os.path.dirname(HERE))
+import manifest  # noqa: E402  (validation/manifest.py)
 GPUS = {"A100": "a100-sxm4-80gb", "H800": "h800-sxm5-80gb", "L20": "l20-pcie-48gb"}
 PEAK = {"a100-sxm4-80gb": 312e12, "h800-sxm5-80gb": 989e12, "l20-pcie-48gb": 119.5e12}  # dense bf16
 TARGET = ("RFA", "RFAO")
@@ -141,6 +147,15 @@ def main():
             case = row_case(r)
             if case:
                 cases.append((r["id"],) + case)
+    target = [{"id": rid, "published": pub, "set": sets[0], "note": f"{group}: {label}"}
+              for rid, group, label, sets, pub in cases if rid.split("-")[0] in TARGET]
+    assert all(len(c[3]) == 1 for c in cases if c[0].split("-")[0] in TARGET)  # one reading each
+    stale = manifest.check(MANIFEST, manifest.text("ring-flash-attention README: distributed attention (iterations/s)",
+                                                   "attention.yaml", "iterations_per_s", target),
+                           "--write-manifest" in sys.argv)
+    if stale:
+        print(stale)
+        return 1
     predicted = {rid: [simulate(binary, s) for s in sets] for rid, _, _, sets, _ in cases}
 
     def possible(sets, iters_per_s):
