@@ -182,8 +182,10 @@ TEST_CASE("a bad published-results manifest is refused with its line", "[calibra
   expect_manifest_error("scenario: nowhere.yaml\nentries: [{id: a, published: 1}]\n", "cannot read the scenario");
   expect_manifest_error(head + "entries: []\n", "non-empty list");
   expect_manifest_error(head + "entry: []\n", ":3: unknown key \"entry\" in the manifest");
-  expect_manifest_error(head + "entries:\n  - {id: a, published: 1}\n  - {id: a, published: 2}\n", ":5: id \"a\" appears twice");
-  expect_manifest_error(head + "entries:\n  - {id: a, published: -3}\n", "published must be a positive number (got \"-3\")");
+  expect_manifest_error(head + "entries:\n  - {id: a, published: 1}\n  - {id: a, published: 2}\n",
+                        ":5: id \"a\" appears twice");
+  expect_manifest_error(head + "entries:\n  - {id: a, published: -3}\n",
+                        "published must be a positive number (got \"-3\")");
   expect_manifest_error(head + "entries:\n  - {id: a, published: 12 TFLOPS}\n", "positive number");
   expect_manifest_error(head + "entries:\n  - {id: a}\n", "entry a has no \"published\" value");
   expect_manifest_error(head + "entries:\n  - {id: a, published: 1, sets: {}}\n", "unknown key \"sets\" in an entry");

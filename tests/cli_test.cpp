@@ -501,7 +501,8 @@ TEST_CASE("run --db records runs that bubblesim db lists, shows and exports", "[
 TEST_CASE("validate --published predicts every entry of a manifest and compares it", "[cli][validate]") {
   const fs::path dir = temp("published");
   fs::create_directories(dir);
-  const std::string scenario = std::string(BUBBLESIM_SOURCE_DIR) + "/scenarios/cluster/llama2-7b-8xa100-tp2-pp2-dp2.yaml";
+  const std::string scenario =
+      std::string(BUBBLESIM_SOURCE_DIR) + "/scenarios/cluster/llama2-7b-8xa100-tp2-pp2-dp2.yaml";
   const json base = json::parse(cli("run " + scenario + " --format json").out);
   const double tokens = base["tokens_per_s"].get<double>();
   std::ofstream(dir / "m.yaml") << "title: small\nscenario: " << scenario << "\nmetric: tokens_per_s\nentries:\n"
@@ -529,10 +530,12 @@ TEST_CASE("validate --published predicts every entry of a manifest and compares 
   std::ofstream(dir / "bad.yaml") << "scenario: " << scenario << "\nmetric: tokens_per_s\nentries:\n"
                                   << "  - {id: odd, published: 1, set: {parallel.tp: 3}}\n";
   expect_input_error("validate --published " + (dir / "bad.yaml").string(), "bad.yaml:4: entry odd: ");
-  std::ofstream(dir / "metric.yaml") << "scenario: " << scenario << "\nmetric: speed\nentries: [{id: a, published: 1}]\n";
+  std::ofstream(dir / "metric.yaml") << "scenario: " << scenario
+                                     << "\nmetric: speed\nentries: [{id: a, published: 1}]\n";
   expect_input_error("validate --published " + (dir / "metric.yaml").string(), "metric \"speed\" is not a number");
-  std::ofstream(dir / "pipe.yaml") << "scenario: " << BUBBLESIM_SOURCE_DIR
-                                   << "/scenarios/teaching/naive-2-devices.yaml\nmetric: m\nentries: [{id: a, published: 1}]\n";
+  std::ofstream(dir / "pipe.yaml")
+      << "scenario: " << BUBBLESIM_SOURCE_DIR
+      << "/scenarios/teaching/naive-2-devices.yaml\nmetric: m\nentries: [{id: a, published: 1}]\n";
   expect_input_error("validate --published " + (dir / "pipe.yaml").string(), "pipeline_only");
   expect_input_error("validate --published " + manifest + " --run 1", "alternatives");
   expect_input_error("validate", "--run HWRUN or --published MANIFEST");

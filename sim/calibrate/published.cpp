@@ -135,11 +135,15 @@ void summarise(PublishedComparison& c) {
 nlohmann::json to_json(const PublishedComparison& c) {
   nlohmann::json rows = nlohmann::json::array();
   for (const PublishedRow& r : c.rows) {
-    rows.push_back({{"id", r.id}, {"metric", r.metric}, {"published", r.published}, {"predicted", r.predicted},
-                    {"error", r.error}, {"fits", r.fits}});
+    rows.push_back({{"id", r.id},
+                    {"metric", r.metric},
+                    {"published", r.published},
+                    {"predicted", r.predicted},
+                    {"error", r.error},
+                    {"fits", r.fits}});
   }
-  return {{"manifest", c.manifest}, {"title", c.title},   {"scenario", c.scenario}, {"calibration", c.calibration},
-          {"rows", rows},           {"errors", to_json(c.errors)}};
+  return {{"manifest", c.manifest},       {"title", c.title}, {"scenario", c.scenario},
+          {"calibration", c.calibration}, {"rows", rows},     {"errors", to_json(c.errors)}};
 }
 
 void write_text(std::ostream& out, const PublishedComparison& c) {
@@ -157,9 +161,8 @@ void write_text(std::ostream& out, const PublishedComparison& c) {
     out << buf;
   }
   const ErrorSummary& e = c.errors;
-  std::snprintf(buf, sizeof buf,
-                "%zu entries: mean absolute error %.1f%%, median %.1f%%, worst %.1f%%, bias %+.1f%%\n", e.count,
-                100 * e.mean_abs, 100 * e.median_abs, 100 * e.worst, 100 * e.bias);
+  std::snprintf(buf, sizeof buf, "%zu entries: mean absolute error %.1f%%, median %.1f%%, worst %.1f%%, bias %+.1f%%\n",
+                e.count, 100 * e.mean_abs, 100 * e.median_abs, 100 * e.worst, 100 * e.bias);
   out << buf;
 }
 

@@ -49,8 +49,8 @@ PublishedManifest load_published(const std::string& path);
 struct PublishedRow {
   std::string id, metric;
   double published = 0, predicted = 0;
-  double error = 0;   // predicted / published - 1
-  bool fits = true;   // the predicted configuration fits in the GPUs' memory
+  double error = 0;  // predicted / published - 1
+  bool fits = true;  // the predicted configuration fits in the GPUs' memory
 };
 
 struct PublishedComparison {
