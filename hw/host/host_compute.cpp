@@ -30,15 +30,7 @@ const AttentionMask& HostCompute::mask(int64_t q_len, int64_t kv_len, double fra
   const auto key = std::make_tuple(q_len, kv_len, static_cast<int64_t>(std::llround(fraction * 1e6)));
   auto it = masks_.find(key);
   if (it != masks_.end()) return it->second;
-  AttentionMask m;
-  if (fraction >= 1) {
-    m.causal = false;
-  } else {
-    const CausalShift s = causal_shift_for(q_len, kv_len, fraction);
-    m.q_pos.resize(static_cast<size_t>(q_len));
-    for (int64_t i = 0; i < q_len; ++i) m.q_pos[static_cast<size_t>(i)] = i + s.offset;
-  }
-  return masks_.emplace(key, std::move(m)).first->second;
+  return masks_.emplace(key, mask_for(q_len, kv_len, fraction)).first->second;
 }
 
 void HostCompute::run(const sim::OpWork& w) {

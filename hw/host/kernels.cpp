@@ -173,22 +173,6 @@ void merge_attention(float* o1, float* lse1, const float* o2, const float* lse2,
   }
 }
 
-CausalShift causal_shift_for(int64_t q_len, int64_t kv_len, double fraction) {
-  auto pairs = [&](int64_t offset) {
-    int64_t n = 0;
-    for (int64_t i = 0; i < q_len; ++i) n += std::clamp<int64_t>(i + offset + 1, 0, kv_len);
-    return n;
-  };
-  const auto target = static_cast<int64_t>(std::llround(fraction * static_cast<double>(q_len * kv_len)));
-  int64_t lo = -q_len, hi = kv_len;  // pairs(lo) = 0, pairs(hi) = all
-  while (hi - lo > 1) {
-    const int64_t mid = lo + (hi - lo) / 2;
-    (pairs(mid) < target ? lo : hi) = mid;
-  }
-  const int64_t best = target - pairs(lo) < pairs(hi) - target ? lo : hi;
-  return {best, pairs(best)};
-}
-
 void memory_op(float* dst, const float* src, int64_t bytes) {
   std::memcpy(dst, src, static_cast<size_t>(std::max<int64_t>(bytes / 2, 0)));
 }

@@ -9,6 +9,8 @@
 #include <span>
 #include <vector>
 
+#include "hw/backend/attention_mask.hpp"
+
 namespace bubblesim::hw {
 
 /// Uses one BLAS thread per process (ranks share the machine's cores).
@@ -16,21 +18,6 @@ void init_blas_single_thread();
 
 /// C[m,n] = A[m,k] B[k,n], row-major fp32, for `batch` independent matrices laid end to end.
 void gemm(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k, int64_t batch = 1);
-
-/// Which query attends to which key: allowed when kv_pos[j] <= q_pos[i] (causal) or always.
-/// Positions are global token indices, so a ring rank's shard of a zigzag or striped layout
-/// masks exactly as the full sequence does.
-struct AttentionMask {
-  bool causal = true;
-  std::vector<int64_t> q_pos, kv_pos;  // empty: 0, 1, 2, ...
-  int64_t q(int64_t i) const { return q_pos.empty() ? i : q_pos[static_cast<size_t>(i)]; }
-  int64_t kv(int64_t j) const { return kv_pos.empty() ? j : kv_pos[static_cast<size_t>(j)]; }
-};
-
-/// One head group's tensors, laid out [heads][len][head_dim], row-major fp32.
-struct AttentionDims {
-  int64_t heads, q_len, kv_len, head_dim;
-};
 
 /// O = softmax(Q K^T / sqrt(d) masked) V and lse[h][i] = log sum_j exp(s_ij) (natural log,
 /// -inf for a row with no allowed key, whose output is then 0). Tiled over query and key blocks
@@ -47,15 +34,6 @@ void attention_backward(const AttentionDims& d, const AttentionMask& mask, const
 /// Merges a partial attention output (o2, lse2) into (o1, lse1) in place: the result is the
 /// attention over the union of both key sets. `rows` rows of `head_dim`.
 void merge_attention(float* o1, float* lse1, const float* o2, const float* lse2, int64_t rows, int64_t head_dim);
-
-/// Query offset that makes a causal mask over a q_len x kv_len block allow about
-/// `fraction` of its pairs (q_pos[i] = i + offset, kv_pos[j] = j): the runner's stand-in for a
-/// ring step's or a diagonal block's work. Returns the offset and the pairs it allows.
-struct CausalShift {
-  int64_t offset;
-  int64_t pairs;
-};
-CausalShift causal_shift_for(int64_t q_len, int64_t kv_len, double fraction);
 
 /// Moves `bytes` through memory (half read, half written), as a norm or activation would.
 void memory_op(float* dst, const float* src, int64_t bytes);

@@ -1,0 +1,45 @@
+// Attention forward and backward on a CUDA GPU with the same semantics as the host kernels
+// (hw/host/kernels.hpp): tiled over query and key blocks with online softmax, causal masking by
+// global token positions per tile (skipped, full or diagonal), and a log-sum-exp output so ring
+// attention's partial outputs merge exactly. Q, K, V are bf16; O, LSE, dO and the gradients fp32.
+// Correctness first: the math runs on CUDA cores in fp32, without tensor cores; calibration fits
+// the simulator to whatever it measures.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "hw/backend/attention_mask.hpp"
+
+namespace bubblesim::hw::cuda {
+
+/// A mask with its positions in device memory (null: 0, 1, 2, ...).
+struct DeviceMask {
+  bool causal = true;
+  const int64_t* q_pos = nullptr;
+  const int64_t* kv_pos = nullptr;
+};
+
+/// Head dims the kernels are built for.
+bool supported_head_dim(int64_t head_dim);
+
+/// O = softmax(Q K^T / sqrt(d) masked) V, lse[h][i] (natural log; -inf for a row with no
+/// allowed key, whose output is 0). Tensors [heads][len][head_dim]. Enqueued on `stream`.
+void attention_forward(const AttentionDims& d, const DeviceMask& m, const __nv_bfloat16* q, const __nv_bfloat16* k,
+                       const __nv_bfloat16* v, float* out, float* lse, cudaStream_t stream);
+
+/// Gradients given dO, recomputing the probabilities from `lse` (FlashAttention-2's backward);
+/// adds into dq, dk, dv. `delta` is scratch of heads * q_len floats.
+void attention_backward(const AttentionDims& d, const DeviceMask& m, const __nv_bfloat16* q, const __nv_bfloat16* k,
+                        const __nv_bfloat16* v, const float* out, const float* lse, const float* dout, float* dq,
+                        float* dk, float* dv, float* delta, cudaStream_t stream);
+
+/// Fills `n` floats with `value`, and bf16 / float buffers with a deterministic pattern of small
+/// values (as the host arena does).
+void fill(float* x, int64_t n, float value, cudaStream_t stream);
+void fill_pattern(__nv_bfloat16* x, int64_t n, cudaStream_t stream);
+void fill_pattern(float* x, int64_t n, cudaStream_t stream);
+
+}  // namespace bubblesim::hw::cuda

@@ -1,0 +1,58 @@
+// The GPU backend's compute: an op's work (sim::OpWork: class, shape, causal fraction) enqueued
+// on one CUDA stream with real kernels of that shape: cuBLAS bf16 GEMMs (fp32 accumulation),
+// the tiled attention kernels (hw/cuda/attention.hpp) with a causal mask giving the op's share of
+// pairs, and a device-to-device copy moving the bytes of a memory-bound op. Buffers come from one
+// device arena that grows to the largest op and is reused, as the host backend does.
+// Not timing: callers put CUDA events around run().
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <map>
+#include <tuple>
+
+#include "hw/cuda/attention.hpp"
+#include "sim/ir/program.hpp"
+
+namespace bubblesim::hw::cuda {
+
+class GpuCompute {
+ public:
+  /// Uses GPU `device` and a stream of its own. Refuses (InputError) ops needing more than
+  /// `max_bytes` of buffers.
+  explicit GpuCompute(int device, int64_t max_bytes = int64_t{32} << 30);
+  ~GpuCompute();
+  GpuCompute(const GpuCompute&) = delete;
+  GpuCompute& operator=(const GpuCompute&) = delete;
+
+  cudaStream_t stream() const { return stream_; }
+  /// Enqueues the op's work: "gemm" (m, n, k, batch), "attention" / "attention_grad" (batch, q,
+  /// kv, heads, head dim, causal fraction), "memory" (bytes). InputError for another class.
+  void run(const sim::OpWork& work);
+  /// Waits for everything enqueued.
+  void synchronize();
+
+ private:
+  char* buffer(int64_t bytes);
+  DeviceMask mask(int64_t q_len, int64_t kv_len, double fraction);
+
+  int device_;
+  int64_t max_bytes_;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t blas_ = nullptr;
+  char* arena_ = nullptr;
+  int64_t arena_bytes_ = 0;
+  std::map<std::tuple<int64_t, int64_t, int64_t>, int64_t*> masks_;  // (q, kv, fraction in 1e-6) -> q_pos
+};
+
+/// Row-major C[m,n] = A[m,k] B[k,n] in bf16 with fp32 accumulation, for `batch` matrices laid
+/// end to end, enqueued on the handle's stream.
+void gemm(cublasHandle_t blas, const __nv_bfloat16* a, const __nv_bfloat16* b, __nv_bfloat16* c, int64_t m, int64_t n,
+          int64_t k, int64_t batch);
+
+/// Number of usable CUDA devices; 0 when there is no GPU or driver (never throws).
+int device_count();
+
+}  // namespace bubblesim::hw::cuda
