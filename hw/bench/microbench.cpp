@@ -68,6 +68,12 @@ void measure_compute(MpiBackend& b, const BenchOptions& opt, const std::function
   std::vector<std::vector<double>> times(shapes.size());
   for (int round = -opt.warmup; round < opt.iterations; ++round) {
     for (size_t i = 0; i < shapes.size(); ++i) {
+      if (opt.time_compute) {
+        b.barrier();
+        const double t = opt.time_compute(shapes[i]);
+        if (round >= 0) times[i].push_back(t);
+        continue;
+      }
       if (std::string_view(shapes[i].op_class) == "memory") {
         // A memory-bound op (norm, activation, merge) reads the tensor the op before it just
         // wrote: its input is as warm as one untimed pass leaves it, not evicted.
@@ -100,29 +106,35 @@ void wait_all(MpiBackend& b, std::vector<RequestId>& reqs) {
 bool is_compute_bench(const std::string& what) { return what == "gemm" || what == "attention" || what == "memory"; }
 bool is_comm_bench(const std::string& what) { return what == "p2p" || what == "alltoall" || what == "allreduce"; }
 
-std::vector<sim::OpWork> default_shapes(const std::string& op_class) {
+std::vector<sim::OpWork> default_shapes(const std::string& op_class, bool gpu) {
+  // The host grid is small enough for a CPU; a GPU's starts where its kernels fill the device
+  // (transformer GEMMs of a few thousand rows, attention blocks of 1K to 8K, bf16 elements).
+  const std::vector<int64_t> dims = gpu ? std::vector<int64_t>{1024, 4096, 8192} : std::vector<int64_t>{256, 1024, 2048};
+  const std::vector<int64_t> inner = gpu ? std::vector<int64_t>{1024, 4096, 8192} : std::vector<int64_t>{256, 1024};
+  const std::vector<int64_t> lens = gpu ? std::vector<int64_t>{1024, 2048, 4096, 8192} : std::vector<int64_t>{256, 512, 1024, 2048};
+  const int64_t heads = gpu ? 8 : 4, head_dim = gpu ? 128 : 64, element = gpu ? 2 : 4;
   std::vector<sim::OpWork> out;
   if (op_class == "gemm") {
-    for (int64_t m : {256, 1024, 2048}) {
-      for (int64_t n : {256, 1024, 4096}) {
-        for (int64_t k : {256, 1024}) {
-          out.push_back({"gemm", {m, n, k, 1, 0}, 0, 2.0 * m * n * k, 4.0 * (m * k + k * n + m * n)});
+    for (int64_t m : dims) {
+      for (int64_t n : gpu ? dims : std::vector<int64_t>{256, 1024, 4096}) {
+        for (int64_t k : inner) {
+          out.push_back({"gemm", {m, n, k, 1, 0}, 0, 2.0 * m * n * k, element * 1.0 * (m * k + k * n + m * n)});
         }
       }
     }
   } else if (op_class == "attention") {
     for (const char* cls : {"attention", "attention_grad"}) {
-      for (int64_t len : {256, 512, 1024, 2048}) {
+      for (int64_t len : lens) {
         for (double f : {1.0, 0.5}) {
           const double frac = f == 1.0 ? 1.0 : (static_cast<double>(len) + 1) / (2.0 * static_cast<double>(len));
-          const double flops = 4.0 * 4 * 64 * static_cast<double>(len * len) * frac *
+          const double flops = 4.0 * heads * head_dim * static_cast<double>(len * len) * frac *
                                (std::string(cls) == "attention_grad" ? 2.5 : 1.0);
-          out.push_back({cls, {1, len, len, 4, 64}, frac, flops, 0});
+          out.push_back({cls, {1, len, len, heads, head_dim}, frac, flops, 0});
         }
       }
     }
   } else if (op_class == "memory") {
-    for (int64_t bytes = int64_t{1} << 16; bytes <= int64_t{1} << 28; bytes <<= 2) {
+    for (int64_t bytes = int64_t{1} << 16; bytes <= (int64_t{1} << (gpu ? 30 : 28)); bytes <<= 2) {
       out.push_back({"memory", {}, 0, 0, static_cast<double>(bytes)});
     }
   }

@@ -23,6 +23,9 @@ struct BenchOptions {
   std::vector<int64_t> sizes;               // communication message sizes, bytes
   std::vector<sim::OpWork> compute_shapes;  // compute ops to time (class and shape)
   bool cold = true;  // evict the private caches before each timed GEMM and attention (memory ops run warm)
+  /// Times one compute op on another device (the GPU backend: CUDA events around it); empty:
+  /// the MPI backend's own compute, timed on its clock.
+  std::function<double(const sim::OpWork&)> time_compute;
 };
 
 /// Runs benchmark `what` (gemm | attention | memory | p2p | alltoall | allreduce) on every rank;
@@ -34,7 +37,8 @@ void run_bench(const std::string& what, const BenchOptions& opt, MpiBackend& bac
 bool is_compute_bench(const std::string& what);
 bool is_comm_bench(const std::string& what);
 
-/// A default grid of shapes for a compute class, sized for the host backend (ops of 1-50 ms).
-std::vector<sim::OpWork> default_shapes(const std::string& op_class);
+/// A default grid of shapes for a compute class, sized for the host backend (ops of 1-50 ms), or
+/// with `gpu` for a GPU (bf16 operands, transformer-sized GEMMs and attention blocks).
+std::vector<sim::OpWork> default_shapes(const std::string& op_class, bool gpu = false);
 
 }  // namespace bubblesim::hw

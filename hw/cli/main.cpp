@@ -4,6 +4,7 @@
 //                               [--iterations N] [--warmup N] [--stall-timeout S]
 //   mpirun -np 2 bubblesim-hw bench gemm|attention|memory|p2p|alltoall|allreduce|all [--db FILE]
 //                               [--iterations N] [--warmup N] [--sizes 1K:64M] [--shapes-from SCENARIO]
+//   mpirun -np GPUS bubblesim-hw bench gemm attention memory --backend cuda [...]   (one GPU per rank)
 //   mpirun -np 2 bubblesim-hw check attention [--layout contiguous|zigzag|striped|ulysses|all] [--seq N]
 // Exit status: 0 ok, 2 bad input, 3 a rank failed, 5 a correctness check failed.
 // Not the simulator: `bubblesim` predicts; this measures.
@@ -26,6 +27,9 @@
 #include "build_info.hpp"
 #include "hw/bench/microbench.hpp"
 #include "hw/check/attention_check.hpp"
+#ifdef BUBBLESIM_HW_CUDA
+#include "hw/cuda/gpu_compute.hpp"
+#endif
 #include "hw/host/kernels.hpp"
 #include "hw/host/mpi_backend.hpp"
 #include "hw/runner/rank_map.hpp"
@@ -92,8 +96,16 @@ Options parse(int argc, char** argv) {
     else if (o.command == "check" && a == "attention" && o.scenario.empty()) o.scenario = a;
     else throw InputError("unexpected argument \"" + a + "\"");
   }
-  if (o.backend != "host") {
-    throw InputError("--backend: \"" + o.backend + "\" is not built here (valid: host; the CUDA backend is a later issue)");
+  if (o.backend == "cuda") {
+#ifndef BUBBLESIM_HW_CUDA
+    throw InputError("--backend cuda: this bubblesim-hw was built without CUDA (nvcc was not found when it was configured)");
+#endif
+    if (o.command != "bench") {
+      throw InputError(o.command + " --backend cuda: whole Programs on GPUs (NCCL) are not built yet; "
+                       "bench gemm attention memory --backend cuda measures GPU compute for calibration");
+    }
+  } else if (o.backend != "host") {
+    throw InputError("--backend: unknown backend \"" + o.backend + "\" (valid: host, cuda)");
   }
   if (o.command == "run" && o.scenario.empty()) throw InputError("run: which scenario? (bubblesim-hw run SCENARIO)");
   if (o.command == "check" && o.scenario != "attention") throw InputError("check: what? (bubblesim-hw check attention)");
@@ -313,7 +325,7 @@ int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
 }
 
 std::vector<sim::OpWork> shapes_for(const std::string& what, const Options& o) {
-  if (o.shapes_from.empty()) return default_shapes(what);
+  if (o.shapes_from.empty()) return default_shapes(what, o.backend == "cuda");
   // Every distinct compute shape of the scenario's Program, of this benchmark's classes.
   const sim::Scenario sc = sim::load_scenario(o.shapes_from, o.overrides);
   const sim::ClusterJob job = sim::plan_cluster(sc);
@@ -347,9 +359,30 @@ int bench_command(const Options& o, MpiBackend& b, RunContext& ctx) {
   info.kind = "bench";
   info.scenario_name = "bench " + o.command_line.substr(o.command_line.find("bench") + 6);
   info.command_line = o.command_line;
-  info.environment = environment(b).dump();
-  std::unique_ptr<sim::Store> store = open_run(o, info, b, ctx);
+  nlohmann::json env = environment(b);
   BenchOptions opt;
+#ifdef BUBBLESIM_HW_CUDA
+  // One GPU per rank (mpirun -np GPUS), compute only: communication over NCCL is not built yet.
+  std::unique_ptr<cuda::GpuCompute> gpu;
+  if (o.backend == "cuda") {
+    for (const std::string& what : benches) {
+      if (!is_compute_bench(what)) {
+        throw InputError("bench " + what + " --backend cuda: GPU communication (NCCL) is not built yet; "
+                         "the GPU backend benchmarks gemm, attention and memory");
+      }
+    }
+    const int devices = cuda::device_count();
+    if (devices == 0) throw InputError("--backend cuda: no usable CUDA GPU on " + hostname());
+    const int device = b.rank() % devices;
+    gpu = std::make_unique<cuda::GpuCompute>(device);
+    env["backend"] = "cuda";
+    env["gpu"] = cuda::gpu_environment(device);
+    env.erase("blas");
+    opt.time_compute = [&gpu](const sim::OpWork& w) { return gpu->time(w); };
+  }
+#endif
+  info.environment = env.dump();
+  std::unique_ptr<sim::Store> store = open_run(o, info, b, ctx);
   opt.warmup = o.warmup < 0 ? 3 : o.warmup;
   opt.iterations = o.iterations < 0 ? 10 : std::max(o.iterations, 1);
   opt.sizes = sim::parse_size_range(o.sizes);

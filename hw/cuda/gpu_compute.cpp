@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdio>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -47,6 +48,8 @@ GpuCompute::GpuCompute(int device, int64_t max_bytes) : device_(device), max_byt
   BUBBLESIM_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   BUBBLESIM_CUBLAS(cublasCreate(&blas_));
   BUBBLESIM_CUBLAS(cublasSetStream(blas_, stream_));
+  BUBBLESIM_CUDA(cudaEventCreate(&start_));
+  BUBBLESIM_CUDA(cudaEventCreate(&end_));
 }
 
 GpuCompute::~GpuCompute() {
@@ -56,10 +59,57 @@ GpuCompute::~GpuCompute() {
   for (auto& [key, pos] : masks_) cudaFree(pos);
   cudaFree(arena_);
   cublasDestroy(blas_);
+  cudaEventDestroy(start_);
+  cudaEventDestroy(end_);
   cudaStreamDestroy(stream_);
 }
 
 void GpuCompute::synchronize() { BUBBLESIM_CUDA(cudaStreamSynchronize(stream_)); }
+
+double GpuCompute::time(const sim::OpWork& work) {
+  run(work);  // buffers and masks are ready before the timed launch
+  synchronize();
+  BUBBLESIM_CUDA(cudaEventRecord(start_, stream_));
+  run(work);
+  BUBBLESIM_CUDA(cudaEventRecord(end_, stream_));
+  BUBBLESIM_CUDA(cudaEventSynchronize(end_));
+  float ms = 0;
+  BUBBLESIM_CUDA(cudaEventElapsedTime(&ms, start_, end_));
+  return ms * 1e-3;
+}
+
+nlohmann::json gpu_environment(int device) {
+  cudaDeviceProp p{};
+  BUBBLESIM_CUDA(cudaGetDeviceProperties(&p, device));
+  int driver = 0, runtime = 0, clock_khz = 0, memory_khz = 0;
+  BUBBLESIM_CUDA(cudaDriverGetVersion(&driver));
+  BUBBLESIM_CUDA(cudaRuntimeGetVersion(&runtime));
+  BUBBLESIM_CUDA(cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, device));
+  BUBBLESIM_CUDA(cudaDeviceGetAttribute(&memory_khz, cudaDevAttrMemoryClockRate, device));
+  int cublas = 0;
+  BUBBLESIM_CUBLAS(cublasGetProperty(MAJOR_VERSION, &cublas));
+  int minor = 0, patch = 0;
+  BUBBLESIM_CUBLAS(cublasGetProperty(MINOR_VERSION, &minor));
+  BUBBLESIM_CUBLAS(cublasGetProperty(PATCH_LEVEL, &patch));
+  auto version = [](int v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); };
+  nlohmann::json env{{"gpu", p.name},
+                     {"device", device},
+                     {"compute_capability", std::to_string(p.major) + "." + std::to_string(p.minor)},
+                     {"memory_bytes", p.totalGlobalMem},
+                     {"sms", p.multiProcessorCount},
+                     {"sm_clock_mhz", clock_khz / 1000},
+                     {"memory_clock_mhz", memory_khz / 1000},
+                     {"driver", version(driver)},
+                     {"cuda_runtime", version(runtime)},
+                     {"cublas", std::to_string(cublas) + "." + std::to_string(minor) + "." + std::to_string(patch)}};
+  if (FILE* smi = popen("nvidia-smi topo -m 2>/dev/null", "r")) {
+    std::string topo;
+    char buf[512];
+    while (fgets(buf, sizeof buf, smi) != nullptr) topo += buf;
+    if (pclose(smi) == 0 && !topo.empty()) env["nvidia_smi_topo"] = topo;
+  }
+  return env;
+}
 
 char* GpuCompute::buffer(int64_t bytes) {
   if (bytes > max_bytes_) {

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <tuple>
 
 #include "hw/cuda/attention.hpp"
@@ -33,6 +34,8 @@ class GpuCompute {
   void run(const sim::OpWork& work);
   /// Waits for everything enqueued.
   void synchronize();
+  /// Runs the op once between two CUDA events on the stream and returns the seconds between them.
+  double time(const sim::OpWork& work);
 
  private:
   char* buffer(int64_t bytes);
@@ -41,6 +44,7 @@ class GpuCompute {
   int device_;
   int64_t max_bytes_;
   cudaStream_t stream_ = nullptr;
+  cudaEvent_t start_ = nullptr, end_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   char* arena_ = nullptr;
   int64_t arena_bytes_ = 0;
@@ -54,5 +58,9 @@ void gemm(cublasHandle_t blas, const __nv_bfloat16* a, const __nv_bfloat16* b, _
 
 /// Number of usable CUDA devices; 0 when there is no GPU or driver (never throws).
 int device_count();
+
+/// What a measurement ran on: GPU model, memory, SM count and clocks, driver, CUDA runtime and
+/// cuBLAS versions, and `nvidia-smi topo -m` where nvidia-smi is found.
+nlohmann::json gpu_environment(int device);
 
 }  // namespace bubblesim::hw::cuda

@@ -82,7 +82,23 @@ expect "validating a failed run is refused" "validate compares with a complete h
   "$sim" validate --db "$db" --run 1
 expect "a pipeline_only scenario cannot run on hardware" "cluster scenarios" \
   "$mpiexec" -np 2 "$hw" run "$root/scenarios/teaching/naive-2-devices.yaml" --db "$db"
-expect "an unknown backend" "--backend" "$mpiexec" -np 2 "$hw" run "$scenario" --backend cuda --db "$db"
+expect "an unknown backend" "unknown backend \"tpu\"" "$mpiexec" -np 2 "$hw" run "$scenario" --backend tpu --db "$db"
+# The GPU backend measures compute only so far; refusals come before anything is stored.
+runs_before=$("$sim" db list --db "$db" | wc -l)
+if "$mpiexec" -np 2 "$hw" run "$scenario" --backend cuda --db "$db" 2>&1 | grep -q "built without CUDA"; then
+  echo "ok   --backend cuda in a build without CUDA says so"
+else
+  expect "whole Programs on GPUs are refused clearly" "whole Programs on GPUs (NCCL) are not built yet" \
+    "$mpiexec" -np 2 "$hw" run "$scenario" --backend cuda --db "$db"
+  expect "GPU communication benchmarks are refused clearly" "GPU communication (NCCL) is not built yet" \
+    "$mpiexec" -np 1 "$hw" bench p2p --backend cuda --db "$db"
+  if ! nvidia-smi -L >/dev/null 2>&1; then
+    expect "GPU compute benchmarks without a GPU" "no usable CUDA GPU" \
+      "$mpiexec" -np 1 "$hw" bench gemm --backend cuda --db "$db"
+  fi
+fi
+[ "$("$sim" db list --db "$db" | wc -l)" -eq "$runs_before" ] && echo "ok   refused GPU commands stored no run" ||
+  { echo "FAIL a refused GPU command stored a run"; failures=$((failures + 1)); }
 
 [ "$failures" -eq 0 ] && echo "host faults: all checks passed" || echo "host faults: $failures checks failed"
 exit "$failures"
