@@ -5,6 +5,7 @@
 //   mpirun -np 2 bubblesim-hw bench gemm|attention|memory|p2p|alltoall|allreduce|all [--db FILE]
 //                               [--iterations N] [--warmup N] [--sizes 1K:64M] [--shapes-from SCENARIO]
 //   mpirun -np GPUS bubblesim-hw bench gemm attention memory --backend cuda [...]   (one GPU per rank)
+//   bubblesim-hw replay SCENARIO --backend cuda [--device D] [--db FILE] [--set k=v]... [--iterations N]
 //   mpirun -np 2 bubblesim-hw check attention [--layout contiguous|zigzag|striped|ulysses|all] [--seq N]
 // Exit status: 0 ok, 2 bad input, 3 a rank failed, 5 a correctness check failed.
 // Not the simulator: `bubblesim` predicts; this measures.
@@ -29,6 +30,7 @@
 #include "hw/check/attention_check.hpp"
 #ifdef BUBBLESIM_HW_CUDA
 #include "hw/cuda/gpu_compute.hpp"
+#include "hw/cuda/replay.hpp"
 #endif
 #include "hw/host/kernels.hpp"
 #include "hw/host/mpi_backend.hpp"
@@ -54,6 +56,7 @@ struct Options {
   std::string command, scenario, backend = "host", db = "bubblesim.db", sizes = "1K:16M", shapes_from;
   std::string layout = "all";
   int seq = 512;
+  int device = 0;  // replay: the Program device
   std::vector<std::string> overrides, benches;
   int iterations = -1, warmup = -1;
   double stall_timeout = 120;
@@ -69,10 +72,12 @@ int to_int(const std::string& v, const std::string& opt) {
 Options parse(int argc, char** argv) {
   Options o;
   for (int i = 0; i < argc; ++i) o.command_line += (i ? " " : "") + std::string(argv[i]);
-  if (argc < 2) throw InputError("usage: bubblesim-hw run SCENARIO [options] | bubblesim-hw bench WHAT... [options]");
+  if (argc < 2) {
+    throw InputError("usage: bubblesim-hw run SCENARIO | bench WHAT... | check attention | replay SCENARIO [options]");
+  }
   o.command = argv[1];
-  if (o.command != "run" && o.command != "bench" && o.command != "check") {
-    throw InputError("unknown command \"" + o.command + "\" (valid: run, bench, check)");
+  if (o.command != "run" && o.command != "bench" && o.command != "check" && o.command != "replay") {
+    throw InputError("unknown command \"" + o.command + "\" (valid: run, bench, check, replay)");
   }
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
@@ -90,8 +95,9 @@ Options parse(int argc, char** argv) {
     else if (a == "--stall-timeout") o.stall_timeout = to_int(value(), a);
     else if (a == "--layout") o.layout = value();
     else if (a == "--seq") o.seq = to_int(value(), a);
+    else if (a == "--device") o.device = to_int(value(), a);
     else if (a.rfind("--", 0) == 0) throw InputError("unknown option " + a);
-    else if (o.command == "run" && o.scenario.empty()) o.scenario = a;
+    else if ((o.command == "run" || o.command == "replay") && o.scenario.empty()) o.scenario = a;
     else if (o.command == "bench") o.benches.push_back(a);
     else if (o.command == "check" && a == "attention" && o.scenario.empty()) o.scenario = a;
     else throw InputError("unexpected argument \"" + a + "\"");
@@ -100,14 +106,22 @@ Options parse(int argc, char** argv) {
 #ifndef BUBBLESIM_HW_CUDA
     throw InputError("--backend cuda: this bubblesim-hw was built without CUDA (nvcc was not found when it was configured)");
 #endif
-    if (o.command != "bench") {
+    if (o.command != "bench" && o.command != "replay") {
       throw InputError(o.command + " --backend cuda: whole Programs on GPUs (NCCL) are not built yet; "
-                       "bench gemm attention memory --backend cuda measures GPU compute for calibration");
+                       "bench gemm attention memory --backend cuda and replay SCENARIO --backend cuda measure "
+                       "GPU compute for calibration");
     }
   } else if (o.backend != "host") {
     throw InputError("--backend: unknown backend \"" + o.backend + "\" (valid: host, cuda)");
   }
   if (o.command == "run" && o.scenario.empty()) throw InputError("run: which scenario? (bubblesim-hw run SCENARIO)");
+  if (o.command == "replay") {
+    if (o.scenario.empty()) throw InputError("replay: which scenario? (bubblesim-hw replay SCENARIO --backend cuda)");
+    if (o.backend != "cuda") {
+      throw InputError("replay: one device's ops on one GPU needs --backend cuda (bubblesim-hw run runs the whole "
+                       "Program on the host backend)");
+    }
+  }
   if (o.command == "check" && o.scenario != "attention") throw InputError("check: what? (bubblesim-hw check attention)");
   if (o.command == "bench" && o.benches.empty()) {
     throw InputError("bench: which benchmark? (gemm, attention, memory, p2p, alltoall, allreduce, all)");
@@ -324,6 +338,81 @@ int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
   return 0;
 }
 
+/// One Program device's ops on one GPU (hw/cuda/replay.hpp): compute with real kernels,
+/// transfers as device copies; stored as an hw run holding that device's ops, for calibrate --runs.
+int replay_command(const Options& o, MpiBackend& b, RunContext& ctx) {
+#ifndef BUBBLESIM_HW_CUDA
+  (void)o, (void)b, (void)ctx;
+  throw InputError("replay: this bubblesim-hw was built without CUDA");
+#else
+  if (b.ranks() != 1) throw InputError("replay runs on one GPU: start it alone or with mpirun -np 1");
+  const sim::Scenario sc = sim::load_scenario(o.scenario, o.overrides);
+  if (sc.pipeline_only) throw InputError(o.scenario + ": a pipeline_only scenario gives op times, not work");
+  const sim::ClusterJob job = sim::plan_cluster(sc);
+  const sim::Topology topo(job.cluster);
+  const sim::RooflineCompute compute(*job.cluster.gpu, job.training.attention_kernel);
+  sim::TrainingPlan plan = sim::build_training(job, topo, compute, true);
+  sim::require_valid(plan.program);
+  const sim::Program& p = plan.program;
+  if (static_cast<size_t>(o.device) >= p.devices().size()) {
+    const size_t n = p.devices().size();
+    throw InputError("--device " + std::to_string(o.device) + ": the scenario's Program has " + std::to_string(n) +
+                     (n == 1 ? " device (0)" : " devices (0 to " + std::to_string(n - 1) + ")"));
+  }
+  if (cuda::device_count() == 0) throw InputError("--backend cuda: no usable CUDA GPU on " + hostname());
+  const auto device = static_cast<sim::DeviceId>(o.device);
+  const int warmup = o.warmup < 0 ? 2 : o.warmup;
+  const int iterations = o.iterations < 0 ? 5 : std::max(o.iterations, 1);
+  cuda::GpuReplay replay(p, device, plan.gpu_of_device[device], 0);
+
+  sim::RunInfo info;
+  info.kind = "hw";
+  info.scenario_name = sc.name;
+  info.scenario_text = read_file(o.scenario);
+  info.command_line = o.command_line;
+  nlohmann::json env = environment(b);
+  env.erase("blas");
+  env["backend"] = "cuda";
+  env["gpu"] = cuda::gpu_environment(0);
+  env["replay_device"] = o.device;
+  env["overrides"] = o.overrides;
+  env["warmup"] = warmup;
+  env["iterations"] = iterations;
+  info.environment = env.dump();
+  std::unique_ptr<sim::Store> store = open_run(o, info, b, ctx);
+  std::vector<cuda::ReplayTimes> kept;
+  for (int it = 0; it < warmup + iterations; ++it) {
+    cuda::ReplayTimes t = replay.run_iteration();
+    store->store_iteration(ctx.run, it, it < warmup, t.makespan);
+    std::cerr << "bubblesim-hw: replay iteration " << it << (it < warmup ? " (warm-up)" : "") << ": " << t.makespan * 1e3
+              << " ms\n";
+    if (it >= warmup) kept.push_back(std::move(t));
+  }
+  // The iteration with the median time gives the op times, as for whole runs.
+  std::sort(kept.begin(), kept.end(), [](const auto& x, const auto& y) { return x.makespan < y.makespan; });
+  const cuda::ReplayTimes& chosen = kept[kept.size() / 2];
+  sim::Trace trace;
+  trace.records.resize(p.num_ops());
+  for (size_t i = 0; i < replay.ops().size(); ++i) {
+    const sim::OpId op = replay.ops()[i];
+    trace.records[op] = {op, Time::from_seconds(chosen.start[i]), Time::from_seconds(chosen.end[i])};
+  }
+  trace.makespan = Time::from_seconds(chosen.makespan);
+  store->store_trace(ctx.run, p, trace, "measured", device);
+  store->finish_run(ctx.run, "complete",
+                    nlohmann::json{{"iteration_time_s", chosen.makespan},
+                                   {"iteration_min_s", kept.front().makespan},
+                                   {"iteration_max_s", kept.back().makespan},
+                                   {"replay_device", o.device},
+                                   {"device", p.devices()[device].name}}
+                        .dump());
+  std::printf("%s: device %d (%s) replayed on %s: %.4f s per iteration (median of %d); stored as run %lld in %s\n",
+              sc.name.c_str(), o.device, p.devices()[device].name.c_str(), env["gpu"]["gpu"].get<std::string>().c_str(),
+              chosen.makespan, iterations, static_cast<long long>(ctx.run), o.db.c_str());
+  return 0;
+#endif
+}
+
 std::vector<sim::OpWork> shapes_for(const std::string& what, const Options& o) {
   if (o.shapes_from.empty()) return default_shapes(what, o.backend == "cuda");
   // Every distinct compute shape of the scenario's Program, of this benchmark's classes.
@@ -458,7 +547,9 @@ int main(int argc, char** argv) {
       rc = check_command(o, session);
       if (session.size() > 1) backend.broadcast(rc);  // every rank leaves with rank 0's verdict
     } else {
-      rc = o.command == "run" ? run_command(o, backend, ctx) : bench_command(o, backend, ctx);
+      rc = o.command == "run"      ? run_command(o, backend, ctx)
+           : o.command == "replay" ? replay_command(o, backend, ctx)
+                                   : bench_command(o, backend, ctx);
     }
   } catch (const InputError& e) {
     // Every rank sees the same input and fails the same way; rank 0 speaks.

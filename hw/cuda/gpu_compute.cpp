@@ -117,7 +117,7 @@ char* GpuCompute::buffer(int64_t bytes) {
                      std::to_string(max_bytes_ >> 20) + " MiB the GPU backend allows here");
   }
   if (bytes > arena_bytes_) {
-    BUBBLESIM_CUDA(cudaStreamSynchronize(stream_));
+    BUBBLESIM_CUDA(cudaDeviceSynchronize());  // ops on any stream may still use the old arena
     BUBBLESIM_CUDA(cudaFree(arena_));
     arena_ = nullptr;
     const cudaError_t e = cudaMalloc(&arena_, static_cast<size_t>(bytes));
@@ -130,6 +130,7 @@ char* GpuCompute::buffer(int64_t bytes) {
     arena_bytes_ = bytes;
     // Small values everywhere (bf16 and fp32 views alike): no overflow, no denormals.
     fill_pattern(reinterpret_cast<__nv_bfloat16*>(arena_), bytes / 2, stream_);
+    BUBBLESIM_CUDA(cudaStreamSynchronize(stream_));  // before ops on other streams read it
   }
   return arena_;
 }
@@ -148,7 +149,8 @@ DeviceMask GpuCompute::mask(int64_t q_len, int64_t kv_len, double fraction) {
   return DeviceMask{true, it->second, nullptr};
 }
 
-void GpuCompute::run(const sim::OpWork& w) {
+void GpuCompute::run(const sim::OpWork& w, cudaStream_t on) {
+  cudaStream_t stream = on != nullptr ? on : stream_;
   const std::string cls = w.op_class;
   const auto& s = w.shape;
   if (cls == "gemm") {
@@ -156,6 +158,7 @@ void GpuCompute::run(const sim::OpWork& w) {
     if (m <= 0 || n <= 0 || k <= 0) return;
     const int64_t a_bytes = aligned(batch * m * k * 2), b_bytes = aligned(batch * k * n * 2);
     char* base = buffer(a_bytes + b_bytes + aligned(batch * m * n * 2));
+    BUBBLESIM_CUBLAS(cublasSetStream(blas_, stream));
     gemm(blas_, reinterpret_cast<__nv_bfloat16*>(base), reinterpret_cast<__nv_bfloat16*>(base + a_bytes),
          reinterpret_cast<__nv_bfloat16*>(base + a_bytes + b_bytes), m, n, k, batch);
     return;
@@ -181,7 +184,7 @@ void GpuCompute::run(const sim::OpWork& w) {
     const DeviceMask m = mask(d.q_len, d.kv_len, w.causal_fraction);
     for (int64_t b = 0; b < std::max<int64_t>(s[0], 1); ++b) {
       if (!grad) {
-        attention_forward(d, m, q, k, v, out, lse, stream_);
+        attention_forward(d, m, q, k, v, out, lse, stream);
         continue;
       }
       char* g = p + q_b + 2 * kv_b + out_b + lse_b;
@@ -191,8 +194,8 @@ void GpuCompute::run(const sim::OpWork& w) {
       auto* dv = reinterpret_cast<float*>(g + 2 * out_b + aligned(kn * 4));
       auto* delta = reinterpret_cast<float*>(g + 2 * out_b + 2 * aligned(kn * 4));
       // A plausible log-sum-exp (every score ~0 over kv keys), so probabilities stay ~1/kv.
-      fill(lse, rows, std::log(static_cast<float>(std::max<int64_t>(d.kv_len, 1))), stream_);
-      attention_backward(d, m, q, k, v, out, lse, dout, dq, dk, dv, delta, stream_);
+      fill(lse, rows, std::log(static_cast<float>(std::max<int64_t>(d.kv_len, 1))), stream);
+      attention_backward(d, m, q, k, v, out, lse, dout, dq, dk, dv, delta, stream);
     }
     return;
   }
@@ -201,7 +204,7 @@ void GpuCompute::run(const sim::OpWork& w) {
     if (bytes < 2) return;
     char* a = buffer(aligned(bytes / 2) * 2);
     BUBBLESIM_CUDA(cudaMemcpyAsync(a + aligned(bytes / 2), a, static_cast<size_t>(bytes / 2), cudaMemcpyDeviceToDevice,
-                                   stream_));
+                                   stream));
     return;
   }
   throw InputError("the GPU backend has no kernel for op class \"" + cls + "\"");

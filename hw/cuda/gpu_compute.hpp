@@ -29,9 +29,11 @@ class GpuCompute {
   GpuCompute& operator=(const GpuCompute&) = delete;
 
   cudaStream_t stream() const { return stream_; }
-  /// Enqueues the op's work: "gemm" (m, n, k, batch), "attention" / "attention_grad" (batch, q,
-  /// kv, heads, head dim, causal fraction), "memory" (bytes). InputError for another class.
-  void run(const sim::OpWork& work);
+  /// Enqueues the op's work on `on` (null: this object's stream): "gemm" (m, n, k, batch),
+  /// "attention" / "attention_grad" (batch, q, kv, heads, head dim, causal fraction), "memory"
+  /// (bytes). InputError for another class. Ops on several streams share the arena: their
+  /// values are meaningless, their work is real.
+  void run(const sim::OpWork& work, cudaStream_t on = nullptr);
   /// Waits for everything enqueued.
   void synchronize();
   /// Runs the op once between two CUDA events on the stream and returns the seconds between them.

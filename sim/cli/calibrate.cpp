@@ -151,6 +151,11 @@ int run_validate(const ValidateOptions& opt, std::ostream& out) {
   }
   std::vector<std::string> overrides;
   const nlohmann::json env = nlohmann::json::parse(store.environment(measured_id), nullptr, false);
+  if (env.is_object() && env.contains("replay_device")) {
+    throw InputError("--run " + opt.run + ": a single-GPU replay of device " + env["replay_device"].dump() +
+                     " measured that device alone; calibrate from it (bubblesim calibrate --runs " + opt.run +
+                     "), validate a run of the whole Program");
+  }
   if (env.is_object() && env.contains("overrides")) overrides = env["overrides"].get<std::vector<std::string>>();
   const Scenario sc = parse_scenario(store.scenario_text(measured_id), "run " + opt.run + " scenario", overrides);
   std::unique_ptr<CalibrationProfile> profile;

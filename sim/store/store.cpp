@@ -265,7 +265,7 @@ int64_t Store::begin_run(const RunInfo& info) {
   return id;
 }
 
-void Store::store_trace(int64_t run, const Program& p, const Trace& t, const std::string& source) {
+void Store::store_trace(int64_t run, const Program& p, const Trace& t, const std::string& source, DeviceId only) {
   BUBBLESIM_ASSERT(t.records.size() == p.num_ops(), "store: trace does not match the program");
   Transaction tx(db_);
   Stmt device(db_, "INSERT OR REPLACE INTO devices(run_id, device, name) VALUES (?, ?, ?)");
@@ -280,6 +280,7 @@ void Store::store_trace(int64_t run, const Program& p, const Trace& t, const std
   Stmt timing(db_, "INSERT OR REPLACE INTO op_timings(run_id, op, source, start_s, end_s) VALUES (?, ?, ?, ?, ?)");
   for (OpId id = 0; id < p.num_ops(); ++id) {
     const Op& o = p.op(id);
+    if (only != kNone && o.device != only) continue;
     const Label& l = o.label;
     op.bind(1, run).bind(2, static_cast<int64_t>(id)).bind(3, static_cast<int64_t>(o.device));
     op.bind(4, p.stream(o.stream).name).bind(5, std::string(to_string(o.kind))).bind(6, std::string(to_string(l.phase)));

@@ -75,7 +75,8 @@ class Store {
   int64_t begin_run(const RunInfo& info);
   /// Stores the Program's devices and ops and the trace's start and end per op (`source`
   /// "predicted" or "measured"), in one transaction.
-  void store_trace(int64_t run, const Program& p, const Trace& t, const std::string& source);
+  /// `only`: store that device's ops alone (a single-GPU replay measured no other).
+  void store_trace(int64_t run, const Program& p, const Trace& t, const std::string& source, DeviceId only = kNone);
   /// Marks the run complete (or failed) with its report summary (JSON).
   void finish_run(int64_t run, const std::string& status, const std::string& summary_json);
 

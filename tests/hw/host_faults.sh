@@ -92,10 +92,16 @@ else
     "$mpiexec" -np 2 "$hw" run "$scenario" --backend cuda --db "$db"
   expect "GPU communication benchmarks are refused clearly" "GPU communication (NCCL) is not built yet" \
     "$mpiexec" -np 1 "$hw" bench p2p --backend cuda --db "$db"
+  expect "a replay needs the GPU backend" "replay: one device's ops on one GPU needs --backend cuda" \
+    "$mpiexec" -np 1 "$hw" replay "$scenario" --db "$db"
   if ! nvidia-smi -L >/dev/null 2>&1; then
     expect "GPU compute benchmarks without a GPU" "no usable CUDA GPU" \
       "$mpiexec" -np 1 "$hw" bench gemm --backend cuda --db "$db"
+    expect "a replay without a GPU" "no usable CUDA GPU" \
+      "$mpiexec" -np 1 "$hw" replay "$scenario" --backend cuda --device 0 --db "$db"
   fi
+  expect "a replay of a device the Program lacks" "--device 7: the scenario's Program has 1 device (0)" \
+    "$mpiexec" -np 1 "$hw" replay "$scenario" --backend cuda --device 7 --db "$db"
 fi
 [ "$("$sim" db list --db "$db" | wc -l)" -eq "$runs_before" ] && echo "ok   refused GPU commands stored no run" ||
   { echo "FAIL a refused GPU command stored a run"; failures=$((failures + 1)); }
