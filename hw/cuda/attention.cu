@@ -1,5 +1,6 @@
 #include "hw/cuda/attention.hpp"
 
+#include <algorithm>
 #include <cfloat>
 #include <climits>
 #include <cmath>
@@ -16,7 +17,8 @@ constexpr int kKeys = 16;      // keys per tile (forward, dQ)
 constexpr int kKvRows = 64;    // keys per dK/dV block, one per thread
 constexpr int kQTile = 8;      // queries per tile in the dK/dV kernel
 constexpr int kDqRows = 32;    // queries per dQ block, one per thread
-constexpr float kFill = 0.01F; // the host arena's scale: no overflow in softmax, no denormals
+constexpr float kFill = 0.01F; // the host arena's scale: no overflow in softmax
+static_assert(kKeys <= kFwdRows && kKeys <= kDqRows && kQTile <= kKvRows, "position loads use one thread each");
 
 struct Sizes {
   int heads, q_len, kv_len;
@@ -72,18 +74,20 @@ __global__ void __launch_bounds__(kFwdRows)
   float row_max = -INFINITY, row_sum = 0.0F;
   for (int64_t k0 = 0; k0 < z.kv_len; k0 += kKeys) {
     __syncthreads();  // the previous tile is consumed
+    if (t < kKeys) kp[t] = k0 + t < z.kv_len ? kv_position(m, k0 + t) : LLONG_MAX;
+    __syncthreads();
+    extent(kp, kKeys, &kmin, &kmax);
+    __syncthreads();
+    const Tile tile = classify(m.causal, qmin, qmax, kmin, kmax);
+    if (tile == kSkip) continue;  // the same for the whole block: its data is never loaded
     for (int idx = t; idx < kKeys * D; idx += kFwdRows) {
       const int j = idx / D, c = idx % D;
       const bool in = k0 + j < z.kv_len;
       ks[j][c] = in ? __bfloat162float(k[koff + (k0 + j) * D + c]) : 0.0F;
       vs[j][c] = in ? __bfloat162float(v[koff + (k0 + j) * D + c]) : 0.0F;
     }
-    if (t < kKeys) kp[t] = k0 + t < z.kv_len ? kv_position(m, k0 + t) : LLONG_MAX;
     __syncthreads();
-    extent(kp, kKeys, &kmin, &kmax);
-    __syncthreads();
-    const Tile tile = classify(m.causal, qmin, qmax, kmin, kmax);
-    if (tile == kSkip || !row) continue;
+    if (!row) continue;
     float s[kKeys];
     float mx = row_max;
     for (int j = 0; j < kKeys; ++j) {
@@ -120,11 +124,12 @@ __global__ void __launch_bounds__(kFwdRows)
 /// delta_i = sum_c dO_ic O_ic, one thread per row.
 template <int D>
 __global__ void delta_kernel(int64_t rows, const float* out, const float* dout, float* delta) {
-  const int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (r >= rows) return;
-  float sum = 0.0F;
-  for (int c = 0; c < D; ++c) sum += out[r * D + c] * dout[r * D + c];
-  delta[r] = sum;
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; r < rows;
+       r += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float sum = 0.0F;
+    for (int c = 0; c < D; ++c) sum += out[r * D + c] * dout[r * D + c];
+    delta[r] = sum;
+  }
 }
 
 /// dK and dV: one thread per key row, looping over query tiles.
@@ -152,6 +157,12 @@ __global__ void __launch_bounds__(kKvRows)
   for (int c = 0; c < D; ++c) gk[c] = gv[c] = 0.0F;
   for (int64_t q0 = 0; q0 < z.q_len; q0 += kQTile) {
     __syncthreads();
+    if (t < kQTile) qp[t] = q0 + t < z.q_len ? q_position(m, q0 + t) : LLONG_MAX;
+    __syncthreads();
+    extent(qp, kQTile, &qmin, &qmax);
+    __syncthreads();
+    const Tile tile = classify(m.causal, qmin, qmax, kmin, kmax);
+    if (tile == kSkip) continue;  // the same for the whole block: its data is never loaded
     for (int idx = t; idx < kQTile * D; idx += kKvRows) {
       const int i = idx / D, c = idx % D;
       const bool in = q0 + i < z.q_len;
@@ -160,15 +171,11 @@ __global__ void __launch_bounds__(kKvRows)
     }
     if (t < kQTile) {
       const bool in = q0 + t < z.q_len;
-      qp[t] = in ? q_position(m, q0 + t) : LLONG_MAX;
       ls[t] = in ? lse[static_cast<int64_t>(h) * z.q_len + q0 + t] : -INFINITY;
       ds[t] = in ? delta[static_cast<int64_t>(h) * z.q_len + q0 + t] : 0.0F;
     }
     __syncthreads();
-    extent(qp, kQTile, &qmin, &qmax);
-    __syncthreads();
-    const Tile tile = classify(m.causal, qmin, qmax, kmin, kmax);
-    if (tile == kSkip || !key) continue;
+    if (!key) continue;
     for (int i = 0; i < kQTile; ++i) {
       if (qp[i] == LLONG_MAX || ls[i] == -INFINITY || (tile == kDiagonal && my_pos > qp[i])) continue;
       float dot = 0.0F, dp = 0.0F;
@@ -219,18 +226,20 @@ __global__ void __launch_bounds__(kDqRows)
   for (int c = 0; c < D; ++c) g[c] = 0.0F;
   for (int64_t k0 = 0; k0 < z.kv_len; k0 += kKeys) {
     __syncthreads();
+    if (t < kKeys) kp[t] = k0 + t < z.kv_len ? kv_position(m, k0 + t) : LLONG_MAX;
+    __syncthreads();
+    extent(kp, kKeys, &kmin, &kmax);
+    __syncthreads();
+    const Tile tile = classify(m.causal, qmin, qmax, kmin, kmax);
+    if (tile == kSkip) continue;  // the same for the whole block: its data is never loaded
     for (int idx = t; idx < kKeys * D; idx += kDqRows) {
       const int jj = idx / D, c = idx % D;
       const bool in = k0 + jj < z.kv_len;
       ks[jj][c] = in ? __bfloat162float(k[koff + (k0 + jj) * D + c]) : 0.0F;
       vs[jj][c] = in ? __bfloat162float(v[koff + (k0 + jj) * D + c]) : 0.0F;
     }
-    if (t < kKeys) kp[t] = k0 + t < z.kv_len ? kv_position(m, k0 + t) : LLONG_MAX;
     __syncthreads();
-    extent(kp, kKeys, &kmin, &kmax);
-    __syncthreads();
-    const Tile tile = classify(m.causal, qmin, qmax, kmin, kmax);
-    if (tile == kSkip || !row || l == -INFINITY) continue;
+    if (!row || l == -INFINITY) continue;
     for (int jj = 0; jj < kKeys; ++jj) {
       if (kp[jj] == LLONG_MAX || (tile == kDiagonal && kp[jj] > my_pos)) continue;
       float dot = 0.0F, dp = 0.0F;
@@ -258,7 +267,8 @@ template <class T>
 __global__ void pattern_kernel(T* x, int64_t n) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    x[i] = static_cast<T>(kFill * static_cast<float>((static_cast<uint64_t>(i) * 2654435761U) % 97) / 97.0F);
+    // 1..97 / 97: never 0, so fp32 views of bf16 pairs are not denormal either.
+    x[i] = static_cast<T>(kFill * static_cast<float>((static_cast<uint64_t>(i) * 2654435761U) % 97 + 1) / 97.0F);
   }
 }
 
@@ -267,6 +277,7 @@ unsigned grid_for(int64_t n, int block) {
 }
 
 Sizes sizes(const AttentionDims& d) {
+  if (d.heads < 0 || d.q_len < 0 || d.kv_len < 0) throw InputError("attention: negative dimensions");
   if (d.heads > 65535 || d.q_len > INT_MAX || d.kv_len > INT_MAX) {
     throw InputError("attention: " + std::to_string(d.heads) + " heads of " + std::to_string(d.q_len) + " x " +
                      std::to_string(d.kv_len) + " is beyond what the GPU kernels index");
@@ -282,8 +293,9 @@ dim3 blocks(int64_t len, int per_block, int64_t heads) {
 template <int D>
 void forward(const AttentionDims& d, const DeviceMask& m, const __nv_bfloat16* q, const __nv_bfloat16* k,
              const __nv_bfloat16* v, float* out, float* lse, cudaStream_t s) {
-  if (d.q_len == 0) return;
-  forward_kernel<D><<<blocks(d.q_len, kFwdRows, d.heads), kFwdRows, 0, s>>>(sizes(d), m, q, k, v, out, lse);
+  const Sizes z = sizes(d);
+  if (d.heads == 0 || d.q_len == 0) return;
+  forward_kernel<D><<<blocks(d.q_len, kFwdRows, d.heads), kFwdRows, 0, s>>>(z, m, q, k, v, out, lse);
   BUBBLESIM_CUDA(cudaGetLastError());
 }
 
@@ -291,8 +303,8 @@ template <int D>
 void backward(const AttentionDims& d, const DeviceMask& m, const __nv_bfloat16* q, const __nv_bfloat16* k,
               const __nv_bfloat16* v, const float* out, const float* lse, const float* dout, float* dq, float* dk,
               float* dv, float* delta, cudaStream_t s) {
-  if (d.q_len == 0 || d.kv_len == 0) return;
   const Sizes z = sizes(d);
+  if (d.heads == 0 || d.q_len == 0 || d.kv_len == 0) return;
   const int64_t rows = d.heads * d.q_len;
   delta_kernel<D><<<grid_for(rows, 256), 256, 0, s>>>(rows, out, dout, delta);
   BUBBLESIM_CUDA(cudaGetLastError());

@@ -44,24 +44,36 @@ int device_count() {
 }
 
 GpuCompute::GpuCompute(int device, int64_t max_bytes) : device_(device), max_bytes_(max_bytes) {
-  BUBBLESIM_CUDA(cudaSetDevice(device_));
-  BUBBLESIM_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-  BUBBLESIM_CUBLAS(cublasCreate(&blas_));
-  BUBBLESIM_CUBLAS(cublasSetStream(blas_, stream_));
-  BUBBLESIM_CUDA(cudaEventCreate(&start_));
-  BUBBLESIM_CUDA(cudaEventCreate(&end_));
+  try {
+    BUBBLESIM_CUDA(cudaSetDevice(device_));
+    BUBBLESIM_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    BUBBLESIM_CUBLAS(cublasCreate(&blas_));
+    BUBBLESIM_CUBLAS(cublasSetStream(blas_, stream_));
+    BUBBLESIM_CUDA(cudaEventCreate(&start_));
+    BUBBLESIM_CUDA(cudaEventCreate(&end_));
+  } catch (...) {
+    release();
+    throw;
+  }
 }
 
-GpuCompute::~GpuCompute() {
-  // Errors here cannot be reported (a destructor); the process is ending or unwinding anyway.
+GpuCompute::~GpuCompute() { release(); }
+
+void GpuCompute::release() noexcept {
+  // Errors here cannot be reported; the process is ending or unwinding anyway.
   cudaSetDevice(device_);
-  cudaStreamSynchronize(stream_);
+  if (stream_ != nullptr) cudaStreamSynchronize(stream_);
   for (auto& [key, pos] : masks_) cudaFree(pos);
+  masks_.clear();
   cudaFree(arena_);
-  cublasDestroy(blas_);
-  cudaEventDestroy(start_);
-  cudaEventDestroy(end_);
-  cudaStreamDestroy(stream_);
+  arena_ = nullptr;
+  if (blas_ != nullptr) cublasDestroy(blas_);
+  if (start_ != nullptr) cudaEventDestroy(start_);
+  if (end_ != nullptr) cudaEventDestroy(end_);
+  if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  blas_ = nullptr;
+  start_ = end_ = nullptr;
+  stream_ = nullptr;
 }
 
 void GpuCompute::synchronize() { BUBBLESIM_CUDA(cudaStreamSynchronize(stream_)); }
@@ -120,15 +132,16 @@ char* GpuCompute::buffer(int64_t bytes) {
     BUBBLESIM_CUDA(cudaDeviceSynchronize());  // ops on any stream may still use the old arena
     BUBBLESIM_CUDA(cudaFree(arena_));
     arena_ = nullptr;
+    arena_bytes_ = 0;
     const cudaError_t e = cudaMalloc(&arena_, static_cast<size_t>(bytes));
     if (e == cudaErrorMemoryAllocation) {
       (void)cudaGetLastError();
-      arena_bytes_ = 0;
       throw InputError("an op needs " + std::to_string(bytes >> 20) + " MiB of GPU memory, more than is free");
     }
     BUBBLESIM_CUDA(e);
     arena_bytes_ = bytes;
-    // Small values everywhere (bf16 and fp32 views alike): no overflow, no denormals.
+    // Small non-zero values (bf16, so fp32 views are normal too). Once ops have run, the values
+    // are whatever they wrote: meaningless, as the work is what is measured.
     fill_pattern(reinterpret_cast<__nv_bfloat16*>(arena_), bytes / 2, stream_);
     BUBBLESIM_CUDA(cudaStreamSynchronize(stream_));  // before ops on other streams read it
   }
@@ -141,9 +154,16 @@ DeviceMask GpuCompute::mask(int64_t q_len, int64_t kv_len, double fraction) {
   auto it = masks_.find(key);
   if (it == masks_.end()) {
     const AttentionMask m = mask_for(q_len, kv_len, fraction);
+    const size_t bytes = m.q_pos.size() * sizeof(int64_t);
     int64_t* pos = nullptr;
-    BUBBLESIM_CUDA(cudaMalloc(&pos, m.q_pos.size() * sizeof(int64_t)));
-    BUBBLESIM_CUDA(cudaMemcpy(pos, m.q_pos.data(), m.q_pos.size() * sizeof(int64_t), cudaMemcpyHostToDevice));
+    BUBBLESIM_CUDA(cudaMalloc(&pos, bytes));
+    // On this object's stream, complete before any stream (replay streams too) reads it.
+    cudaError_t e = cudaMemcpyAsync(pos, m.q_pos.data(), bytes, cudaMemcpyHostToDevice, stream_);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(stream_);
+    if (e != cudaSuccess) {
+      cudaFree(pos);
+      BUBBLESIM_CUDA(e);
+    }
     it = masks_.emplace(key, pos).first;
   }
   return DeviceMask{true, it->second, nullptr};
@@ -161,6 +181,7 @@ void GpuCompute::run(const sim::OpWork& w, cudaStream_t on) {
     BUBBLESIM_CUBLAS(cublasSetStream(blas_, stream));
     gemm(blas_, reinterpret_cast<__nv_bfloat16*>(base), reinterpret_cast<__nv_bfloat16*>(base + a_bytes),
          reinterpret_cast<__nv_bfloat16*>(base + a_bytes + b_bytes), m, n, k, batch);
+    BUBBLESIM_CUBLAS(cublasSetStream(blas_, stream_));
     return;
   }
   if (cls == "attention" || cls == "attention_grad") {

@@ -41,6 +41,7 @@ class GpuCompute {
 
  private:
   char* buffer(int64_t bytes);
+  void release() noexcept;
   DeviceMask mask(int64_t q_len, int64_t kv_len, double fraction);
 
   int device_;
