@@ -1,8 +1,11 @@
-// The GPU kernels against the host reference kernels (hw/host/kernels.hpp) on the same
-// bf16-rounded inputs: attention forward (output and log-sum-exp) and backward (dQ, dK, dV) for
-// several head dims, lengths that are not multiples of the tiles, and masks (none, causal with a
-// shift, ring-layout positions, rows with no allowed key); bf16 GEMMs against BLAS; and every op
-// class through GpuCompute. Exits 77 (CTest: skipped) when there is no usable GPU.
+// The GPU kernels against a plain double-precision oracle on the same bf16-rounded inputs (the
+// mask semantics of hw/backend/attention_mask.hpp, which the host kernels share): attention
+// forward (output and log-sum-exp) and backward (dQ, dK, dV, added into what was there) for
+// several head dims, lengths that are not multiples of the tiles, and masks (none, causal, causal
+// with a shift, ring-layout positions, rows with no allowed key); bf16 GEMMs; every op class
+// through GpuCompute; then the throughput of a few transformer-sized ops, for the record.
+// Needs only the CUDA runtime and cuBLAS, so the binary can be carried to a GPU machine as it is.
+// Exits 77 (CTest: skipped) when there is no usable GPU.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -16,7 +19,7 @@
 #include "hw/cuda/attention.hpp"
 #include "hw/cuda/cuda_check.hpp"
 #include "hw/cuda/gpu_compute.hpp"
-#include "hw/host/kernels.hpp"
+#include "hw/backend/attention_mask.hpp"
 
 using namespace bubblesim::hw;
 
@@ -76,6 +79,82 @@ double max_abs_error(const std::vector<float>& a, const std::vector<float>& b) {
   return worst;
 }
 
+/// The oracle: attention by definition, in double, per head. Rows with no allowed key give
+/// output 0 and lse -inf; the backward adds into dq, dk, dv.
+void reference_forward(const AttentionDims& d, const AttentionMask& m, const std::vector<float>& q,
+                       const std::vector<float>& k, const std::vector<float>& v, std::vector<float>& out,
+                       std::vector<float>& lse) {
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d.head_dim));
+  const int64_t hd = d.head_dim;
+  std::vector<double> s(d.kv_len);
+  for (int64_t h = 0; h < d.heads; ++h) {
+    for (int64_t i = 0; i < d.q_len; ++i) {
+      double mx = -INFINITY;
+      for (int64_t j = 0; j < d.kv_len; ++j) {
+        if (m.causal && m.kv(j) > m.q(i)) {
+          s[j] = -INFINITY;
+          continue;
+        }
+        double dot = 0;
+        for (int64_t c = 0; c < hd; ++c) dot += double(q[(h * d.q_len + i) * hd + c]) * k[(h * d.kv_len + j) * hd + c];
+        s[j] = dot * scale;
+        mx = std::max(mx, s[j]);
+      }
+      float* o = &out[(h * d.q_len + i) * hd];
+      if (mx == -INFINITY) {
+        std::fill(o, o + hd, 0.0F);
+        lse[h * d.q_len + i] = -INFINITY;
+        continue;
+      }
+      double sum = 0;
+      for (int64_t j = 0; j < d.kv_len; ++j) sum += s[j] == -INFINITY ? 0 : std::exp(s[j] - mx);
+      for (int64_t c = 0; c < hd; ++c) {
+        double acc = 0;
+        for (int64_t j = 0; j < d.kv_len; ++j) {
+          if (s[j] != -INFINITY) acc += std::exp(s[j] - mx) / sum * v[(h * d.kv_len + j) * hd + c];
+        }
+        o[c] = static_cast<float>(acc);
+      }
+      lse[h * d.q_len + i] = static_cast<float>(mx + std::log(sum));
+    }
+  }
+}
+
+void reference_backward(const AttentionDims& d, const AttentionMask& m, const std::vector<float>& q,
+                        const std::vector<float>& k, const std::vector<float>& v, const std::vector<float>& out,
+                        const std::vector<float>& lse, const std::vector<float>& dout, std::vector<float>& dq,
+                        std::vector<float>& dk, std::vector<float>& dv) {
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d.head_dim));
+  const int64_t hd = d.head_dim;
+  for (int64_t h = 0; h < d.heads; ++h) {
+    for (int64_t i = 0; i < d.q_len; ++i) {
+      const double l = lse[h * d.q_len + i];
+      if (l == -INFINITY) continue;
+      const float* qi = &q[(h * d.q_len + i) * hd];
+      const float* doi = &dout[(h * d.q_len + i) * hd];
+      double delta = 0;
+      for (int64_t c = 0; c < hd; ++c) delta += double(doi[c]) * out[(h * d.q_len + i) * hd + c];
+      for (int64_t j = 0; j < d.kv_len; ++j) {
+        if (m.causal && m.kv(j) > m.q(i)) continue;
+        const float* kj = &k[(h * d.kv_len + j) * hd];
+        const float* vj = &v[(h * d.kv_len + j) * hd];
+        double dot = 0, dp = 0;
+        for (int64_t c = 0; c < hd; ++c) {
+          dot += double(qi[c]) * kj[c];
+          dp += double(doi[c]) * vj[c];
+        }
+        const double p = std::exp(dot * scale - l);
+        const double ds = p * (dp - delta) * scale;
+        for (int64_t c = 0; c < hd; ++c) {
+          dv[(h * d.kv_len + j) * hd + c] += static_cast<float>(p * doi[c]);
+          dk[(h * d.kv_len + j) * hd + c] += static_cast<float>(ds * qi[c]);
+          dq[(h * d.q_len + i) * hd + c] += static_cast<float>(ds * kj[c]);
+        }
+      }
+    }
+  }
+}
+
 /// Random values in [-1, 1] rounded to bf16: the floats the host computes on, the bf16 the GPU does.
 std::vector<float> random_bf16_values(size_t n, std::mt19937& rng, std::vector<__nv_bfloat16>& as_bf16) {
   std::uniform_real_distribution<float> u(-1.0F, 1.0F);
@@ -104,9 +183,8 @@ void check_attention(const std::string& name, const AttentionDims& d, const Atte
   for (float& x : dk) x = u(rng);
   for (float& x : dv) x = u(rng);
   const std::vector<float> dq0 = dq, dk0 = dk, dv0 = dv;
-  attention_forward(d, mask, q.data(), k.data(), v.data(), out.data(), lse.data());
-  attention_backward(d, mask, q.data(), k.data(), v.data(), out.data(), lse.data(), dout.data(), dq.data(), dk.data(),
-                     dv.data());
+  reference_forward(d, mask, q, k, v, out, lse);
+  reference_backward(d, mask, q, k, v, out, lse, dout, dq, dk, dv);
 
   __nv_bfloat16 *gq = to_device(qb), *gk = to_device(kb), *gv = to_device(vb);
   int64_t* gqp = mask.q_pos.empty() ? nullptr : to_device(mask.q_pos);
@@ -121,10 +199,17 @@ void check_attention(const std::string& name, const AttentionDims& d, const Atte
   BUBBLESIM_CUDA(cudaDeviceSynchronize());
 
   const double e_out = max_error(to_host(gout, qn), out), e_lse = max_abs_error(to_host(glse, rows), lse);
-  const double e_dq = max_error(to_host(gdq, qn), dq), e_dk = max_error(to_host(gdk, kn), dk);
-  const double e_dv = max_error(to_host(gdv, kn), dv);
+  // Compared as increments over the starting values: an overwrite instead of an add fails, and
+  // the gradients' own precision is not hidden under the starting values' size.
+  auto increment = [](std::vector<float> after, const std::vector<float>& before) {
+    for (size_t i = 0; i < after.size(); ++i) after[i] -= before[i];
+    return after;
+  };
+  const double e_dq = max_error(increment(to_host(gdq, qn), dq0), increment(dq, dq0));
+  const double e_dk = max_error(increment(to_host(gdk, kn), dk0), increment(dk, dk0));
+  const double e_dv = max_error(increment(to_host(gdv, kn), dv0), increment(dv, dv0));
   std::printf("%-28s out %.1e  lse %.1e  dq %.1e  dk %.1e  dv %.1e\n", name.c_str(), e_out, e_lse, e_dq, e_dk, e_dv);
-  constexpr double kTolerance = 2e-3;  // fp32 math on identical bf16 inputs; only the order differs
+  constexpr double kTolerance = 2e-3;  // fp32 math (fast exp) vs double on identical bf16 inputs
   // lse absolutely: dropping one of n keys moves it by about 1/n, far above this.
   expect(e_out <= kTolerance && e_lse <= 1e-4, name + ": forward differs from the host reference");
   expect(e_dq <= kTolerance && e_dk <= kTolerance && e_dv <= kTolerance, name + ": backward differs");
@@ -142,7 +227,15 @@ void check_gemm() {
   std::vector<__nv_bfloat16> ab, bb;
   const auto a = random_bf16_values(batch * m * k, rng, ab), b = random_bf16_values(batch * k * n, rng, bb);
   std::vector<float> c(batch * m * n);
-  gemm(a.data(), b.data(), c.data(), m, n, k, batch);
+  for (int64_t bi = 0; bi < batch; ++bi) {
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < n; ++j) {
+        double acc = 0;
+        for (int64_t x = 0; x < k; ++x) acc += double(a[(bi * m + i) * k + x]) * b[(bi * k + x) * n + j];
+        c[(bi * m + i) * n + j] = static_cast<float>(acc);
+      }
+    }
+  }
   __nv_bfloat16 *ga = to_device(ab), *gb = to_device(bb), *gc = to_device(std::vector<__nv_bfloat16>(batch * m * n));
   cublasHandle_t blas;
   BUBBLESIM_CUBLAS(cublasCreate(&blas));
@@ -152,7 +245,7 @@ void check_gemm() {
   for (const __nv_bfloat16 x : to_host(gc, c.size())) got.push_back(__bfloat162float(x));
   const double e = max_error(got, c);
   std::printf("%-28s c %.1e\n", "gemm 70x130x90 batch 2", e);
-  expect(e <= 1e-2, "gemm differs from BLAS beyond bf16 output rounding");
+  expect(e <= 1e-2, "gemm differs from the oracle beyond bf16 output rounding");
   cublasDestroy(blas);
   cudaFree(ga);
   cudaFree(gb);
@@ -177,6 +270,31 @@ void check_compute() {
   }
   expect(refused, "an unsupported head dim is refused by name");
   std::printf("GpuCompute: every op class ran\n");
+}
+
+/// Throughput of a few transformer-sized ops (CUDA events, second of two runs), for the record.
+void report_throughput() {
+  cuda::GpuCompute gpu(0);
+  struct Case {
+    const char* name;
+    bubblesim::sim::OpWork work;
+    double per_second_unit;  // FLOPs (or bytes) of one op
+    const char* unit;
+  };
+  const double attn = 4.0 * 32 * 128 * 4096.0 * 4096.0;  // 4 b s^2 h d, heads 32, hd 128
+  const Case cases[] = {
+      {"gemm 8192^3 bf16", {"gemm", {8192, 8192, 8192, 1, 0}, 0, 0, 0}, 2.0 * 8192 * 8192 * 8192, "TFLOP/s"},
+      {"gemm 4096x4096x14336", {"gemm", {4096, 14336, 4096, 1, 0}, 0, 0, 0}, 2.0 * 4096 * 14336 * 4096, "TFLOP/s"},
+      {"attention fwd 4K, causal", {"attention", {1, 4096, 4096, 32, 128}, 0.5, 0, 0}, attn * 0.5, "TFLOP/s"},
+      {"attention fwd 4K, full", {"attention", {1, 4096, 4096, 32, 128}, 1.0, 0, 0}, attn, "TFLOP/s"},
+      {"attention bwd 4K, causal", {"attention_grad", {1, 4096, 4096, 32, 128}, 0.5, 0, 0}, attn * 0.5 * 2.5, "TFLOP/s"},
+      {"memory 1 GiB", {"memory", {}, 0, 0, double(int64_t{1} << 30)}, double(int64_t{1} << 30), "GB/s"},
+  };
+  for (const Case& c : cases) {
+    const double t = gpu.time(c.work);
+    const double rate = c.per_second_unit / t / (std::string(c.unit) == "GB/s" ? 1e9 : 1e12);
+    std::printf("%-28s %10.3f ms  %8.1f %s\n", c.name, t * 1e3, rate, c.unit);
+  }
 }
 
 }  // namespace
@@ -209,6 +327,7 @@ int main() {
     }
     check_gemm();
     check_compute();
+    report_throughput();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The GPU checks, for a machine with a GPU that cannot build the project (no registry, none of
+# its Debian packages): runs the GPU kernel test built here, which needs only the CUDA runtime and
+# cuBLAS of a CUDA 13 toolkit, and keeps its output (every kernel against the oracle, then the
+# throughput of a few transformer-sized ops) in $OUT, else ./gpu-check.
+# usage: bash scripts/gpu_check.sh [BUILD_DIR]   (BUILD_DIR/tests/gpu_kernels_test must exist)
+set -uo pipefail
+build=${1:-build}
+out=${OUT:-gpu-check}
+mkdir -p "$out"
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}
+test_binary=$build/tests/gpu_kernels_test
+if [ ! -x "$test_binary" ]; then
+  echo "gpu_check: $test_binary not found: build here with scripts/build.sh (nvcc found) and carry it" >&2
+  exit 2
+fi
+{
+  date -u
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv 2>&1
+  nvidia-smi topo -m 2>&1 | head -20
+} >"$out/gpu_environment.txt"
+cat "$out/gpu_environment.txt"
+"$test_binary" 2>&1 | tee "$out/gpu_kernels_test.txt"
+rc=${PIPESTATUS[0]}
+echo "gpu_kernels_test exit status $rc" | tee -a "$out/gpu_kernels_test.txt"
+exit "$rc"
