@@ -1,6 +1,6 @@
 // bubblesim-hw: runs a scenario's Program on real devices (the host backend: one MPI process per
 // device, CPU kernels, MPI messages) and microbenchmarks, storing every measurement in SQLite.
-//   mpirun -np 2 bubblesim-hw run SCENARIO [--backend host] [--db FILE] [--set k=v]...
+//   mpirun -np 2 bubblesim-hw run SCENARIO [--backend host|cuda] [--db FILE] [--set k=v]...
 //                               [--iterations N] [--warmup N] [--stall-timeout S]
 //   mpirun -np 2 bubblesim-hw bench gemm|attention|memory|p2p|alltoall|allreduce|all [--db FILE]
 //                               [--iterations N] [--warmup N] [--sizes 1K:64M] [--shapes-from SCENARIO]
@@ -106,10 +106,9 @@ Options parse(int argc, char** argv) {
 #ifndef BUBBLESIM_HW_CUDA
     throw InputError("--backend cuda: this bubblesim-hw was built without CUDA (nvcc was not found when it was configured)");
 #endif
-    if (o.command != "bench" && o.command != "replay") {
-      throw InputError(o.command + " --backend cuda: whole Programs on GPUs (NCCL) are not built yet; "
-                       "bench gemm attention memory --backend cuda and replay SCENARIO --backend cuda measure "
-                       "GPU compute for calibration");
+    if (o.command == "check") {
+      throw InputError("check --backend cuda: the cross-GPU correctness mode (NCCL) is not built yet; "
+                       "build/tests/gpu_kernels_test checks every GPU kernel against an oracle");
     }
   } else if (o.backend != "host") {
     throw InputError("--backend: unknown backend \"" + o.backend + "\" (valid: host, cuda)");
@@ -148,6 +147,16 @@ std::string hostname() {
   char host[256] = "";
   gethostname(host, sizeof host - 1);
   return host;
+}
+
+/// This rank's index among the ranks of its node (mpirun's local rank), for picking its GPU.
+int local_rank(const MpiBackend& b) {
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"}) {
+    if (const char* v = std::getenv(name)) {
+      if (const auto n = parse_integer(v); n && *n >= 0) return static_cast<int>(*n);
+    }
+  }
+  return b.rank();
 }
 
 /// Every rank's pid and a hash of its host, gathered on rank 0 (to name a rank that died).
@@ -256,13 +265,32 @@ int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
   const std::vector<sim::DeviceId> device_of = device_of_gpus(job, plan);
   const int warmup = o.warmup < 0 ? 2 : o.warmup;
   const int iterations = o.iterations < 0 ? 5 : std::max(o.iterations, 1);
+  nlohmann::json env = environment(b);
+#ifdef BUBBLESIM_HW_CUDA
+  // --backend cuda: compute ops on this rank's GPU; transfers stay MPI messages in host memory
+  // until the NCCL path exists (so calibrate links from bench p2p on the same nodes).
+  std::unique_ptr<cuda::GpuCompute> gpu;
+  if (o.backend == "cuda") {
+    const int devices = cuda::device_count();
+    if (devices == 0) throw InputError("--backend cuda: no usable CUDA GPU on " + hostname());
+    const int device = local_rank(b) % devices;
+    gpu = std::make_unique<cuda::GpuCompute>(device);
+    b.set_device_compute([&gpu](const sim::OpWork& w) {
+      gpu->run(w);
+      gpu->synchronize();
+    });
+    env.erase("blas");
+    env["backend"] = "cuda";
+    env["communication"] = "MPI point-to-point in host memory (NCCL not built yet)";
+    env["gpu"] = cuda::gpu_environment(device);
+  }
+#endif
 
   sim::RunInfo info;
   info.kind = "hw";
   info.scenario_name = sc.name;
   info.scenario_text = read_file(o.scenario);
   info.command_line = o.command_line;
-  nlohmann::json env = environment(b);
   env["overrides"] = o.overrides;
   env["warmup"] = warmup;
   env["iterations"] = iterations;
@@ -462,7 +490,7 @@ int bench_command(const Options& o, MpiBackend& b, RunContext& ctx) {
     }
     const int devices = cuda::device_count();
     if (devices == 0) throw InputError("--backend cuda: no usable CUDA GPU on " + hostname());
-    const int device = b.rank() % devices;
+    const int device = local_rank(b) % devices;
     gpu = std::make_unique<cuda::GpuCompute>(device);
     env["backend"] = "cuda";
     env["gpu"] = cuda::gpu_environment(device);

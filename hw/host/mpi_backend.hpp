@@ -7,6 +7,7 @@
 
 #include <mpi.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -46,7 +47,16 @@ class MpiBackend final : public Backend {
   int ranks() const override { return size_; }
   double now() const override;
   void barrier() override;
-  void compute(const sim::OpWork& work) override { compute_.run(work); }
+  void compute(const sim::OpWork& work) override {
+    if (device_compute_) {
+      device_compute_(work);
+    } else {
+      compute_.run(work);
+    }
+  }
+  /// Runs compute ops on another device instead of the CPU (the GPU backend: its kernels, back
+  /// when done); messages and reductions stay with MPI in host memory.
+  void set_device_compute(std::function<void(const sim::OpWork&)> run) { device_compute_ = std::move(run); }
   void reduce(int64_t bytes) override { compute_.reduce(bytes); }
   RequestId isend(int peer, int64_t bytes, int64_t tag, bool synchronous) override;
   RequestId irecv(int peer, int64_t bytes, int64_t tag) override;
@@ -77,6 +87,7 @@ class MpiBackend final : public Backend {
   std::vector<RequestId> free_;
   std::vector<char> send_data_;
   HostCompute compute_;
+  std::function<void(const sim::OpWork&)> device_compute_;
 };
 
 }  // namespace bubblesim::hw

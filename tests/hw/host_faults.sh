@@ -85,11 +85,11 @@ expect "a pipeline_only scenario cannot run on hardware" "cluster scenarios" \
 expect "an unknown backend" "unknown backend \"tpu\"" "$mpiexec" -np 2 "$hw" run "$scenario" --backend tpu --db "$db"
 # The GPU backend measures compute only so far; refusals come before anything is stored.
 runs_before=$("$sim" db list --db "$db" | wc -l)
-if "$mpiexec" -np 2 "$hw" run "$scenario" --backend cuda --db "$db" 2>&1 | grep -q "built without CUDA"; then
+if "$mpiexec" -np 2 "$hw" check attention --backend cuda 2>&1 | grep -q "built without CUDA"; then
   echo "ok   --backend cuda in a build without CUDA says so"
 else
-  expect "whole Programs on GPUs are refused clearly" "whole Programs on GPUs (NCCL) are not built yet" \
-    "$mpiexec" -np 2 "$hw" run "$scenario" --backend cuda --db "$db"
+  expect "the cross-GPU correctness mode is refused clearly" "correctness mode (NCCL) is not built yet" \
+    "$mpiexec" -np 2 "$hw" check attention --backend cuda
   expect "GPU communication benchmarks are refused clearly" "GPU communication (NCCL) is not built yet" \
     "$mpiexec" -np 1 "$hw" bench p2p --backend cuda --db "$db"
   expect "a replay needs the GPU backend" "replay: one device's ops on one GPU needs --backend cuda" \
@@ -97,6 +97,8 @@ else
   if ! nvidia-smi -L >/dev/null 2>&1; then
     expect "GPU compute benchmarks without a GPU" "no usable CUDA GPU" \
       "$mpiexec" -np 1 "$hw" bench gemm --backend cuda --db "$db"
+    expect "a GPU run without a GPU" "no usable CUDA GPU" \
+      "$mpiexec" -np 2 "$hw" run "$scenario" --backend cuda --db "$db"
     expect "a replay without a GPU" "no usable CUDA GPU" \
       "$mpiexec" -np 1 "$hw" replay "$scenario" --backend cuda --device 0 --db "$db"
   fi
