@@ -269,13 +269,13 @@ int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
 #ifdef BUBBLESIM_HW_CUDA
   // --backend cuda: compute ops on this rank's GPU; transfers stay MPI messages in host memory
   // until the NCCL path exists (so calibrate links from bench p2p on the same nodes).
-  std::unique_ptr<cuda::GpuCompute> gpu;
   if (o.backend == "cuda") {
     const int devices = cuda::device_count();
     if (devices == 0) throw InputError("--backend cuda: no usable CUDA GPU on " + hostname());
     const int device = local_rank(b) % devices;
-    gpu = std::make_unique<cuda::GpuCompute>(device);
-    b.set_device_compute([&gpu](const sim::OpWork& w) {
+    // Owned by the backend's hook from here on, so it lives as long as the backend does.
+    auto gpu = std::make_shared<cuda::GpuCompute>(device);
+    b.set_device_compute([gpu](const sim::OpWork& w) {
       gpu->run(w);
       gpu->synchronize();
     });
