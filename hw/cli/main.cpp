@@ -150,7 +150,7 @@ std::string hostname() {
 }
 
 /// This rank's index among the ranks of its node (mpirun's local rank), for picking its GPU.
-int local_rank(const MpiBackend& b) {
+[[maybe_unused]] int local_rank(const MpiBackend& b) {
   for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"}) {
     if (const char* v = std::getenv(name)) {
       if (const auto n = parse_integer(v); n && *n >= 0) return static_cast<int>(*n);

@@ -85,7 +85,8 @@ expect "a pipeline_only scenario cannot run on hardware" "cluster scenarios" \
 expect "an unknown backend" "unknown backend \"tpu\"" "$mpiexec" -np 2 "$hw" run "$scenario" --backend tpu --db "$db"
 # The GPU backend measures compute only so far; refusals come before anything is stored.
 runs_before=$("$sim" db list --db "$db" | wc -l)
-if "$mpiexec" -np 2 "$hw" check attention --backend cuda 2>&1 | grep -q "built without CUDA"; then
+probe=$("$mpiexec" -np 2 "$hw" check attention --backend cuda 2>&1)
+if grep -q "built without CUDA" <<<"$probe"; then
   echo "ok   --backend cuda in a build without CUDA says so"
 else
   expect "the cross-GPU correctness mode is refused clearly" "correctness mode (NCCL) is not built yet" \
