@@ -76,19 +76,23 @@ void reduce(const LayerShape& s, std::string_view name, std::vector<LayerOp>& op
   ops.push_back(tp_op(s.sequence_parallel ? LayerOpKind::TpReduceScatter : LayerOpKind::TpAllReduce, name, s));
 }
 
-/// Attention without FlashAttention (Megatron-LM 2021): per (sequence, local head) a QK^T GEMM,
-/// the scaled, masked softmax and dropout through memory over the s x s scores, and a PV GEMM.
+/// Attention without FlashAttention (Megatron-LM before FlashAttention): per (sequence, local
+/// head) a QK^T GEMM, the scaled, masked softmax and the attention dropout through memory over the
+/// s x s scores, and a PV GEMM. Bytes per score element, kernel by kernel (16-bit scores, 1-byte
+/// dropout mask): forward, fused scale-mask-softmax reads 2 and writes 2, dropout reads 2 and
+/// writes 2 plus the mask; backward, dropout's backward reads the gradient and the mask and writes
+/// 2, softmax's backward reads the probabilities and the gradient and writes 2.
 void unfused_attention(const LayerShape& s, bool backward, std::vector<LayerOp>& ops) {
   const int64_t batch = s.batch * s.heads / s.tp;
-  const int64_t scores = batch * s.seq * s.seq * kBf16;
-  constexpr int64_t kSoftmaxPasses = 3;  // read scores, write probabilities, write dropout mask
+  constexpr int64_t kForwardBytes = (2 + 2) + (2 + 2 + 1), kBackwardBytes = (2 + 1 + 2) + (2 + 2 + 2);
+  const int64_t scores = batch * s.seq * s.seq * (backward ? kBackwardBytes : kForwardBytes);
   LayerOp qk = gemm_op(backward ? "scores_grad" : "scores", s.seq, s.seq, s.head_dim());
   LayerOp pv = gemm_op(backward ? "context_grad" : "context", s.seq, s.head_dim(), s.seq);
   qk.gemm.batch = batch;
   pv.gemm.batch = batch;
   const int64_t passes = backward ? 2 : 1;  // a backward runs each GEMM twice (both operands)
   for (int64_t i = 0; i < passes; ++i) ops.push_back(backward ? pv : qk);
-  ops.push_back(memory_op(backward ? "softmax_grad" : "softmax", kSoftmaxPasses * scores));
+  ops.push_back(memory_op(backward ? "softmax_grad" : "softmax", scores));
   for (int64_t i = 0; i < passes; ++i) ops.push_back(backward ? qk : pv);
 }
 
