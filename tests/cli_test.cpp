@@ -542,3 +542,13 @@ TEST_CASE("validate --published predicts every entry of a manifest and compares 
   // The committed manifests run as they are.
   CHECK(cli("validate --published validation/sequence_parallel/published.yaml --max-error 10").code == 0);
 }
+
+TEST_CASE("training.dropout adds the masks' traffic and is checked", "[cli][cluster]") {
+  const std::string s = "run scenarios/cluster/llama2-7b-8xa100-tp2-pp2-dp2.yaml --format json";
+  const double plain = json::parse(cli(s).out)["iteration_time_s"].get<double>();
+  const double dropout = json::parse(cli(s + " --set training.dropout=0.1").out)["iteration_time_s"].get<double>();
+  CHECK(dropout > plain);
+  CHECK(dropout < 1.05 * plain);  // memory traffic on the residual path: a few per cent at most
+  expect_input_error(s + " --set training.dropout=1.5", "training.dropout: a probability from 0 to below 1");
+  expect_input_error(s + " --set training.dropout=lots", "training.dropout");
+}

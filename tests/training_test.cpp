@@ -62,6 +62,35 @@ TEST_CASE("tensor parallelism splits every GEMM's work evenly and adds its colle
   CHECK(recompute == layer_ops(tp4, Pass::Forward).size());
 }
 
+TEST_CASE("unfused attention and dropout move the bytes of Megatron's kernels", "[workload]") {
+  // GPT-1.5B of the Zero Bubble paper: microbatch 6 of 1024 tokens, hidden 2304, 24 heads.
+  LayerShape s{6, 1024, 1, 2304, 24, 24, 9216, false};
+  s.flash_attention = false;
+  s.sequence_parallel = false;
+  auto bytes = [](const std::vector<LayerOp>& ops, std::string_view name) {
+    for (const LayerOp& op : ops) {
+      if (op.kind == LayerOpKind::Memory && op.name == name) return op.bytes.value;
+    }
+    FAIL("no memory op " << name);
+    return int64_t{0};
+  };
+  const int64_t scores = 6 * 24 * 1024 * 1024, activations = 6 * 1024 * 2304;
+  // Without dropout: softmax reads and writes 2 bytes per score; its backward reads two, writes one.
+  CHECK(bytes(layer_ops(s, Pass::Forward), "softmax") == 4 * scores);
+  CHECK(bytes(layer_ops(s, Pass::InputGrad), "softmax_grad") == 6 * scores);
+  CHECK(bytes(layer_ops(s, Pass::Forward), "norm_attn") == 8 * activations);
+  // With dropout: + dropout's read, write and 1-byte mask (forward), its backward's read of the
+  // gradient and the mask and write; bias-dropout-add before each norm writes a mask too.
+  s.dropout = true;
+  CHECK(bytes(layer_ops(s, Pass::Forward), "softmax") == 9 * scores);
+  CHECK(bytes(layer_ops(s, Pass::InputGrad), "softmax_grad") == 11 * scores);
+  CHECK(bytes(layer_ops(s, Pass::Forward), "norm_attn") == 11 * activations);
+  CHECK(bytes(layer_ops(s, Pass::InputGrad), "norm_attn_grad") == 9 * activations);
+  // FlashAttention keeps scores (and their dropout) on chip: no softmax op at all.
+  s.flash_attention = true;
+  for (const LayerOp& op : layer_ops(s, Pass::Forward)) CHECK(op.name != "softmax");
+}
+
 TEST_CASE("every schedule builds a valid training Program that runs to the end", "[training]") {
   for (const char* schedule : {"gpipe", "1f1b", "zb-h1", "zb-v", "dualpipe", "dualpipe-v"}) {
     INFO(schedule);

@@ -73,6 +73,9 @@ const std::vector<KeySpec>& key_table() {
        "flash (the best FlashAttention for the GPU: FA3 on Hopper, FA2 elsewhere; default), flash2 "
        "(FlashAttention-2 everywhere) or unfused (score matrices in memory, as Megatron-LM in 2021)",
        {"flash", "flash2", "unfused"}},
+      {"training.dropout", Type::Number,
+       "dropout probability, 0 (default, Llama-style) to below 1 (GPT-style 0.1): adds the masks' memory traffic "
+       "on the residual path and, with unfused attention, the attention dropout over the scores"},
       {"training.scope", Type::String,
        "what one iteration is: iteration (a training step, default), attention-forward or "
        "attention-forward-backward (one call of the distributed attention alone, as attention benchmarks time it)",
@@ -470,6 +473,10 @@ void extract_full(const YAML::Node& root, const Loader& L, Scenario& sc) {
     if (t["dtype"]) ts.dtype = t["dtype"].Scalar();
     if (t["recompute"]) ts.recompute = t["recompute"].Scalar();
     if (t["attention_kernel"]) ts.attention_kernel = t["attention_kernel"].Scalar();
+    if (t["dropout"]) {
+      ts.dropout = L.as_number(t["dropout"], "training.dropout");
+      if (!(ts.dropout >= 0 && ts.dropout < 1)) L.fail(t["dropout"], "training.dropout", "a probability from 0 to below 1");
+    }
     if (t["scope"]) ts.scope = t["scope"].Scalar();
     sc.training = ts;
   }

@@ -49,6 +49,10 @@ struct TrainingSpec {
   std::string dtype = "bf16";
   std::string recompute = "none";
   std::string attention_kernel = "flash";
+  /// Dropout probability (GPT-style models train with 0.1, Llama-style with none): when > 0, the
+  /// residual path writes (and its backward reads) a mask, and unfused attention drops out the
+  /// attention probabilities through memory (FlashAttention does it in registers).
+  double dropout = 0;
   std::string scope = "iteration";  // or attention-forward / attention-forward-backward
   bool attention_only() const { return scope != "iteration"; }
 };

@@ -59,10 +59,15 @@ void ulysses_out(const LayerShape& s, bool backward, std::vector<LayerOp>& ops) 
 
 int64_t activation_bytes(const LayerShape& s) { return (s.swiglu ? 3 : 2) * s.tokens() * s.ffn / s.tp * kBf16; }
 
-/// Residual add and norm: read twice, write twice; on the sequence shard with sequence
-/// parallelism, on the whole sequence (replicated on every TP rank) without.
-int64_t norm_bytes(const LayerShape& s) {
-  return 4 * s.tokens() / (s.sequence_parallel ? s.tp : 1) * s.hidden * kBf16;
+/// Residual add and norm: read twice, write twice (a fused add-norm) on the sequence shard with
+/// sequence parallelism, on the whole sequence (replicated on every TP rank) without. With
+/// dropout, Megatron's bias-dropout-add kernel (reads the output and the residual, writes the sum
+/// and a 1-byte mask) runs before the norm (reads and writes): 2 + 2 + 2 + 1 + 2 + 2 bytes per
+/// element; its backward reads the mask as well.
+int64_t norm_bytes(const LayerShape& s, bool backward = false) {
+  const int64_t elements = s.tokens() / (s.sequence_parallel ? s.tp : 1) * s.hidden;
+  if (!s.dropout) return 4 * kBf16 * elements;
+  return (backward ? 4 * kBf16 + 1 : 5 * kBf16 + 1) * elements;
 }
 
 /// Before a column-parallel GEMM: all-gather the sequence shards (sequence parallelism only).
@@ -79,13 +84,14 @@ void reduce(const LayerShape& s, std::string_view name, std::vector<LayerOp>& op
 /// Attention without FlashAttention (Megatron-LM before FlashAttention): per (sequence, local
 /// head) a QK^T GEMM, the scaled, masked softmax and the attention dropout through memory over the
 /// s x s scores, and a PV GEMM. Bytes per score element, kernel by kernel (16-bit scores, 1-byte
-/// dropout mask): forward, fused scale-mask-softmax reads 2 and writes 2, dropout reads 2 and
-/// writes 2 plus the mask; backward, dropout's backward reads the gradient and the mask and writes
-/// 2, softmax's backward reads the probabilities and the gradient and writes 2.
+/// dropout mask): forward, fused scale-mask-softmax reads 2 and writes 2, dropout (when training
+/// with it) reads 2 and writes 2 plus the mask; backward, dropout's backward reads the gradient and
+/// the mask and writes 2, softmax's backward reads the probabilities and the gradient and writes 2.
 void unfused_attention(const LayerShape& s, bool backward, std::vector<LayerOp>& ops) {
   const int64_t batch = s.batch * s.heads / s.tp;
-  constexpr int64_t kForwardBytes = (2 + 2) + (2 + 2 + 1), kBackwardBytes = (2 + 1 + 2) + (2 + 2 + 2);
-  const int64_t scores = batch * s.seq * s.seq * (backward ? kBackwardBytes : kForwardBytes);
+  const int64_t forward_bytes = (2 + 2) + (s.dropout ? 2 + 2 + 1 : 0);
+  const int64_t backward_bytes = (s.dropout ? 2 + 1 + 2 : 0) + (2 + 2 + 2);
+  const int64_t scores = batch * s.seq * s.seq * (backward ? backward_bytes : forward_bytes);
   LayerOp qk = gemm_op(backward ? "scores_grad" : "scores", s.seq, s.seq, s.head_dim());
   LayerOp pv = gemm_op(backward ? "context_grad" : "context", s.seq, s.head_dim(), s.seq);
   qk.gemm.batch = batch;
@@ -136,13 +142,13 @@ std::vector<LayerOp> input_grad(const LayerShape& s) {
   ops.push_back(memory_op("activation_grad", activation_bytes(s) * 2));
   ops.push_back(gemm_op("gate_up_dgrad", g[2].m, g[2].k, g[2].n));
   reduce(s, "tp_rs_mlp_grad", ops);
-  ops.push_back(memory_op("norm_mlp_grad", norm_bytes(s)));
+  ops.push_back(memory_op("norm_mlp_grad", norm_bytes(s, true)));
   gather(s, "tp_ag_attn_grad", ops);
   ops.push_back(gemm_op("o_proj_dgrad", g[1].m, g[1].k, g[1].n));
   attention_ops(s, true, ops);
   ops.push_back(gemm_op("qkv_dgrad", g[0].m, g[0].k, g[0].n));
   reduce(s, "tp_rs_attn_grad", ops);
-  ops.push_back(memory_op("norm_attn_grad", norm_bytes(s)));
+  ops.push_back(memory_op("norm_attn_grad", norm_bytes(s, true)));
   return ops;
 }
 
@@ -167,7 +173,7 @@ LayerShape layer_shape(const ClusterJob& job) {
   const ResolvedModel& m = job.model;
   return {job.training.micro_batch_size, job.training.seq_len, job.parallel.tp, m.hidden, m.heads, m.kv_heads,
           m.ffn_hidden, m.activation == "swiglu", job.training.attention_kernel != "unfused",
-          job.parallel.sequence_parallel, job.parallel.ulysses, job.parallel.ring};
+          job.parallel.sequence_parallel, job.parallel.ulysses, job.parallel.ring, job.training.dropout > 0};
 }
 
 std::vector<LayerOp> layer_ops(const LayerShape& s, Pass pass, std::string_view recompute) {

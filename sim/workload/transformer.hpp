@@ -44,6 +44,7 @@ struct LayerShape {
   bool flash_attention = true;  // false: QK^T and PV as batched GEMMs, softmax through memory
   bool sequence_parallel = true;  // false (Megatron before 2022): all-reduces, norms replicated
   int64_t ulysses = 1, ring = 1;  // sequence-parallel degrees: each rank holds seq / (ulysses ring)
+  bool dropout = false;           // dropout masks through memory (training.dropout > 0)
   /// Tokens of a microbatch the rank's GEMMs see (its sequence shard, gathered over tp).
   int64_t tokens() const { return batch * seq / (ulysses * ring); }
   int64_t head_dim() const { return hidden / heads; }
