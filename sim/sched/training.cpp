@@ -70,7 +70,7 @@ class Builder {
       }
       dp_groups_.push_back(make_dp_group(pp));
     }
-    previous_pass_.assign(static_cast<size_t>(ps.p) * static_cast<size_t>(ring_), kNone);
+    previous_gathered_.assign(static_cast<size_t>(ps.p) * static_cast<size_t>(ring_), kNone);
     const size_t slots = graph_.size() * static_cast<size_t>(graph_.microbatches) * static_cast<size_t>(ring_);
     fwd_last_.assign(slots, kNone);
     bwd_last_.assign(slots, kNone);
@@ -433,8 +433,14 @@ class Builder {
   /// Runs `ops` for every layer of the stage (in `reverse` order for backward passes).
   void add_layers(int32_t pp, const StageLayout& st, Pass pass, Label label, bool reverse) {
     const auto ops = merge_all_to_alls(layer_ops(shape_, pass, job_.training.recompute));
+    const bool gather = zero3() && (pass == Pass::Forward || pass == Pass::InputGrad);
     for (int32_t i = 0; i < st.layers; ++i) {
       label.layer = st.first_layer + (reverse ? st.layers - 1 - i : i);
+      if (gather) {  // the layer starts once its parameters are gathered
+        Lanes start;
+        for (int32_t r = 0; r < ring_; ++r) start.push_back(compute_op(dev(pp, r), Time::zero(), label));
+        zero3_gather(pp, layer_params(job_.model), start);
+      }
       for (const LayerOp& op : ops) emit(pp, op, label);
       if (pass == Pass::WeightGrad && grad_sync_) grad_bucket(pp, layer_params(job_.model));
     }
@@ -497,7 +503,7 @@ class Builder {
     if (graph_.prev[static_cast<size_t>(s)] >= 0) {
       for (int32_t r = 0; r < ring_; ++r) receive(dev(pp, r), graph_.prev[static_cast<size_t>(s)], mb, false, first[r]);
     }
-    zero3_gather(pp, st, first);
+    zero3_gather(pp, embedding_params(st), first);  // the embedding's or LM head's block
     if (st.embedding) add_extra(pp, embedding_ops(shape_, Pass::Forward), label);
     add_layers(pp, st, Pass::Forward, label, false);
     if (st.head) add_extra(pp, head_ops(shape_, vocab(), Pass::Forward), label);
@@ -514,7 +520,7 @@ class Builder {
       pending_.push_back({first[r], false, s, mb, r});
       if (graph_.next[static_cast<size_t>(s)] >= 0) receive(dev(pp, r), graph_.next[static_cast<size_t>(s)], mb, true, first[r]);
     }
-    zero3_gather(pp, st, first);
+    zero3_gather(pp, embedding_params(st), first);  // the embedding's or LM head's block
     if (st.head) add_extra(pp, head_ops(shape_, vocab(), Pass::InputGrad), label);
     add_layers(pp, st, Pass::InputGrad, label, true);
     // A fused B sends its gradient on only after the whole backward (autograd), W included.
@@ -574,19 +580,22 @@ class Builder {
     return out;
   }
 
-  /// ZeRO-3: gather the stage's parameters before each pass (no caching across microbatches),
-  /// prefetched at most one pass ahead: it may start once the previous pass has started.
-  void zero3_gather(int32_t pp, const StageLayout& st, const Lanes& consumers) {
-    if (job_.parallel.zero < 3 || grad_group() == 1) return;
-    const int64_t bytes = stage_params(st) / job_.parallel.tp * kParamBytes;
+  /// ZeRO-3 (as DeepSpeed runs it): each layer's parameters (and the embedding's or LM head's)
+  /// are all-gathered right before the layer runs in a forward or backward pass, never kept
+  /// across passes, and prefetched one layer ahead: a gather may start once the previous gathered
+  /// block has started computing. `consumers`: the ops that need the parameters.
+  void zero3_gather(int32_t pp, int64_t params, const Lanes& consumers) {
+    if (job_.parallel.zero < 3 || grad_group() == 1 || params == 0) return;
     Lanes after;
-    for (int32_t r = 0; r < ring_; ++r) after.push_back(previous_pass_[dev(pp, r)]);
-    const Lanes last = dp_collective(pp, CollectiveOp::AllGather, bytes, after);
+    for (int32_t r = 0; r < ring_; ++r) after.push_back(previous_gathered_[dev(pp, r)]);
+    const Lanes last = dp_collective(pp, CollectiveOp::AllGather, params / job_.parallel.tp * kParamBytes, after);
     for (int32_t r = 0; r < ring_; ++r) {
-      previous_pass_[dev(pp, r)] = consumers[r];
+      previous_gathered_[dev(pp, r)] = consumers[r];
       if (last[r] != kNone) p_.add_dep(consumers[r], last[r]);
     }
   }
+
+  bool zero3() const { return job_.parallel.zero >= 3 && grad_group() > 1; }
 
   /// The vocabulary as Megatron pads it: a multiple of 128 x tp, so every rank gets equal rows.
   int64_t vocab() const {
@@ -605,12 +614,17 @@ class Builder {
     return st.layers * layer_params(job_.model) + embedding_params(st);
   }
 
-  double largest_stage_params(int32_t pp) const {
+  /// ZeRO-3's gathered parameters on device pp at once: the block computing and the one
+  /// prefetched, each a layer or the embedding / LM head.
+  double gathered_params(int32_t pp) const {
     double most = 0;
     for (size_t s = 0; s < graph_.size(); ++s) {
-      if (graph_.device[s] == pp) most = std::max(most, static_cast<double>(stage_params(stages_[s])) / job_.parallel.tp);
+      if (graph_.device[s] != pp) continue;
+      const StageLayout& st = stages_[s];
+      most = std::max({most, st.layers > 0 ? static_cast<double>(layer_params(job_.model)) : 0.0,
+                       static_cast<double>(embedding_params(st))});
     }
-    return most;
+    return 2 * most / job_.parallel.tp;
   }
 
   // ---- memory --------------------------------------------------------------------------------
@@ -730,7 +744,7 @@ class Builder {
     MemoryEstimate mem;
     const double shards = group;
     mem.params = static_cast<double>(params) * kParamBytes / (zero >= 3 ? shards : 1);
-    if (zero >= 3) mem.params += largest_stage_params(pp) * kParamBytes;  // the gathered stage
+    if (zero >= 3) mem.params += gathered_params(pp) * kParamBytes;  // the gathered blocks
     mem.grads = static_cast<double>(params) * kGradBytes / (zero >= 2 ? shards : 1);
     mem.optimizer = static_cast<double>(params) * kOptimizerBytes / (zero >= 1 ? shards : 1);
     mem.buffers = sp_buffer_bytes();
@@ -765,7 +779,7 @@ class Builder {
   std::vector<OpId> fwd_last_, bwd_last_;
   std::vector<PendingDep> pending_;
   std::vector<int32_t> weight_passes_left_;
-  std::vector<OpId> previous_pass_;  // per device: the first op of its latest pass (ZeRO-3 prefetch)
+  std::vector<OpId> previous_gathered_;  // per device: the first op of its latest ZeRO-3 gathered block
   bool grad_sync_ = false;
   TrainingPlan plan_;
 };
