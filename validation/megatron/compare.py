@@ -7,8 +7,11 @@ bubblesim's prediction for the same configuration, counting FLOPs as the paper d
 The rows of published.csv become a manifest (published.yaml beside this script: the scenario
 overrides of each row), and `bubblesim validate --published` predicts every entry.
 
+Table 2 (ZeRO-3 without model parallelism against PTD-P, 175B and 530B) is printed after it and
+kept in table2.yaml; it is reported, not part of Table 1's figure.
+
 Usage: compare.py [BUBBLESIM] [PUBLISHED_CSV] [--quick] [--max-mean=PERCENT] [--write-manifest]
-  --quick            the entries up to 128 GPUs only (for the test suite)
+  --quick            Table 1's entries up to 128 GPUs only (for the test suite)
   --max-mean=P       exit 1 when the mean absolute error exceeds P percent
   --write-manifest   rewrite published.yaml from PUBLISHED_CSV; without it the script fails if the
                      committed manifest is not what PUBLISHED_CSV gives (so it never goes stale)
@@ -26,6 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.dirname(HERE))
 import manifest  # noqa: E402  (validation/manifest.py)
 MANIFEST = os.path.join(HERE, "published.yaml")
+MANIFEST_T2 = os.path.join(HERE, "table2.yaml")
 
 
 def entries(published):
@@ -45,15 +49,69 @@ def entries(published):
         }
         out.append({"id": r["id"], "published": float(r["value"]), "model": r["model"],
                     "gpus": int(r["nodes"]) * int(r["gpus_per_node"]),
-                    "par": f"{r['tp']}/{r['pp']}/{r['dp']}", "set": sets})
+                    "par": f"tp/pp/dp {r['tp']}/{r['pp']}/{r['dp']}", "set": sets})
     return out
 
 
-def manifest_text(es, scenario="gpt-selene.yaml"):
+def entries_table2(published):
+    """Table 2: GPT-3 175B and GPT 530B, ZeRO-3 without model parallelism (DeepSpeed) against PTD-P.
+    The PTD-P rows do not restate the interleaving; assumed as Table 1's nearest configurations:
+    530B as there (1 layer per model chunk, 3 chunks), 175B with 2 chunks of 4 layers."""
+    rows = [r for r in csv.DictReader(open(published, newline=""))
+            if r["id"].startswith("MEG21-T2-") and r["metric"] == "TFLOPS_per_GPU"]
+    out = []
+    for r in rows:
+        h = int(r["hidden"])
+        zero3 = "ZeRO-3" in r["schedule"]
+        sets = {
+            "cluster.nodes": r["nodes"], "cluster.gpus_per_node": r["gpus_per_node"],
+            "model.layers": r["layers"], "model.hidden": h, "model.heads": r["heads"], "model.kv_heads": r["heads"],
+            "model.ffn_hidden": 4 * h, "training.micro_batch_size": r["micro_batch"],
+            "training.global_batch_size": r["global_batch"].rstrip("*"), "parallel.dp": r["dp"],
+            "parallel.tp": r["tp"], "parallel.pp": r["pp"],
+        }
+        if zero3:  # DeepSpeed ZeRO-3: gradients reduce-scattered during the backward
+            sets.update({"parallel.zero": 3, "parallel.overlap_grad_reduce": "true", "parallel.schedule": "1f1b"})
+            par = f"ZeRO-3, dp {r['dp']}"
+        else:
+            vpp = 3 if int(r["layers"]) == 105 else 2
+            sets.update({"parallel.virtual_stages": vpp, "parallel.schedule": "interleaved-1f1b"})
+            par = f"{r['tp']}/{r['pp']}/{r['dp']} v{vpp}"
+        out.append({"id": r["id"], "published": float(r["value"]), "model": r["model"].replace("GPT-3 ", "GPT-"),
+                    "gpus": int(r["nodes"]) * int(r["gpus_per_node"]), "par": par, "set": sets})
+    return out
+
+
+TITLE_T1 = "Megatron-LM SC21 Table 1 (TFLOPS per GPU, A100)"
+TITLE_T2 = "Megatron-LM SC21 Table 2: ZeRO-3 without model parallelism vs PTD-P (TFLOPS per GPU, A100)"
+
+
+def manifest_text(es, scenario="gpt-selene.yaml", title=TITLE_T1):
     for e in es:
-        e["note"] = f"{e['model']} on {e['gpus']} GPUs, tp/pp/dp {e['par']}"
-    return manifest.text("Megatron-LM SC21 Table 1 (TFLOPS per GPU, A100)", scenario, "tflops_per_gpu", es,
-                         "megatron-sc21")
+        e["note"] = f"{e['model']} on {e['gpus']} GPUs, {e['par']}"
+    return manifest.text(title, scenario, "tflops_per_gpu", es, "megatron-sc21")
+
+
+def run_table(binary, selected, title):
+    """Predicts `selected` through bubblesim validate --published and prints the table."""
+    # The entries to run, as a manifest of their own (the scenario by its absolute path).
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write(manifest_text(selected, os.path.join(HERE, "gpt-selene.yaml"), title))
+    try:
+        done = subprocess.run([binary, "validate", "--published", f.name, "--format", "json"],
+                              capture_output=True, text=True)
+    finally:
+        os.unlink(f.name)
+    if done.returncode != 0:
+        print(f"bubblesim validate --published failed: {done.stderr.strip()}")
+        return None
+    result = json.loads(done.stdout)
+    print(f"{'id':18} {'model':10} {'GPUs':>5} {'parallelism':>16} {'published':>9} {'bubblesim':>9} {'error':>7} fits")
+    for e, row in zip(selected, result["rows"]):
+        assert row["id"] == e["id"]
+        print(f"{e['id']:18} {e['model']:10} {e['gpus']:5d} {e['par']:>16} {row['published']:9.1f} "
+              f"{row['predicted']:9.1f} {100 * row['error']:+6.1f}% {row['fits']}")
+    return result
 
 
 def main():
@@ -62,34 +120,27 @@ def main():
     max_mean = next((float(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--max-mean=")), None)
     binary = args[0] if args else os.path.join(ROOT, "build", "bubblesim")
     published = args[1] if len(args) > 1 else os.path.join(ROOT, "..", "shared", "validation", "published.csv")
-    es = entries(published)
-    text = manifest_text(es)
-    stale = manifest.check(MANIFEST, text, "--write-manifest" in sys.argv)
-    if stale:
-        print(stale)
-        return 1
+    es, es2 = entries(published), entries_table2(published)
+    for path, text in [(MANIFEST, manifest_text(es)), (MANIFEST_T2, manifest_text(es2, title=TITLE_T2))]:
+        stale = manifest.check(path, text, "--write-manifest" in sys.argv)
+        if stale:
+            print(stale)
+            return 1
     selected = [e for e in es if not quick or e["gpus"] <= 128]
-    # The entries to run, as a manifest of their own (the scenario by its absolute path).
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        f.write(manifest_text(selected, os.path.join(HERE, "gpt-selene.yaml")))
-    try:
-        done = subprocess.run([binary, "validate", "--published", f.name, "--format", "json"],
-                              capture_output=True, text=True)
-    finally:
-        os.unlink(f.name)
-    if done.returncode != 0:
-        print(f"bubblesim validate --published failed: {done.stderr.strip()}")
+    result = run_table(binary, selected, TITLE_T1)
+    if result is None:
         return 1
-    result = json.loads(done.stdout)
-    print(f"{'id':18} {'model':10} {'GPUs':>5} {'tp/pp/dp':>9} {'published':>9} {'bubblesim':>9} {'error':>7} fits")
-    for e, row in zip(selected, result["rows"]):
-        assert row["id"] == e["id"]
-        print(f"{e['id']:18} {e['model']:10} {e['gpus']:5d} {e['par']:>9} {row['published']:9.1f} "
-              f"{row['predicted']:9.1f} {100 * row['error']:+6.1f}% {row['fits']}")
     mean = 100 * result["errors"]["mean_abs_error"]
     worst = 100 * result["errors"]["worst_abs_error"]
     print(f"{len(selected)} entries; mean absolute error {mean:.1f}%, worst {worst:.1f}% "
           f"(TFLOPS per GPU, Megatron SC21 FLOPs accounting)")
+    if not quick:
+        print(f"\n{TITLE_T2}")
+        result2 = run_table(binary, es2, TITLE_T2)
+        if result2 is None:
+            return 1
+        print(f"{len(es2)} entries; mean absolute error {100 * result2['errors']['mean_abs_error']:.1f}%, "
+              f"worst {100 * result2['errors']['worst_abs_error']:.1f}%")
     if max_mean is not None and mean > max_mean:
         print(f"FAILED: mean error above {max_mean}%")
         return 1
