@@ -91,6 +91,37 @@ TEST_CASE("unfused attention and dropout move the bytes of Megatron's kernels", 
   for (const LayerOp& op : layer_ops(s, Pass::Forward)) CHECK(op.name != "softmax");
 }
 
+TEST_CASE("tied embeddings split over the pipeline are all-reduced between first and last stage", "[training]") {
+  auto plan_of = [](const char* tied, int pp) {
+    const std::string text = std::string("cluster: {gpu: a100-sxm4-80gb, nodes: 1, gpus_per_node: 8}\n") +
+                             "model: {layers: 8, hidden: 1024, heads: 16, kv_heads: 16, ffn_hidden: 4096, vocab: 51200, "
+                             "activation: gelu, tied_embeddings: " + tied + "}\n"
+                             "training: {seq_len: 2048, global_batch_size: 16}\n"
+                             "parallel: {tp: 2, pp: " + std::to_string(pp) + ", dp: " + std::to_string(4 / pp) + "}\n";
+    const ClusterJob j = plan_cluster(parse_scenario(text, "t.yaml"));
+    const Topology topo(j.cluster);
+    const RooflineCompute compute(*j.cluster.gpu);
+    TrainingPlan plan = build_training(j, topo, compute);
+    REQUIRE(validate(plan.program).empty());
+    std::vector<std::string> streams;
+    for (const Stream& s : plan.program.streams()) {
+      if (s.name == "embedding") streams.push_back(plan.program.devices()[s.device].name);
+    }
+    FlowNetwork net(topo);
+    const Trace t = simulate(plan.program, GivenTimes{}, &net);
+    return std::make_pair(streams, t.makespan);
+  };
+  const auto [tied, tied_time] = plan_of("true", 2);
+  REQUIRE(tied.size() == 2);  // the first and the last stage
+  CHECK_THAT(tied[0], Catch::StartsWith("stage 0"));
+  CHECK_THAT(tied[1], Catch::StartsWith("stage 1"));
+  const auto [untied, untied_time] = plan_of("false", 2);
+  CHECK(untied.empty());
+  CHECK(tied_time > untied_time);  // the optimizer waits for the all-reduce
+  // Without a pipeline the head uses the embedding's own matrix: nothing to reduce.
+  CHECK(plan_of("true", 1).first.empty());
+}
+
 TEST_CASE("every schedule builds a valid training Program that runs to the end", "[training]") {
   for (const char* schedule : {"gpipe", "1f1b", "zb-h1", "zb-v", "dualpipe", "dualpipe-v"}) {
     INFO(schedule);

@@ -57,6 +57,7 @@ ResolvedModel resolve_model(const Scenario& sc) {
   }
   if (!missing.empty()) fail(sc, "model", "missing " + missing + " (give a preset or every field)");
   if (given(sc, "model.activation")) r.activation = m.activation;
+  if (m.tied_embeddings) r.tied_embeddings = *m.tied_embeddings;
   if (r.layers > kMaxLayers) fail(sc, "model.layers", "at most " + std::to_string(kMaxLayers));
   if (r.vocab > kMaxVocab) fail(sc, "model.vocab", "at most " + std::to_string(kMaxVocab) + " tokens");
   if (r.hidden > kMaxWidth || r.ffn_hidden > kMaxWidth) fail(sc, "model.hidden", "hidden sizes above 2^20 are not supported");

@@ -63,6 +63,9 @@ const std::vector<KeySpec>& key_table() {
       {"model.ffn_hidden", Type::Int, "MLP intermediate size"},
       {"model.vocab", Type::Int, "vocabulary size"},
       {"model.activation", Type::String, "MLP activation", {"swiglu", "gelu"}},
+      {"model.tied_embeddings", Type::String,
+       "the LM head shares the embedding matrix (GPT-style true; Llama-style false); split over the pipeline, "
+       "its gradient is all-reduced between the first and the last stage", {"true", "false"}},
       {"training", Type::Map, "sequence and batch"},
       {"training.seq_len", Type::Tokens, "tokens per sequence; K = 1024"},
       {"training.micro_batch_size", Type::Int, "sequences per microbatch"},
@@ -461,6 +464,7 @@ void extract_full(const YAML::Node& root, const Loader& L, Scenario& sc) {
     field("ffn_hidden", ms.ffn_hidden);
     field("vocab", ms.vocab);
     if (m["activation"]) ms.activation = m["activation"].Scalar();
+    if (m["tied_embeddings"]) ms.tied_embeddings = m["tied_embeddings"].Scalar() == "true";
     sc.model = ms;
   }
   if (const YAML::Node t = root["training"]) {

@@ -40,6 +40,7 @@ struct ModelSpec {
   std::string preset;
   std::optional<int32_t> layers, hidden, heads, kv_heads, ffn_hidden, vocab;
   std::string activation = "swiglu";
+  std::optional<bool> tied_embeddings;  // unset: the preset's (untied without a preset)
 };
 
 struct TrainingSpec {

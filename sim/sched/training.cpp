@@ -71,6 +71,8 @@ class Builder {
       dp_groups_.push_back(make_dp_group(pp));
     }
     previous_gathered_.assign(static_cast<size_t>(ps.p) * static_cast<size_t>(ring_), kNone);
+    optimizer_op_.assign(previous_gathered_.size(), kNone);
+    grads_reduced_.assign(previous_gathered_.size(), kNone);
     const size_t slots = graph_.size() * static_cast<size_t>(graph_.microbatches) * static_cast<size_t>(ring_);
     fwd_last_.assign(slots, kNone);
     bwd_last_.assign(slots, kNone);
@@ -79,6 +81,7 @@ class Builder {
     } else {
       const auto actions = generate(job_.schedule, ps, graph_);
       for (int32_t pp = 0; pp < ps.p; ++pp) emit_rank(pp, actions[static_cast<size_t>(pp)]);
+      tied_embedding_allreduce();
     }
     for (const PendingDep& d : pending_) {
       const OpId on = (d.backward ? bwd_last_ : fwd_last_)[slot(d.stage, d.mb, d.ring)];
@@ -717,6 +720,44 @@ class Builder {
     }
   }
 
+  /// Tied embeddings with the embedding on one rank and the LM head on another (pp > 1): after the
+  /// data-parallel reduction, Megatron all-reduces the shared matrix's gradient between the first
+  /// and the last stage (every tp, Ulysses and dp coordinate at once), before the optimizer.
+  void tied_embedding_allreduce() {
+    if (!job_.model.tied_embeddings) return;
+    int32_t first = -1, last = -1, embeddings = 0, heads = 0;
+    for (size_t s = 0; s < graph_.size(); ++s) {
+      if (stages_[s].embedding) first = graph_.device[s], ++embeddings;
+      if (stages_[s].head) last = graph_.device[s], ++heads;
+    }
+    // One embedding and one head on different ranks (not DualPipe's two pipelines).
+    if (embeddings != 1 || heads != 1 || first == last) return;
+    const int64_t bytes = vocab() / job_.parallel.tp * job_.model.hidden * kGradBytes;
+    for (int32_t r = 0; r < ring_; ++r) {
+      const Coord a = coord(first, r);
+      Coord b = a;
+      b[Dim::Pp] = last;
+      CollectiveSpec spec{CollectiveOp::AllReduce, CollectiveAlgo::Ring, Bytes{bytes}, {place_.gpu(a), place_.gpu(b)},
+                          {}, {}, {}, true, {}};
+      for (Coord c : combinations(a, {Dim::Tp, Dim::Ulysses, Dim::Dp})) {
+        if (place_.gpu(c) == place_.gpu(a)) continue;
+        Coord cb = c;
+        cb[Dim::Pp] = last;
+        spec.twins.push_back({place_.gpu(c), place_.gpu(cb)});
+      }
+      spec.efficiency = efficiency(CollectiveOp::AllReduce, Bytes{bytes}, spec.gpus);
+      spec.label.phase = Phase::None;
+      spec.label.traffic = Traffic::DataParallel;
+      const DeviceId da = dev(first, r), db = dev(last, r);
+      // A stream of its own: the dp streams already hold ZeRO's all-gathers after the optimizer.
+      spec.streams = {p_.add_stream(da, StreamKind::Comm, "embedding"), p_.add_stream(db, StreamKind::Comm, "embedding")};
+      const std::vector<OpId> after{grads_reduced_[da], grads_reduced_[db]};
+      const auto done = expand_collective(p_, spec, after);
+      p_.add_dep(optimizer_op_[da], done[0]);
+      p_.add_dep(optimizer_op_[db], done[1]);
+    }
+  }
+
   /// The optimizer step after every gradient reduction, then ZeRO's parameter all-gather.
   void optimizer(int32_t pp) {
     int64_t params = 0;
@@ -735,9 +776,12 @@ class Builder {
     Lanes opt;
     for (int32_t r = 0; r < ring_; ++r) {
       const DeviceId d = dev(pp, r);
-      const OpId o = memory_op(d, local * kOptimizerTraffic, Label{});
       const auto& dp_ops = p_.stream(dp_stream_[d]).ops;
+      // What the optimizer waits for: the gradients' reduction, or without one the backward.
+      grads_reduced_[d] = dp_ops.empty() ? last_compute(d) : dp_ops.back();
+      const OpId o = memory_op(d, local * kOptimizerTraffic, Label{});
       if (!dp_ops.empty()) p_.add_dep(o, dp_ops.back());
+      optimizer_op_[d] = o;
       opt.push_back(o);
     }
     if ((zero == 1 || zero == 2) && group > 1) dp_collective(pp, CollectiveOp::AllGather, params * kParamBytes, opt);
@@ -780,6 +824,7 @@ class Builder {
   std::vector<PendingDep> pending_;
   std::vector<int32_t> weight_passes_left_;
   std::vector<OpId> previous_gathered_;  // per device: the first op of its latest ZeRO-3 gathered block
+  std::vector<OpId> optimizer_op_, grads_reduced_;  // per device: its optimizer step, what it waited for
   bool grad_sync_ = false;
   TrainingPlan plan_;
 };
