@@ -25,6 +25,7 @@ constexpr std::string_view kPcie5 = "PCIe 5.0 x16: 64 GB/s per direction raw, ~5
 constexpr std::string_view kNvlinkHop = "NCCL Simple-protocol NVLink hop latency 3.4 us [ncclTune]";
 constexpr std::string_view kPcieHop = "NCCL Simple-protocol PCIe hop latency 5.7 us [ncclTune]";
 constexpr std::string_view kGiB80 = "80 GB HBM = 80 GiB (nvidia-smi 81920 MiB)";
+constexpr std::string_view kGiB40 = "40 GB HBM2 = 40 GiB (nvidia-smi 40960 MiB) [A100ds]";
 
 constexpr std::string_view kHostCpu =
     "assumed: 2 AVX2 FMA/cycle x 8 fp32 x 2 FLOP x 4 GHz; calibrate with bubblesim-hw bench";
@@ -45,6 +46,10 @@ const std::vector<GpuPreset>& gpu_presets() {
   static const std::vector<GpuPreset> gpus{
       {"a100-sxm4-80gb", "NVIDIA A100-SXM4-80GB", "ampere", {312 * TFLOPS, kSpecA100}, {156 * TFLOPS, kSpecA100},
        {80 * GiB, kGiB80}, {2039 * GB, kSpecA100}, {108, kSpecA100}, {300 * GB, kSpecA100},
+       {240 * GB, kNcclTopo}, Time::from_seconds(3.4e-6), 4, {25 * GB, kPcie4}, {0.869, kMamf}, kHdr8},
+      // The launch A100: the same GPU with 40 GB of HBM2 at 1.555 TB/s (MT-NLG's cluster).
+      {"a100-sxm4-40gb", "NVIDIA A100-SXM4-40GB", "ampere", {312 * TFLOPS, kSpecA100}, {156 * TFLOPS, kSpecA100},
+       {40 * GiB, kGiB40}, {1555 * GB, kSpecA100}, {108, kSpecA100}, {300 * GB, kSpecA100},
        {240 * GB, kNcclTopo}, Time::from_seconds(3.4e-6), 4, {25 * GB, kPcie4}, {0.869, kMamf}, kHdr8},
       {"a800-sxm4-80gb", "NVIDIA A800-SXM4-80GB", "ampere", {312 * TFLOPS, kSpecA800}, {156 * TFLOPS, kSpecA800},
        {80 * GiB, kGiB80}, {2039 * GB, kSpecA800}, {108, kSpecA800}, {200 * GB, kSpecA800},

@@ -7,8 +7,9 @@ bubblesim's prediction for the same configuration, counting FLOPs as the paper d
 The rows of published.csv become a manifest (published.yaml beside this script: the scenario
 overrides of each row), and `bubblesim validate --published` predicts every entry.
 
-Table 2 (ZeRO-3 without model parallelism against PTD-P, 175B and 530B) is printed after it and
-kept in table2.yaml; it is reported, not part of Table 1's figure.
+Table 2 (ZeRO-3 without model parallelism against PTD-P, 175B and 530B) and MT-NLG 530B's measured
+iteration times are printed after it, kept in table2.yaml and mtnlg.yaml; they are reported, not
+part of Table 1's figure.
 
 Usage: compare.py [BUBBLESIM] [PUBLISHED_CSV] [--quick] [--max-mean=PERCENT] [--write-manifest]
   --quick            Table 1's entries up to 128 GPUs only (for the test suite)
@@ -30,6 +31,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 import manifest  # noqa: E402  (validation/manifest.py)
 MANIFEST = os.path.join(HERE, "published.yaml")
 MANIFEST_T2 = os.path.join(HERE, "table2.yaml")
+MANIFEST_MTNLG = os.path.join(HERE, "mtnlg.yaml")
 
 
 def entries(published):
@@ -82,21 +84,44 @@ def entries_table2(published):
     return out
 
 
+def entries_mtnlg(published):
+    """MT-NLG 530B (Smith et al. 2022) on 280 to 420 DGX A100 40GB nodes: measured iteration time,
+    tp 8 x pp 35 with Megatron-DeepSpeed's 1F1B, ZeRO-1 over data parallelism, microbatch 1,
+    vocabulary 50272."""
+    rows = [r for r in csv.DictReader(open(published, newline=""))
+            if r["id"].startswith("MTNLG-") and r["metric"] == "iteration_time"]
+    out = []
+    for r in rows:
+        h = int(r["hidden"])
+        sets = {
+            "cluster.gpu": "a100-sxm4-40gb", "cluster.nodes": r["nodes"], "cluster.gpus_per_node": r["gpus_per_node"],
+            "model.layers": r["layers"], "model.hidden": h, "model.heads": r["heads"], "model.kv_heads": r["kv_heads"],
+            "model.ffn_hidden": r["ffn"], "model.vocab": 50272, "training.micro_batch_size": 1,
+            "training.global_batch_size": r["global_batch"], "parallel.dp": r["dp"], "parallel.tp": r["tp"],
+            "parallel.pp": r["pp"], "parallel.schedule": "1f1b", "parallel.zero": 1,
+        }
+        out.append({"id": r["id"], "published": float(r["value"]), "model": "MT-NLG 530B",
+                    "gpus": int(r["nodes"]) * int(r["gpus_per_node"]),
+                    "par": f"tp/pp/dp {r['tp']}/{r['pp']}/{r['dp']}", "set": sets})
+    return out
+
+
 TITLE_T1 = "Megatron-LM SC21 Table 1 (TFLOPS per GPU, A100)"
+TITLE_MTNLG = "MT-NLG 530B on A100 40GB (iteration time, s)"
 TITLE_T2 = "Megatron-LM SC21 Table 2: ZeRO-3 without model parallelism vs PTD-P (TFLOPS per GPU, A100)"
 
 
-def manifest_text(es, scenario="gpt-selene.yaml", title=TITLE_T1):
+def manifest_text(es, scenario="gpt-selene.yaml", title=TITLE_T1, metric="tflops_per_gpu"):
     for e in es:
         e["note"] = f"{e['model']} on {e['gpus']} GPUs, {e['par']}"
-    return manifest.text(title, scenario, "tflops_per_gpu", es, "megatron-sc21")
+    return manifest.text(title, scenario, metric, es, "megatron-sc21")
 
 
-def run_table(binary, selected, title):
+def run_table(binary, selected, title, metric="tflops_per_gpu"):
     """Predicts `selected` through bubblesim validate --published and prints the table."""
     # The entries to run, as a manifest of their own (the scenario by its absolute path).
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        f.write(manifest_text(selected, os.path.join(HERE, "gpt-selene.yaml"), title))
+        f.write(manifest_text(selected, os.path.join(HERE, "gpt-selene.yaml"), title, metric))
     try:
         done = subprocess.run([binary, "validate", "--published", f.name, "--format", "json"],
                               capture_output=True, text=True)
@@ -120,8 +145,9 @@ def main():
     max_mean = next((float(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--max-mean=")), None)
     binary = args[0] if args else os.path.join(ROOT, "build", "bubblesim")
     published = args[1] if len(args) > 1 else os.path.join(ROOT, "..", "shared", "validation", "published.csv")
-    es, es2 = entries(published), entries_table2(published)
-    for path, text in [(MANIFEST, manifest_text(es)), (MANIFEST_T2, manifest_text(es2, title=TITLE_T2))]:
+    es, es2, es3 = entries(published), entries_table2(published), entries_mtnlg(published)
+    for path, text in [(MANIFEST, manifest_text(es)), (MANIFEST_T2, manifest_text(es2, title=TITLE_T2)),
+                       (MANIFEST_MTNLG, manifest_text(es3, title=TITLE_MTNLG, metric="iteration_time_s"))]:
         stale = manifest.check(path, text, "--write-manifest" in sys.argv)
         if stale:
             print(stale)
@@ -141,6 +167,12 @@ def main():
             return 1
         print(f"{len(es2)} entries; mean absolute error {100 * result2['errors']['mean_abs_error']:.1f}%, "
               f"worst {100 * result2['errors']['worst_abs_error']:.1f}%")
+        print(f"\n{TITLE_MTNLG}")
+        result3 = run_table(binary, es3, TITLE_MTNLG, "iteration_time_s")
+        if result3 is None:
+            return 1
+        print(f"{len(es3)} entries; mean absolute error {100 * result3['errors']['mean_abs_error']:.1f}%, "
+              f"worst {100 * result3['errors']['worst_abs_error']:.1f}% (iteration time: negative = predicted faster)")
     if max_mean is not None and mean > max_mean:
         print(f"FAILED: mean error above {max_mean}%")
         return 1
