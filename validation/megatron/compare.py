@@ -8,8 +8,8 @@ The rows of published.csv become a manifest (published.yaml beside this script: 
 overrides of each row), and `bubblesim validate --published` predicts every entry.
 
 Table 2 (ZeRO-3 without model parallelism against PTD-P, 175B and 530B) and MT-NLG 530B's measured
-iteration times are printed after it, kept in table2.yaml and mtnlg.yaml; they are reported, not
-part of Table 1's figure.
+iteration times and the SC21 figures' readings are printed after it, kept in table2.yaml,
+mtnlg.yaml and figures.yaml; they are reported, not part of Table 1's figure.
 
 Usage: compare.py [BUBBLESIM] [PUBLISHED_CSV] [--quick] [--max-mean=PERCENT] [--write-manifest]
   --quick            Table 1's entries up to 128 GPUs only (for the test suite)
@@ -32,6 +32,7 @@ import manifest  # noqa: E402  (validation/manifest.py)
 MANIFEST = os.path.join(HERE, "published.yaml")
 MANIFEST_T2 = os.path.join(HERE, "table2.yaml")
 MANIFEST_MTNLG = os.path.join(HERE, "mtnlg.yaml")
+MANIFEST_FIGURES = os.path.join(HERE, "figures.yaml")
 
 
 def entries(published):
@@ -106,7 +107,41 @@ def entries_mtnlg(published):
     return out
 
 
+# The SC21 figures' models (layers, hidden, heads), from their captions as published.csv gives them.
+FIGURE_MODELS = {"F11": (None, 20480, 128), "F12": (96, 12288, 96), "F18": (96, 12288, 96),
+                 "F13": (32, 20480, 128), "F14": (32, 3840, 32), "F16": (32, 15360, 128)}
+
+
+def entries_figures(published):
+    """Megatron SC21's figures 11 to 16 and 18 (TFLOPS per GPU read off the plots, '~' readings:
+    a loose check): weak scaling of the pipeline (F11: 3 layers per stage; its pp 1 rows are left
+    out: as published.csv gives them, tp 1 x dp 8, a 15B model cannot fit 80 GB), interleaved against
+    plain 1F1B (F12; F18 with the scatter/gather optimisation, which bubblesim always models: the
+    unoptimised rows are left out), tensor against pipeline parallelism (F13), pipeline against data
+    parallelism (F14) and the microbatch size (F16)."""
+    rows = [r for r in csv.DictReader(open(published, newline=""))
+            if r["id"].split("-")[1] in FIGURE_MODELS and r["metric"] == "TFLOPS_per_GPU" and "-unopt-" not in r["id"]
+            and not r["id"].startswith("MEG21-F11-") or r["id"] in ("MEG21-F11-bs8-pp8", "MEG21-F11-bs128-pp8")]
+    out = []
+    for r in rows:
+        layers, h, heads = FIGURE_MODELS[r["id"].split("-")[1]]
+        pp, vpp = int(r["pp"]), int(r["vpp"] or 1)
+        layers = layers or 3 * pp
+        sets = {
+            "cluster.nodes": r["nodes"], "cluster.gpus_per_node": 8, "model.layers": layers, "model.hidden": h,
+            "model.heads": heads, "model.kv_heads": heads, "model.ffn_hidden": 4 * h,
+            "training.micro_batch_size": r["micro_batch"], "training.global_batch_size": r["global_batch"],
+            "parallel.dp": r["dp"], "parallel.tp": r["tp"], "parallel.pp": pp, "parallel.virtual_stages": vpp,
+            "parallel.schedule": "interleaved-1f1b" if vpp > 1 else "1f1b",
+        }
+        out.append({"id": r["id"], "published": float(r["value"].lstrip("~")), "model": f"{layers}x{h}",
+                    "gpus": int(r["nodes"]) * 8, "par": f"{r['tp']}/{pp}/{r['dp']}" + (f" v{vpp}" if vpp > 1 else ""),
+                    "set": sets})
+    return out
+
+
 TITLE_T1 = "Megatron-LM SC21 Table 1 (TFLOPS per GPU, A100)"
+TITLE_FIGURES = "Megatron-LM SC21 Figures 11-16 and 18 (TFLOPS per GPU read off the plots: a loose check)"
 TITLE_MTNLG = "MT-NLG 530B on A100 40GB (iteration time, s)"
 TITLE_T2 = "Megatron-LM SC21 Table 2: ZeRO-3 without model parallelism vs PTD-P (TFLOPS per GPU, A100)"
 
@@ -146,8 +181,10 @@ def main():
     binary = args[0] if args else os.path.join(ROOT, "build", "bubblesim")
     published = args[1] if len(args) > 1 else os.path.join(ROOT, "..", "shared", "validation", "published.csv")
     es, es2, es3 = entries(published), entries_table2(published), entries_mtnlg(published)
+    es4 = entries_figures(published)
     for path, text in [(MANIFEST, manifest_text(es)), (MANIFEST_T2, manifest_text(es2, title=TITLE_T2)),
-                       (MANIFEST_MTNLG, manifest_text(es3, title=TITLE_MTNLG, metric="iteration_time_s"))]:
+                       (MANIFEST_MTNLG, manifest_text(es3, title=TITLE_MTNLG, metric="iteration_time_s")),
+                       (MANIFEST_FIGURES, manifest_text(es4, title=TITLE_FIGURES))]:
         stale = manifest.check(path, text, "--write-manifest" in sys.argv)
         if stale:
             print(stale)
@@ -173,6 +210,12 @@ def main():
             return 1
         print(f"{len(es3)} entries; mean absolute error {100 * result3['errors']['mean_abs_error']:.1f}%, "
               f"worst {100 * result3['errors']['worst_abs_error']:.1f}% (iteration time: negative = predicted faster)")
+        print(f"\n{TITLE_FIGURES}")
+        result4 = run_table(binary, es4, TITLE_FIGURES)
+        if result4 is None:
+            return 1
+        print(f"{len(es4)} entries; mean absolute error {100 * result4['errors']['mean_abs_error']:.1f}%, "
+              f"worst {100 * result4['errors']['worst_abs_error']:.1f}%")
     if max_mean is not None and mean > max_mean:
         print(f"FAILED: mean error above {max_mean}%")
         return 1
