@@ -14,8 +14,9 @@ mtnlg.yaml and figures.yaml; they are reported, not part of Table 1's figure.
 Usage: compare.py [BUBBLESIM] [PUBLISHED_CSV] [--quick] [--max-mean=PERCENT] [--write-manifest]
   --quick            Table 1's entries up to 128 GPUs only (for the test suite)
   --max-mean=P       exit 1 when the mean absolute error exceeds P percent
-  --write-manifest   rewrite published.yaml from PUBLISHED_CSV; without it the script fails if the
-                     committed manifest is not what PUBLISHED_CSV gives (so it never goes stale)
+  --write-manifest   rewrite the manifests (published.yaml, table2.yaml, mtnlg.yaml, figures.yaml)
+                     from PUBLISHED_CSV; without it the script fails if a committed manifest is not
+                     what PUBLISHED_CSV gives (so none goes stale)
 Prints the table and the mean and worst absolute percentage error.
 """
 import csv
