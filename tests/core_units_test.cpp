@@ -55,6 +55,11 @@ TEST_CASE("integers parse whole or not at all", "[core]") {
   CHECK(parse_integer("8192") == 8192);
   CHECK(parse_integer("-3") == -3);
   CHECK(parse_integer("+7") == 7);
+  CHECK(parse_number("0.1") == 0.1);
+  CHECK(parse_number("1.5e2") == 150.0);
+  CHECK_FALSE(parse_number("12 TFLOPS"));
+  CHECK_FALSE(parse_number(""));
+  CHECK_FALSE(parse_number("inf"));
   CHECK_FALSE(parse_integer("12x").has_value());
   CHECK_FALSE(parse_integer("").has_value());
   CHECK_FALSE(parse_integer("1.5").has_value());

@@ -1,9 +1,10 @@
-"""Published-results manifests (`bubblesim validate --published FILE`), written by the compare.py
-scripts from ../shared/validation/published.csv: the entries' published values and the scenario
-overrides that reproduce each configuration. The committed manifest must stay what the CSV gives;
-check() says when it does not."""
+"""What the compare scripts share: published-results manifests (`bubblesim validate --published
+FILE`), written from ../shared/validation/published.csv (the entries' published values and the
+scenario overrides that reproduce each configuration; check() says when a committed manifest is no
+longer what the CSV gives), and report(), one bubblesim run with overrides."""
 import json
 import os
+import subprocess
 
 
 def text(title, scenario, metric, entries, flops_accounting=None):
@@ -33,3 +34,15 @@ def check(path, wanted, write):
     if not os.path.exists(path) or open(path).read() != wanted:
         return f"{path} is not what published.csv gives: run compare.py --write-manifest and commit it"
     return None
+
+
+def report(binary, scenario, sets):
+    """The JSON report of `bubblesim run SCENARIO` with `sets` ({key: value}) as --set overrides;
+    RuntimeError with bubblesim's message when it fails."""
+    cmd = [binary, "run", scenario, "--format", "json"]
+    for k, v in sets.items():
+        cmd += ["--set", f"{k}={v}"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"bubblesim failed ({' '.join(cmd)}): {done.stderr.strip()}")
+    return json.loads(done.stdout)

@@ -159,6 +159,16 @@ std::string hostname() {
   return b.rank();
 }
 
+#ifdef BUBBLESIM_HW_CUDA
+/// The CUDA devices this process can use; InputError saying why when there are none.
+int usable_gpus() {
+  std::string why;
+  const int n = cuda::device_count(&why);
+  if (n == 0) throw InputError("--backend cuda: no usable CUDA GPU on " + hostname() + " (" + why + ")");
+  return n;
+}
+#endif
+
 /// Every rank's pid and a hash of its host, gathered on rank 0 (to name a rank that died).
 struct Peers {
   std::vector<int64_t> pid;
@@ -270,9 +280,7 @@ int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
   // --backend cuda: compute ops on this rank's GPU; transfers stay MPI messages in host memory
   // until the NCCL path exists (so calibrate links from bench p2p on the same nodes).
   if (o.backend == "cuda") {
-    const int devices = cuda::device_count();
-    if (devices == 0) throw InputError("--backend cuda: no usable CUDA GPU on " + hostname());
-    const int device = local_rank(b) % devices;
+    const int device = local_rank(b) % usable_gpus();
     // Owned by the backend's hook from here on, so it lives as long as the backend does.
     auto gpu = std::make_shared<cuda::GpuCompute>(device);
     b.set_device_compute([gpu](const sim::OpWork& w) {
@@ -387,7 +395,7 @@ int replay_command(const Options& o, MpiBackend& b, RunContext& ctx) {
     throw InputError("--device " + std::to_string(o.device) + ": the scenario's Program has " + std::to_string(n) +
                      (n == 1 ? " device (0)" : " devices (0 to " + std::to_string(n - 1) + ")"));
   }
-  if (cuda::device_count() == 0) throw InputError("--backend cuda: no usable CUDA GPU on " + hostname());
+  usable_gpus();  // refuses here, before anything is stored, when there is no GPU
   const auto device = static_cast<sim::DeviceId>(o.device);
   const int warmup = o.warmup < 0 ? 2 : o.warmup;
   const int iterations = o.iterations < 0 ? 5 : std::max(o.iterations, 1);
@@ -488,9 +496,7 @@ int bench_command(const Options& o, MpiBackend& b, RunContext& ctx) {
                          "the GPU backend benchmarks gemm, attention and memory");
       }
     }
-    const int devices = cuda::device_count();
-    if (devices == 0) throw InputError("--backend cuda: no usable CUDA GPU on " + hostname());
-    const int device = local_rank(b) % devices;
+    const int device = local_rank(b) % usable_gpus();
     gpu = std::make_unique<cuda::GpuCompute>(device);
     env["backend"] = "cuda";
     env["gpu"] = cuda::gpu_environment(device);

@@ -52,6 +52,34 @@ __device__ inline Tile classify(bool causal, int64_t qmin, int64_t qmax, int64_t
   return kmax <= qmin ? kFull : kDiagonal;
 }
 
+/// The next tile of keys [k0, k0 + kKeys): their positions into kp (LLONG_MAX past the end) and
+/// the tile's class against the block's queries (*qmin, *qmax in shared memory, read after the
+/// barriers). Every thread of the block gets the same class.
+__device__ inline Tile key_tile(const DeviceMask& m, int64_t k0, int kv_len, const int64_t* qmin,
+                                const int64_t* qmax, int64_t* kp, int64_t* kmin, int64_t* kmax) {
+  const int t = static_cast<int>(threadIdx.x);
+  __syncthreads();  // the previous tile is consumed
+  if (t < kKeys) kp[t] = k0 + t < kv_len ? kv_position(m, k0 + t) : LLONG_MAX;
+  __syncthreads();
+  extent(kp, kKeys, kmin, kmax);
+  __syncthreads();
+  return classify(m.causal, *qmin, *qmax, *kmin, *kmax);
+}
+
+/// K and V of the keys [k0, k0 + kKeys) of one head into shared memory as fp32 (zeros past the
+/// end), by every thread of the block, then a barrier.
+template <int D>
+__device__ inline void load_kv_tile(const __nv_bfloat16* k, const __nv_bfloat16* v, int64_t koff, int64_t k0,
+                                    int kv_len, float (*ks)[D], float (*vs)[D]) {
+  for (int idx = static_cast<int>(threadIdx.x); idx < kKeys * D; idx += static_cast<int>(blockDim.x)) {
+    const int j = idx / D, c = idx % D;
+    const bool in = k0 + j < kv_len;
+    ks[j][c] = in ? __bfloat162float(k[koff + (k0 + j) * D + c]) : 0.0F;
+    vs[j][c] = in ? __bfloat162float(v[koff + (k0 + j) * D + c]) : 0.0F;
+  }
+  __syncthreads();
+}
+
 template <int D>
 __global__ void __launch_bounds__(kFwdRows)
     forward_kernel(Sizes z, DeviceMask m, const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
@@ -73,20 +101,9 @@ __global__ void __launch_bounds__(kFwdRows)
   for (int c = 0; c < D; ++c) acc[c] = 0.0F;
   float row_max = -INFINITY, row_sum = 0.0F;
   for (int64_t k0 = 0; k0 < z.kv_len; k0 += kKeys) {
-    __syncthreads();  // the previous tile is consumed
-    if (t < kKeys) kp[t] = k0 + t < z.kv_len ? kv_position(m, k0 + t) : LLONG_MAX;
-    __syncthreads();
-    extent(kp, kKeys, &kmin, &kmax);
-    __syncthreads();
-    const Tile tile = classify(m.causal, qmin, qmax, kmin, kmax);
+    const Tile tile = key_tile(m, k0, z.kv_len, &qmin, &qmax, kp, &kmin, &kmax);
     if (tile == kSkip) continue;  // the same for the whole block: its data is never loaded
-    for (int idx = t; idx < kKeys * D; idx += kFwdRows) {
-      const int j = idx / D, c = idx % D;
-      const bool in = k0 + j < z.kv_len;
-      ks[j][c] = in ? __bfloat162float(k[koff + (k0 + j) * D + c]) : 0.0F;
-      vs[j][c] = in ? __bfloat162float(v[koff + (k0 + j) * D + c]) : 0.0F;
-    }
-    __syncthreads();
+    load_kv_tile<D>(k, v, koff, k0, z.kv_len, ks, vs);
     if (!row) continue;
     float s[kKeys];
     float mx = row_max;
@@ -225,20 +242,9 @@ __global__ void __launch_bounds__(kDqRows)
   float g[D];
   for (int c = 0; c < D; ++c) g[c] = 0.0F;
   for (int64_t k0 = 0; k0 < z.kv_len; k0 += kKeys) {
-    __syncthreads();
-    if (t < kKeys) kp[t] = k0 + t < z.kv_len ? kv_position(m, k0 + t) : LLONG_MAX;
-    __syncthreads();
-    extent(kp, kKeys, &kmin, &kmax);
-    __syncthreads();
-    const Tile tile = classify(m.causal, qmin, qmax, kmin, kmax);
+    const Tile tile = key_tile(m, k0, z.kv_len, &qmin, &qmax, kp, &kmin, &kmax);
     if (tile == kSkip) continue;  // the same for the whole block: its data is never loaded
-    for (int idx = t; idx < kKeys * D; idx += kDqRows) {
-      const int jj = idx / D, c = idx % D;
-      const bool in = k0 + jj < z.kv_len;
-      ks[jj][c] = in ? __bfloat162float(k[koff + (k0 + jj) * D + c]) : 0.0F;
-      vs[jj][c] = in ? __bfloat162float(v[koff + (k0 + jj) * D + c]) : 0.0F;
-    }
-    __syncthreads();
+    load_kv_tile<D>(k, v, koff, k0, z.kv_len, ks, vs);
     if (!row || l == -INFINITY) continue;
     for (int jj = 0; jj < kKeys; ++jj) {
       if (kp[jj] == LLONG_MAX || (tile == kDiagonal && kp[jj] > my_pos)) continue;

@@ -34,12 +34,15 @@ void gemm(cublasHandle_t blas, const __nv_bfloat16* a, const __nv_bfloat16* b, _
                                               CUBLAS_GEMM_DEFAULT));
 }
 
-int device_count() {
+int device_count(std::string* why) {
   int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    if (why != nullptr) *why = std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e);
     (void)cudaGetLastError();  // clear the sticky "no device / no driver" error
     return 0;
   }
+  if (n == 0 && why != nullptr) *why = "the CUDA runtime sees no device";
   return n;
 }
 

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <map>
+#include <string>
 #include <nlohmann/json.hpp>
 #include <tuple>
 
@@ -59,8 +60,9 @@ class GpuCompute {
 void gemm(cublasHandle_t blas, const __nv_bfloat16* a, const __nv_bfloat16* b, __nv_bfloat16* c, int64_t m, int64_t n,
           int64_t k, int64_t batch);
 
-/// Number of usable CUDA devices; 0 when there is no GPU or driver (never throws).
-int device_count();
+/// Number of usable CUDA devices; 0 when there is no GPU or driver (never throws), with the CUDA
+/// runtime's reason in `why` when given.
+int device_count(std::string* why = nullptr);
 
 /// What a measurement ran on: GPU model, memory, SM count and clocks, driver, CUDA runtime and
 /// cuBLAS versions, and `nvidia-smi topo -m` where nvidia-smi is found.

@@ -13,7 +13,7 @@ using sim::kNone;
 using sim::OpId;
 
 GpuReplay::GpuReplay(const sim::Program& p, sim::DeviceId device, int32_t job_gpu, int cuda_device)
-    : p_(p), device_(device), compute_(cuda_device) {
+    : p_(p), compute_(cuda_device) {
   if (device >= p.devices().size()) throw InputError("replay: the Program has no device " + std::to_string(device));
   // Kahn's order over the device's ops: stream order plus dependencies on the device.
   local_.assign(p.num_ops(), kNone);

@@ -40,7 +40,6 @@ class GpuReplay {
 
  private:
   const sim::Program& p_;
-  sim::DeviceId device_;
   GpuCompute compute_;
   std::vector<sim::OpId> order_;
   std::vector<uint32_t> local_;            // op id -> index into order_ (kNone elsewhere)

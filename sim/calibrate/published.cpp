@@ -2,7 +2,6 @@
 
 #include <yaml-cpp/yaml.h>
 
-#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -10,6 +9,7 @@
 #include <sstream>
 
 #include "sim/core/error.hpp"
+#include "sim/core/units.hpp"
 
 namespace bubblesim::sim {
 namespace {
@@ -36,17 +36,9 @@ std::string text(const std::string& path, const YAML::Node& n, const std::string
 
 double positive_number(const std::string& path, const YAML::Node& n, const std::string& key) {
   const std::string s = text(path, n, key);
-  size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(s, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != s.size() || !std::isfinite(v) || v <= 0) {
-    throw InputError(at(path, n) + ": " + key + " must be a positive number (got \"" + s + "\")");
-  }
-  return v;
+  const auto v = parse_number(s);
+  if (!v || *v <= 0) throw InputError(at(path, n) + ": " + key + " must be a positive number (got \"" + s + "\")");
+  return *v;
 }
 
 }  // namespace

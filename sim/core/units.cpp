@@ -5,6 +5,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <string>
 #include <utility>
 
 #include "sim/core/error.hpp"
@@ -91,6 +92,19 @@ std::optional<int64_t> parse_integer(std::string_view text) {
   if (begin != end && *begin == '+') ++begin;  // from_chars takes '-' but not '+'
   const auto [ptr, ec] = std::from_chars(begin, end, v);
   if (ec != std::errc() || ptr != end || begin == end) return std::nullopt;
+  return v;
+}
+
+std::optional<double> parse_number(std::string_view text) {
+  const std::string s(text);
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(s, &used);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  if (used == 0 || used != s.size() || !std::isfinite(v)) return std::nullopt;
   return v;
 }
 

@@ -77,6 +77,9 @@ Bandwidth parse_bandwidth(std::string_view text, std::string_view what);
 /// The whole of `text` as a decimal integer (optional sign), or nullopt when it is not one or
 /// does not fit in int64. The one integer parser behind scenario keys and command options.
 std::optional<int64_t> parse_integer(std::string_view text);
+/// The whole of `text` as a finite decimal number, or nullopt. The one number parser behind
+/// scenario keys and manifests.
+std::optional<double> parse_number(std::string_view text);
 
 /// Formats a time for humans with an SI prefix, e.g. "12.5 us", "3.02 s".
 std::string format_time(Time t);

@@ -249,16 +249,9 @@ class Loader {
   }
 
   double as_number(const YAML::Node& n, const std::string& path) const {
-    const std::string s = n.Scalar();
-    size_t used = 0;
-    double v = 0;
-    try {
-      v = std::stod(s, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || used != s.size() || !std::isfinite(v)) fail(n, path, "expected a number, got \"" + s + "\"");
-    return v;
+    const auto v = parse_number(n.Scalar());
+    if (!v) fail(n, path, "expected a number, got \"" + n.Scalar() + "\"");
+    return *v;
   }
 
   int64_t as_tokens(const YAML::Node& n, const std::string& path) const {

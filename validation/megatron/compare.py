@@ -181,42 +181,31 @@ def main():
     max_mean = next((float(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--max-mean=")), None)
     binary = args[0] if args else os.path.join(ROOT, "build", "bubblesim")
     published = args[1] if len(args) > 1 else os.path.join(ROOT, "..", "shared", "validation", "published.csv")
-    es, es2, es3 = entries(published), entries_table2(published), entries_mtnlg(published)
-    es4 = entries_figures(published)
-    for path, text in [(MANIFEST, manifest_text(es)), (MANIFEST_T2, manifest_text(es2, title=TITLE_T2)),
-                       (MANIFEST_MTNLG, manifest_text(es3, title=TITLE_MTNLG, metric="iteration_time_s")),
-                       (MANIFEST_FIGURES, manifest_text(es4, title=TITLE_FIGURES))]:
-        stale = manifest.check(path, text, "--write-manifest" in sys.argv)
+    tables = [  # (manifest, entries, title, report metric, note on the summary line)
+        (MANIFEST, entries(published), TITLE_T1, "tflops_per_gpu", " (TFLOPS per GPU, Megatron SC21 FLOPs accounting)"),
+        (MANIFEST_T2, entries_table2(published), TITLE_T2, "tflops_per_gpu", ""),
+        (MANIFEST_MTNLG, entries_mtnlg(published), TITLE_MTNLG, "iteration_time_s",
+         " (iteration time: negative = predicted faster)"),
+        (MANIFEST_FIGURES, entries_figures(published), TITLE_FIGURES, "tflops_per_gpu", ""),
+    ]
+    for path, es, title, metric, _ in tables:
+        stale = manifest.check(path, manifest_text(es, title=title, metric=metric), "--write-manifest" in sys.argv)
         if stale:
             print(stale)
             return 1
-    selected = [e for e in es if not quick or e["gpus"] <= 128]
-    result = run_table(binary, selected, TITLE_T1)
-    if result is None:
-        return 1
-    mean = 100 * result["errors"]["mean_abs_error"]
-    worst = 100 * result["errors"]["worst_abs_error"]
-    print(f"{len(selected)} entries; mean absolute error {mean:.1f}%, worst {worst:.1f}% "
-          f"(TFLOPS per GPU, Megatron SC21 FLOPs accounting)")
-    if not quick:
-        print(f"\n{TITLE_T2}")
-        result2 = run_table(binary, es2, TITLE_T2)
-        if result2 is None:
+    mean = None
+    for path, es, title, metric, note in tables[:1] if quick else tables:
+        selected = [e for e in es if not quick or e["gpus"] <= 128]
+        if mean is not None:
+            print(f"\n{title}")
+        result = run_table(binary, selected, title, metric)
+        if result is None:
             return 1
-        print(f"{len(es2)} entries; mean absolute error {100 * result2['errors']['mean_abs_error']:.1f}%, "
-              f"worst {100 * result2['errors']['worst_abs_error']:.1f}%")
-        print(f"\n{TITLE_MTNLG}")
-        result3 = run_table(binary, es3, TITLE_MTNLG, "iteration_time_s")
-        if result3 is None:
-            return 1
-        print(f"{len(es3)} entries; mean absolute error {100 * result3['errors']['mean_abs_error']:.1f}%, "
-              f"worst {100 * result3['errors']['worst_abs_error']:.1f}% (iteration time: negative = predicted faster)")
-        print(f"\n{TITLE_FIGURES}")
-        result4 = run_table(binary, es4, TITLE_FIGURES)
-        if result4 is None:
-            return 1
-        print(f"{len(es4)} entries; mean absolute error {100 * result4['errors']['mean_abs_error']:.1f}%, "
-              f"worst {100 * result4['errors']['worst_abs_error']:.1f}%")
+        errors = result["errors"]
+        print(f"{len(selected)} entries; mean absolute error {100 * errors['mean_abs_error']:.1f}%, "
+              f"worst {100 * errors['worst_abs_error']:.1f}%{note}")
+        if mean is None:
+            mean = 100 * errors["mean_abs_error"]  # Table 1's, the figure the limit applies to
     if max_mean is not None and mean > max_mean:
         print(f"FAILED: mean error above {max_mean}%")
         return 1

@@ -43,10 +43,8 @@ the fastest published configuration of each group is also the fastest predicted;
 the target mean error exceeds --max-mean or a target group's best is ranked wrong.
 """
 import csv
-import json
 import os
 import re
-import subprocess
 import sys
 from collections import defaultdict
 
@@ -69,13 +67,7 @@ def tokens(label):
 
 
 def simulate(binary, sets):
-    cmd = [binary, "run", SCENARIO, "--format", "json"]
-    for k, v in sets.items():
-        cmd += ["--set", f"{k}={v}"]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"bubblesim failed ({' '.join(cmd)}): {done.stderr.strip()}")
-    return json.loads(done.stdout)["iterations_per_s"]
+    return manifest.report(binary, SCENARIO, sets)["iterations_per_s"]
 
 
 def row_case(r):

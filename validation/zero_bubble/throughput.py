@@ -30,6 +30,8 @@ from collections import defaultdict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.dirname(HERE))
+import manifest  # noqa: E402  (validation/manifest.py: the scripts' shared helpers)
 SCENARIO = os.path.join(HERE, "zb-throughput.yaml")
 SCHEDULES = {"1F1B": "1f1b", "ZB-1p": "zb-h1", "ZB-2p": "zb-h2"}
 
@@ -40,16 +42,6 @@ def partition(layers, stages):
     parts = [inner - 1] + [inner] * (stages - 2) + [inner - 1]
     assert sum(parts) == layers, (layers, stages, parts)
     return parts
-
-
-def simulate(binary, sets):
-    cmd = [binary, "run", SCENARIO, "--format", "json"]
-    for k, v in sets.items():
-        cmd += ["--set", f"{k}={v}"]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"bubblesim failed ({' '.join(cmd)}): {done.stderr.strip()}")
-    return json.loads(done.stdout)
 
 
 def pass_times(binary, sets, device):
@@ -96,7 +88,7 @@ def main():
             "parallel.schedule": SCHEDULES[r["schedule"]],
             "parallel.partition": "[" + ", ".join(map(str, partition(layers, pp))) + "]",
         }
-        report = simulate(binary, sets)
+        report = manifest.report(binary, SCENARIO, sets)
         key = r["id"].replace("ZB-T4-", "ZB-T6-").rsplit("-" + r["schedule"], 1)[0]
         # One configuration per model (its profiled times hardly depend on the microbatch count).
         if r["schedule"] == "ZB-2p" and key + "-T_F" in profiled and r["model"] not in {p[3] for p in passes}:
