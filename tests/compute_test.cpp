@@ -34,6 +34,19 @@ TEST_CASE("a skinny GEMM is bound by memory bandwidth", "[compute]") {
   CHECK(a100.memory_bound(Bytes{2'039'000'000}).seconds() == Approx(4e-6 + 1e-3 / 0.85));
 }
 
+TEST_CASE("a layer's elementwise kernels run at the preset's fitted share of HBM, copies near STREAM", "[compute]") {
+  const GpuPreset& gpu = find_gpu("a100-sxm4-80gb", "test");
+  const RooflineCompute a100(gpu);
+  const double e = gpu.elementwise_efficiency.value;
+  CHECK(e > 0.25);
+  CHECK(e < 0.85);
+  CHECK(a100.memory_bound(Bytes{2'039'000'000}, MemoryOp::Layer).seconds() == Approx(4e-6 + 1e-3 / e));
+  CHECK(a100.memory_bound(Bytes{2'039'000'000}, MemoryOp::Stream).seconds() == Approx(4e-6 + 1e-3 / 0.85));
+  // A scenario's cluster.elementwise_efficiency replaces the preset's.
+  const RooflineCompute fused(gpu, "flash", 0.8);
+  CHECK(fused.memory_bound(Bytes{2'039'000'000}, MemoryOp::Layer).seconds() == Approx(4e-6 + 1e-3 / 0.8));
+}
+
 TEST_CASE("attention follows the FlashAttention curves by sequence length", "[compute]") {
   const RooflineCompute a100(find_gpu("a100-sxm4-80gb", "test"));
   const AttentionShape fwd{1, 4096, 4096, 32, 128, 1.0, false};

@@ -2,6 +2,8 @@
 // algorithms against the closed forms and exact values of algorithms.md 3 and 5.6.
 #include <catch2/catch.hpp>
 
+#include <set>
+
 #include "sim/exec/executor.hpp"
 #include "sim/ir/validate.hpp"
 #include "sim/model/collectives.hpp"
@@ -31,9 +33,11 @@ ResolvedCluster cluster(int nodes, int gpn, double intra_gbs, double inter_gbs, 
 }
 
 /// Simulates one collective over GPUs `gpus` of `topo` in flow mode; returns its time in s.
-double flow_time(const Topology& topo, CollectiveOp op, CollectiveAlgo algo, int64_t size, const std::vector<int>& gpus) {
+double flow_time(const Topology& topo, CollectiveOp op, CollectiveAlgo algo, int64_t size, const std::vector<int>& gpus,
+                 int32_t max_channels = 0) {
   Program p;
   CollectiveSpec spec{op, algo, Bytes{size}, {}, {}, {}, {}, false, {}};
+  spec.max_channels = max_channels;
   for (size_t i = 0; i < gpus.size(); ++i) {
     const DeviceId d = p.add_device("gpu " + std::to_string(gpus[i]));
     spec.gpus.push_back(gpus[i]);
@@ -87,9 +91,61 @@ TEST_CASE("two nodes: two-level all-reduce and the flat ring gated by one NIC (5
   const Topology t(cluster(2, 8, 300, 50, 0));
   CHECK(flow_time(t, CollectiveOp::AllReduce, CollectiveAlgo::TwoLevel, kS, first(16)) ==
         Approx(0.0089478485).epsilon(1e-8));
-  CHECK(flow_time(t, CollectiveOp::AllReduce, CollectiveAlgo::Ring, kS, first(16)) == Approx(0.0402653184).epsilon(1e-9));
+  CHECK(flow_time(t, CollectiveOp::AllReduce, CollectiveAlgo::Ring, kS, first(16), 1) ==
+        Approx(0.0402653184).epsilon(1e-9));
   CHECK(two_level_all_reduce_time(Bytes{kS}, 8, 2, Bandwidth{300e9}, Time::zero(), Bandwidth{50e9}, Time::zero())
             .seconds() == Approx(0.0089478485).epsilon(1e-8));
+}
+
+TEST_CASE("a ring crossing nodes runs one channel per GPU of a node, each on its own NIC", "[network][collective]") {
+  // 5.6's two nodes: 8 channels, each crossing between the nodes on another GPU's NIC. Per step
+  // a GPU sends 7/8 of its chunk over NVLink and 1/8 through its NIC: busbw =
+  // min(B_i * 8/7, 8 B_e) = 342.9 GB/s (5.6 writes min(B_i, 8 B_e) = 300, counting the exit
+  // GPU's share on NVLink too).
+  const Topology t(cluster(2, 8, 300, 50, 0));
+  CHECK(flow_time(t, CollectiveOp::AllReduce, CollectiveAlgo::Ring, kS, first(16)) ==
+        Approx(2.0 * 15 / 16 * kS / (300e9 * 8 / 7)).epsilon(1e-7));
+  // NIC-bound (8 x 25 GB/s < 342.9): busbw = 8 B_e, 5.6's min(B_i, g B_e) exactly.
+  const Topology slow(cluster(2, 8, 300, 25, 0));
+  CHECK(flow_time(slow, CollectiveOp::AllReduce, CollectiveAlgo::Ring, kS, first(16)) ==
+        Approx(2.0 * 15 / 16 * kS / 200e9).epsilon(1e-9));
+  CHECK(flow_time(slow, CollectiveOp::AllGather, CollectiveAlgo::Ring, kS, first(16)) ==
+        Approx(15.0 / 16 * kS / 200e9).epsilon(1e-9));
+  // Two channels: two NICs of each node busy.
+  CHECK(flow_time(slow, CollectiveOp::AllReduce, CollectiveAlgo::Ring, kS, first(16), 2) ==
+        Approx(2.0 * 15 / 16 * kS / 50e9).epsilon(1e-9));
+  // Four nodes of 4 NICs for 8 GPUs: two channels share each NIC, the node's 4 x 25 GB/s bound it.
+  const Topology shared(cluster(4, 8, 300, 25, 0, 4));
+  CHECK(flow_time(shared, CollectiveOp::ReduceScatter, CollectiveAlgo::Ring, kS, first(32)) ==
+        Approx(31.0 / 32 * kS / 100e9).epsilon(1e-9));
+  // One GPU per node (a data-parallel ring across nodes): one channel, as before.
+  const std::vector<int> one_per_node{0, 8, 16, 24};
+  CHECK(flow_time(shared, CollectiveOp::AllReduce, CollectiveAlgo::Ring, kS, one_per_node) ==
+        Approx(2.0 * 3 / 4 * kS / 25e9).epsilon(1e-9));
+}
+
+TEST_CASE("ring channels visit every node's GPUs and leave each node from a different GPU", "[collective]") {
+  CollectiveSpec spec;
+  spec.gpus = {0, 1, 2, 3, 4, 5};
+  spec.node_of = {0, 0, 0, 1, 1, 1};
+  const auto channels = ring_channels(spec);
+  REQUIRE(channels.size() == 3);
+  std::set<size_t> exits;
+  for (const auto& order : channels) {
+    REQUIRE(order.size() == 6);
+    CHECK(std::set<size_t>(order.begin(), order.end()).size() == 6);
+    CHECK(spec.node_of[order[0]] == 0);  // node 0's GPUs, then node 1's
+    CHECK(spec.node_of[order[3]] == 1);
+    exits.insert(order[2]);
+  }
+  CHECK(exits.size() == 3);
+  spec.max_channels = 2;
+  CHECK(ring_channels(spec).size() == 2);
+  spec.node_of = {0, 0, 0, 0, 0, 0};  // one node: the given order
+  CHECK(ring_channels(spec) == std::vector<std::vector<size_t>>{{0, 1, 2, 3, 4, 5}});
+  spec.node_of = {0, 1, 0, 1, 0, 1};  // interleaved: grouped by node
+  spec.max_channels = 0;
+  CHECK(ring_channels(spec)[0] == std::vector<size_t>{0, 2, 4, 1, 3, 5});
 }
 
 TEST_CASE("flows sharing a link split it max-min fairly", "[network]") {

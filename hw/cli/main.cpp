@@ -269,7 +269,7 @@ int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
                      std::to_string(b.ranks()) + " ranks (use mpirun -np " + std::to_string(job.cluster.world()) + ")");
   }
   const sim::Topology topo(job.cluster);
-  const sim::RooflineCompute compute(*job.cluster.gpu, job.training.attention_kernel);
+  const sim::RooflineCompute compute(*job.cluster.gpu, job.training.attention_kernel, job.cluster.elementwise_efficiency);
   sim::TrainingPlan plan = sim::build_training(job, topo, compute, true);
   sim::require_valid(plan.program);
   const std::vector<sim::DeviceId> device_of = device_of_gpus(job, plan);
@@ -386,7 +386,7 @@ int replay_command(const Options& o, MpiBackend& b, RunContext& ctx) {
   if (sc.pipeline_only) throw InputError(o.scenario + ": a pipeline_only scenario gives op times, not work");
   const sim::ClusterJob job = sim::plan_cluster(sc);
   const sim::Topology topo(job.cluster);
-  const sim::RooflineCompute compute(*job.cluster.gpu, job.training.attention_kernel);
+  const sim::RooflineCompute compute(*job.cluster.gpu, job.training.attention_kernel, job.cluster.elementwise_efficiency);
   sim::TrainingPlan plan = sim::build_training(job, topo, compute, true);
   sim::require_valid(plan.program);
   const sim::Program& p = plan.program;
@@ -455,7 +455,7 @@ std::vector<sim::OpWork> shapes_for(const std::string& what, const Options& o) {
   const sim::Scenario sc = sim::load_scenario(o.shapes_from, o.overrides);
   const sim::ClusterJob job = sim::plan_cluster(sc);
   const sim::Topology topo(job.cluster);
-  const sim::RooflineCompute compute(*job.cluster.gpu, job.training.attention_kernel);
+  const sim::RooflineCompute compute(*job.cluster.gpu, job.training.attention_kernel, job.cluster.elementwise_efficiency);
   const sim::TrainingPlan plan = sim::build_training(job, topo, compute, true);
   std::vector<sim::OpWork> out;
   std::set<std::string> seen;

@@ -284,11 +284,11 @@ Time CalibratedCompute::attention(const AttentionShape& s) const {
   return t < 0 ? fallback_.attention(s) : Time::from_seconds(t);
 }
 
-Time CalibratedCompute::memory_bound(Bytes bytes) const {
+Time CalibratedCompute::memory_bound(Bytes bytes, MemoryOp kind) const {
   if (bytes.value <= 0) return Time::zero();
   const double b = static_cast<double>(bytes.value);
   const double t = profile_.predict("memory", {std::log2(b)}, b);
-  return t < 0 ? fallback_.memory_bound(bytes) : Time::from_seconds(t);
+  return t < 0 ? fallback_.memory_bound(bytes, kind) : Time::from_seconds(t);
 }
 
 void apply_links(const CalibrationProfile& profile, ResolvedCluster& cluster) {

@@ -81,7 +81,7 @@ class CalibratedCompute final : public ComputeModel {
       : profile_(profile), fallback_(fallback) {}
   Time gemm(const GemmShape& s) const override;
   Time attention(const AttentionShape& s) const override;
-  Time memory_bound(Bytes bytes) const override;
+  Time memory_bound(Bytes bytes, MemoryOp kind = MemoryOp::Stream) const override;
 
  private:
   CalibrationProfile profile_;

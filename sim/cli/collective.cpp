@@ -3,6 +3,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <vector>
 
 #include "sim/core/error.hpp"
@@ -106,16 +107,39 @@ void run_collective(const CollectiveOptions& opt, std::ostream& out) {
   if (algo == CollectiveAlgo::TwoLevel && op != CollectiveOp::AllReduce) {
     throw InputError("--algo two-level exists for all-reduce only");
   }
-  // The analytic mode uses one link bandwidth and latency: the narrowest route of the ring.
-  Bandwidth bw{std::numeric_limits<double>::infinity()};
+  if (opt.channels < 0) throw InputError("--channels: " + std::to_string(opt.channels) + " is negative (0: automatic)");
+  const int nodes = n > 0 ? topo.node_of(gpus.back()) - topo.node_of(gpus.front()) + 1 : 0;
+  // Ring collectives crossing nodes run `channels` rings, each leaving every node on another
+  // GPU's NIC (ring_channels): per step a GPU sends (c - 1) / c of its chunk over the node's
+  // links and 1 / c through its NIC.
+  int channels = 1;
+  bool every_gpu_exits = false;  // every GPU leaves its node in one channel
+  if (algo == CollectiveAlgo::Ring && op != CollectiveOp::AllToAll && op != CollectiveOp::SendRecv && nodes > 1) {
+    std::map<int, int> per_node;
+    for (int gpu : gpus) ++per_node[topo.node_of(gpu)];
+    int fewest = n, most = 0;
+    for (const auto& [node, count] : per_node) fewest = std::min(fewest, count), most = std::max(most, count);
+    channels = opt.channels > 0 ? std::min(fewest, opt.channels) : fewest;
+    every_gpu_exits = channels == most;
+  }
+  // The analytic mode uses one bandwidth per rank and one latency: the narrowest route of the
+  // ring, or of each kind (inside and across nodes) for several channels.
+  Bandwidth bw{std::numeric_limits<double>::infinity()}, intra = bw, inter = bw;
   Time alpha;
   for (int i = 0; n > 1 && i < n; ++i) {
     const int a = gpus[static_cast<size_t>(i)];
     const int b = gpus[static_cast<size_t>((i + 1) % n)];
+    Bandwidth& narrowest = topo.node_of(a) == topo.node_of(b) ? intra : inter;
+    if (narrowest.bytes_per_s > topo.route_bandwidth(a, b).bytes_per_s) narrowest = topo.route_bandwidth(a, b);
     if (bw.bytes_per_s > topo.route_bandwidth(a, b).bytes_per_s) bw = topo.route_bandwidth(a, b);
     alpha = max(alpha, topo.route_latency(a, b));
   }
-  const int nodes = n > 0 ? topo.node_of(gpus.back()) - topo.node_of(gpus.front()) + 1 : 0;
+  if (channels > 1) {
+    const double c = channels;
+    // The channels' NIC crossings share the node's NICs when it has fewer than channels.
+    const double nics = std::min(inter.bytes_per_s * c, cluster.nics_per_node * cluster.inter_bandwidth.bytes_per_s);
+    bw = Bandwidth{std::min(intra.bytes_per_s * (every_gpu_exits ? c / (c - 1) : 1.0), nics)};
+  }
   if (algo == CollectiveAlgo::TwoLevel && n % nodes != 0) {
     throw InputError("--algo two-level needs the same number of ranks on every node (" + std::to_string(n) +
                      " ranks over " + std::to_string(nodes) + " nodes)");
@@ -128,8 +152,9 @@ void run_collective(const CollectiveOptions& opt, std::ostream& out) {
   if (text) {
     out << "# bubblesim collective: " << to_string(op) << " over " << n << " GPU(s) of " << sc.name << " ("
         << cluster.nodes << " x " << cluster.gpus_per_node << " " << cluster.gpu->id << "), group " << opt.group
-        << (crosses ? ", crossing nodes" : ", inside one node") << "; algorithm " << opt.algo << ", " << opt.mode
-        << " model\n";
+        << (crosses ? ", crossing nodes" : ", inside one node") << "; algorithm " << opt.algo;
+    if (channels > 1) out << " (" << channels << " channels, one NIC each)";
+    out << ", " << opt.mode << " model\n";
     out << "# sizes in bytes (K/M/G binary, as nccl-tests); algbw = size / time, busbw = algbw x "
         << busbw_factor(op, n) << " (nccl-tests factors); GB/s = 1e9 B/s\n";
     out << "#       size         count    type   redop    root     time(us)  algbw(GB/s)  busbw(GB/s)\n";
@@ -141,6 +166,7 @@ void run_collective(const CollectiveOptions& opt, std::ostream& out) {
     if (n > 1 && opt.mode == "flow") {
       CollectiveSpec spec{op, algo, Bytes{size}, {}, {}, {}, {}, false, {}};
       spec.efficiency = efficiency(size);
+      spec.max_channels = opt.channels;
       seconds = flow_seconds(topo, spec, gpus);
     } else if (n > 1 && algo == CollectiveAlgo::TwoLevel) {
       // B_e of algorithms.md 3.3 is per GPU: the node's NICs shared by its g rails, within PCIe.

@@ -17,6 +17,7 @@ struct CollectiveOptions {
   std::string group = "all";   // intra | inter | all
   std::string sizes = "8:1G";  // BEGIN:END, doubling
   std::string algo = "ring";   // ring | two-level
+  int channels = 0;            // ring channels across nodes; 0: one per GPU of the group on a node
   std::string mode = "flow";   // flow | analytic
   std::string format = "text"; // text | csv
 };

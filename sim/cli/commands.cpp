@@ -177,7 +177,7 @@ ClusterRun::ClusterRun(const Scenario& sc, FlopsAccounting accounting, bool reco
                        const CalibrationProfile* calibration)
     : job(calibrated_job(sc, calibration)),
       topo(job.cluster),
-      compute(*job.cluster.gpu, job.training.attention_kernel),
+      compute(*job.cluster.gpu, job.training.attention_kernel, job.cluster.elementwise_efficiency),
       calibrated(calibration ? std::make_unique<CalibratedCompute>(*calibration, compute) : nullptr),
       network(topo) {
   Stopwatch clock;
@@ -294,6 +294,7 @@ void print_presets(std::ostream& out) {
     line("PCIe per dir", g.pcie_per_dir.value / 1e9, "GB/s",
          std::string("gen ") .append(std::to_string(g.pcie_gen)).append("; ").append(g.pcie_per_dir.source));
     line("best GEMM efficiency", g.gemm_efficiency.value, "", g.gemm_efficiency.source);
+    line("layer elementwise kernels", g.elementwise_efficiency.value, "of HBM", g.elementwise_efficiency.source);
     line("NICs per node", g.nic.nics_per_node, "", g.nic.source);
     line("NIC line rate per dir", g.nic.per_nic.bytes_per_s / 1e9, "GB/s", g.nic.source);
     line("NIC as NCCL achieves", g.nic.per_nic_nccl.bytes_per_s / 1e9, "GB/s", g.nic.source);

@@ -1,8 +1,10 @@
 #include "sim/model/collectives.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <iterator>
 #include <map>
+#include <unordered_map>
 
 #include "sim/core/error.hpp"
 
@@ -34,19 +36,29 @@ class Expander {
   }
 
   /// One step over `members` (indices into the spec's ranks): member i sends `bytes` to
-  /// member (i + shift) mod size, for every shift in [shift, last_shift] at once.
-  void step(const std::vector<size_t>& members, int64_t bytes, size_t shift, int32_t hops = 1, size_t last_shift = 0) {
+  /// member (i + shift) mod size, for every shift in [shift, last_shift] at once. With
+  /// `channels` (orders of the same members), each channel's member j sends its share of the
+  /// bytes to the channel's member j + 1 instead.
+  void step(const std::vector<size_t>& members, int64_t bytes, size_t shift, int32_t hops = 1, size_t last_shift = 0,
+            const std::vector<std::vector<size_t>>* channels = nullptr) {
     std::vector<OpId> ops;
     std::vector<Transfer> transfers;
     const size_t n = members.size();
     const auto wire = static_cast<int64_t>(std::ceil(static_cast<double>(bytes) / s_.efficiency));
+    const auto send = [&](size_t from, size_t to, int64_t b) {
+      transfers.push_back({s_.gpus[from], s_.gpus[to], Bytes{b}, hops * s_.merged});
+      for (const auto& twin : s_.twins) transfers.push_back({twin[from], twin[to], Bytes{b}, hops * s_.merged});
+    };
+    if (channels != nullptr) {
+      const auto share = (wire + static_cast<int64_t>(channels->size()) - 1) / static_cast<int64_t>(channels->size());
+      for (const auto& order : *channels) {
+        for (size_t j = 0; j < order.size(); ++j) send(order[j], order[(j + 1) % order.size()], share);
+      }
+    }
     for (size_t i = 0; i < n; ++i) {
       const size_t r = members[i];
-      for (size_t k = shift; k <= std::max(shift, last_shift); ++k) {
-        transfers.push_back({s_.gpus[r], s_.gpus[members[(i + k) % n]], Bytes{wire}, hops * s_.merged});
-        for (const auto& twin : s_.twins) {
-          transfers.push_back({twin[r], twin[members[(i + k) % n]], Bytes{wire}, hops * s_.merged});
-        }
+      for (size_t k = shift; channels == nullptr && k <= std::max(shift, last_shift); ++k) {
+        send(r, members[(i + k) % n], wire);
       }
       if (s_.streams[r] == kNone) continue;  // a twin the Program does not simulate
       Op op;
@@ -63,14 +75,15 @@ class Expander {
     p_.set_transfers(g, transfers);
   }
 
-  /// `steps` ring steps of `bytes` each over `members`.
-  void ring(const std::vector<size_t>& members, int64_t bytes, int steps) {
+  /// `steps` ring steps of `bytes` each over `members` (over `channels` when given).
+  void ring(const std::vector<size_t>& members, int64_t bytes, int steps,
+            const std::vector<std::vector<size_t>>* channels = nullptr) {
     if (steps <= 0) return;
     if (s_.fuse_steps) {
-      step(members, bytes * steps, 1, steps);
+      step(members, bytes * steps, 1, steps, 0, channels);
       return;
     }
-    for (int k = 0; k < steps; ++k) step(members, bytes, 1);
+    for (int k = 0; k < steps; ++k) step(members, bytes, 1, 1, 0, channels);
   }
 
   std::vector<OpId> done() { return last_; }
@@ -148,10 +161,15 @@ std::vector<OpId> expand_collective(Program& p, const CollectiveSpec& s, std::sp
     for (const auto& [node, members] : nodes) e.ring(members, intra_chunk, static_cast<int>(g) - 1);  // AG
     return e.done();
   }
+  std::vector<std::vector<size_t>> channels;
+  if (s.op == CollectiveOp::AllReduce || s.op == CollectiveOp::AllGather || s.op == CollectiveOp::ReduceScatter) {
+    channels = ring_channels(s);
+  }
+  const auto* rings = channels.size() > 1 ? &channels : nullptr;
   switch (s.op) {
-    case CollectiveOp::AllReduce: e.ring(all, chunk, 2 * steps); break;
+    case CollectiveOp::AllReduce: e.ring(all, chunk, 2 * steps, rings); break;
     case CollectiveOp::AllGather:
-    case CollectiveOp::ReduceScatter: e.ring(all, chunk, steps); break;
+    case CollectiveOp::ReduceScatter: e.ring(all, chunk, steps, rings); break;
     case CollectiveOp::AllToAll:
       // Fused (training Programs): every pair at once, as NCCL posts all of an all-to-all's
       // sends and receives in one group; otherwise pairwise steps.
@@ -164,6 +182,36 @@ std::vector<OpId> expand_collective(Program& p, const CollectiveSpec& s, std::sp
     case CollectiveOp::SendRecv: e.step(all, s.size.value, 1); break;
   }
   return e.done();
+}
+
+std::vector<std::vector<size_t>> ring_channels(const CollectiveSpec& s) {
+  const size_t n = s.gpus.size();
+  std::vector<size_t> given(n);
+  for (size_t i = 0; i < n; ++i) given[i] = i;
+  const bool one_node = s.node_of.size() != n ||
+                        std::all_of(s.node_of.begin(), s.node_of.end(), [&](int32_t v) { return v == s.node_of[0]; });
+  if (one_node || s.max_channels == 1) return {given};
+  // Each node's positions in ring order, nodes in order of first appearance.
+  std::vector<std::vector<size_t>> nodes;
+  std::unordered_map<int32_t, size_t> index;
+  for (size_t i = 0; i < n; ++i) {
+    const auto [it, added] = index.try_emplace(s.node_of[i], nodes.size());
+    if (added) nodes.emplace_back();
+    nodes[it->second].push_back(i);
+  }
+  size_t g = n;
+  for (const auto& members : nodes) g = std::min(g, members.size());
+  if (s.max_channels > 0) g = std::min(g, static_cast<size_t>(s.max_channels));
+  if (g < 2) return {given};
+  // Channel c enters each node at its c-th position and leaves from the one before it.
+  std::vector<std::vector<size_t>> channels(g);
+  for (size_t c = 0; c < g; ++c) {
+    channels[c].reserve(n);
+    for (const auto& members : nodes) {
+      for (size_t j = 0; j < members.size(); ++j) channels[c].push_back(members[(c + j) % members.size()]);
+    }
+  }
+  return channels;
 }
 
 double nccl_efficiency(const GpuPreset& gpu, CollectiveOp op, int64_t bytes_per_step) {

@@ -32,8 +32,9 @@ double busbw_factor(CollectiveOp op, int n);
 /// position i issues, or kNone for a GPU the Program does not simulate (its transfers still go
 /// over the network, as a symmetric twin of a simulated one). `size` is nccl-tests' S: all-reduce
 /// buffer, all-gather total output, reduce-scatter total input, all-to-all per-rank send buffer,
-/// send/recv message. For TwoLevel, `node_of` gives each position's node; every node must hold
-/// the same number of positions.
+/// send/recv message. `node_of` gives each position's node (may be empty: one node, or
+/// unknown). TwoLevel needs it, with the same number of positions on every node; a Ring over
+/// several nodes with several positions on each uses it to run NCCL's channels (ring_channels).
 struct CollectiveSpec {
   CollectiveOp op = CollectiveOp::AllReduce;
   CollectiveAlgo algo = CollectiveAlgo::Ring;
@@ -56,7 +57,20 @@ struct CollectiveSpec {
   /// The share of the links' bandwidth NCCL's pipeline reaches at this size (nccl_efficiency):
   /// transfers carry bytes / efficiency. 1: the links' full rate.
   double efficiency = 1;
+  /// At most this many ring channels (ring_channels); 0: one per position on each node.
+  int32_t max_channels = 0;
 };
+
+/// The rings NCCL runs for a ring collective, as orders of the spec's positions, each carrying
+/// an equal share of the data. A group with g > 1 positions on each of several nodes gets
+/// min(g, max_channels) channels: every channel visits each node's positions in turn (nodes in
+/// order of first appearance) but leaves every node from a different GPU, so each channel
+/// crosses between nodes on a different GPU's NIC and all the group's rails carry traffic, as
+/// NCCL's rail-aligned rings do. Otherwise one channel, the positions in the given order.
+/// Per step a GPU then sends (channels - 1) / channels of its chunk over NVLink and
+/// 1 / channels through its NIC: busbw = min(B_i * g / (g - 1), g * B_e) (algorithms.md 3.3
+/// writes min(B_i, g * B_e), counting the exit GPU's share on NVLink too).
+std::vector<std::vector<size_t>> ring_channels(const CollectiveSpec& spec);
 
 /// How much of the NVLink ring bandwidth NCCL achieves for a ring collective inside one node, by
 /// the bytes each rank moves per step (nccl-tests size / ranks), beyond what the per-hop latency

@@ -11,7 +11,7 @@ namespace {
 constexpr int64_t kTile = 128;     // CTA tile of cuBLAS bf16 kernels on Ampere/Hopper
 constexpr int64_t kMinTile = 16;   // skinny shapes get kernels with tiles down to this
 constexpr double kHalfEfficiencyK = 128;  // K at which the main loop reaches half its speed
-constexpr double kMemoryEfficiency = 0.85;  // of HBM bandwidth, STREAM-like copies (hardware.md 5)
+constexpr double kCopyEfficiency = 0.85;  // of HBM bandwidth, STREAM-like copies (hardware.md 5)
 constexpr double kLaunchSeconds = 4e-6;     // per kernel
 constexpr int kBf16Bytes = 2;
 
@@ -82,8 +82,13 @@ double EfficiencyCurve::at(double length) const {
   return points.back().second;
 }
 
-RooflineCompute::RooflineCompute(const GpuPreset& gpu, std::string_view attention_kernel)
-    : gpu_(gpu), attention_fwd_(fwd_curve(gpu)), attention_bwd_(bwd_curve(gpu)), attention_causal_(causal_curve(gpu)) {
+RooflineCompute::RooflineCompute(const GpuPreset& gpu, std::string_view attention_kernel, double elementwise_efficiency)
+    : gpu_(gpu),
+      attention_fwd_(fwd_curve(gpu)),
+      attention_bwd_(bwd_curve(gpu)),
+      attention_causal_(causal_curve(gpu)),
+      elementwise_efficiency_(elementwise_efficiency > 0 ? elementwise_efficiency : gpu.elementwise_efficiency.value) {
+  BUBBLESIM_ASSERT(elementwise_efficiency_ > 0, "GPU preset without an elementwise efficiency");
   if (attention_kernel == "flash2" && is_hopper(gpu)) {
     attention_fwd_ = fa2_hopper_fwd();
     attention_bwd_ = fa2_hopper_bwd();
@@ -119,7 +124,7 @@ Time RooflineCompute::gemm(const GemmShape& s) const {
                        static_cast<double>(s.batch);
   const double bytes = kBf16Bytes * static_cast<double>(s.batch) * static_cast<double>(s.m * s.k + s.k * s.n + s.m * s.n);
   const double compute = flops / (gpu_.bf16_flops.value * gemm_efficiency(s));
-  const double memory = bytes / (gpu_.hbm_bandwidth.value * kMemoryEfficiency);
+  const double memory = bytes / (gpu_.hbm_bandwidth.value * kCopyEfficiency);  // operands stream
   return Time::from_seconds(kLaunchSeconds + std::max(compute, memory));
 }
 
@@ -163,9 +168,9 @@ Time RooflineCompute::attention(const AttentionShape& s) const {
   return Time::from_seconds(kLaunchSeconds + flops / (gpu_.bf16_flops.value * eff));
 }
 
-Time RooflineCompute::memory_bound(Bytes bytes) const {
-  return Time::from_seconds(kLaunchSeconds +
-                            static_cast<double>(bytes.value) / (gpu_.hbm_bandwidth.value * kMemoryEfficiency));
+Time RooflineCompute::memory_bound(Bytes bytes, MemoryOp kind) const {
+  const double efficiency = kind == MemoryOp::Layer ? elementwise_efficiency_ : kCopyEfficiency;
+  return Time::from_seconds(kLaunchSeconds + static_cast<double>(bytes.value) / (gpu_.hbm_bandwidth.value * efficiency));
 }
 
 }  // namespace bubblesim::sim

@@ -28,13 +28,19 @@ struct AttentionShape {
   bool backward;
 };
 
+/// What a memory-bound op is. Layer: a transformer layer's own elementwise kernels (norms,
+/// activations, softmax, dropout, residual adds), which reduce, draw random masks and write in
+/// one or two passes; Stream: plain streaming arithmetic (copies, merges of partial attention
+/// results, gradient accumulation, the optimizer), which runs near a copy's rate.
+enum class MemoryOp : uint8_t { Layer, Stream };
+
 class ComputeModel {
  public:
   virtual ~ComputeModel() = default;
   virtual Time gemm(const GemmShape& s) const = 0;
   virtual Time attention(const AttentionShape& s) const = 0;
   /// A memory-bound op moving `bytes` through HBM.
-  virtual Time memory_bound(Bytes bytes) const = 0;
+  virtual Time memory_bound(Bytes bytes, MemoryOp kind = MemoryOp::Stream) const = 0;
 };
 
 /// Efficiency at a sequence length, interpolated in log2(length) between measured points.
@@ -47,10 +53,13 @@ class RooflineCompute final : public ComputeModel {
  public:
   /// `attention_kernel` "flash2" uses FlashAttention-2's curves on Hopper too (elsewhere they
   /// are the only ones); "flash" (or anything else) the best kernel for the GPU.
-  explicit RooflineCompute(const GpuPreset& gpu, std::string_view attention_kernel = "flash");
+  /// `elementwise_efficiency`: share of HBM bandwidth a layer's memory-bound kernels reach
+  /// (MemoryOp::Layer); 0: the preset's. Streaming ops run at a copy's 0.85.
+  explicit RooflineCompute(const GpuPreset& gpu, std::string_view attention_kernel = "flash",
+                           double elementwise_efficiency = 0);
   Time gemm(const GemmShape& s) const override;
   Time attention(const AttentionShape& s) const override;
-  Time memory_bound(Bytes bytes) const override;
+  Time memory_bound(Bytes bytes, MemoryOp kind = MemoryOp::Stream) const override;
 
   /// Fraction of peak a GEMM of this shape reaches (for reports and tests).
   double gemm_efficiency(const GemmShape& s) const;
@@ -64,6 +73,7 @@ class RooflineCompute final : public ComputeModel {
   EfficiencyCurve attention_bwd_;
   EfficiencyCurve attention_causal_;
   double head_dim_ratio_ = 1;  // attention efficiency of hd64 relative to hd128
+  double elementwise_efficiency_;
 };
 
 }  // namespace bubblesim::sim

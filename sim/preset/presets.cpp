@@ -27,6 +27,17 @@ constexpr std::string_view kPcieHop = "NCCL Simple-protocol PCIe hop latency 5.7
 constexpr std::string_view kGiB80 = "80 GB HBM = 80 GiB (nvidia-smi 81920 MiB)";
 constexpr std::string_view kGiB40 = "40 GB HBM2 = 40 GiB (nvidia-smi 40960 MiB) [A100ds]";
 
+// A transformer layer's memory-bound kernels (norms, activations, softmax, dropout, residual
+// adds) on A100, fitted once to the Zero Bubble paper's profiled forward and input-gradient pass
+// times of four GPT models (Table 6; the fit: `validation/zero_bubble/throughput.py
+// --fit-elementwise-efficiency`). A STREAM copy reaches ~0.85 (hardware.md 5); these kernels
+// reduce, draw dropout masks and write in one or two passes.
+constexpr double kLayerKernels = 0.36;
+constexpr std::string_view kLayerKernelsFit =
+    "a layer's memory-bound kernels on A100, fitted to Zero Bubble Table 6 pass times [ZB]";
+constexpr std::string_view kLayerKernelsAsA100 =
+    "as A100's fitted memory-bound kernels [ZB] (the same kernels; not measured on this GPU: calibrate to replace)";
+
 constexpr std::string_view kHostCpu =
     "assumed: 2 AVX2 FMA/cycle x 8 fp32 x 2 FLOP x 4 GHz; calibrate with bubblesim-hw bench";
 const NicPreset kHostNet{1, Bandwidth{10 * GB / 8}, Bandwidth{1 * GB}, Time::from_seconds(30e-6),
@@ -46,30 +57,31 @@ const std::vector<GpuPreset>& gpu_presets() {
   static const std::vector<GpuPreset> gpus{
       {"a100-sxm4-80gb", "NVIDIA A100-SXM4-80GB", "ampere", {312 * TFLOPS, kSpecA100}, {156 * TFLOPS, kSpecA100},
        {80 * GiB, kGiB80}, {2039 * GB, kSpecA100}, {108, kSpecA100}, {300 * GB, kSpecA100},
-       {240 * GB, kNcclTopo}, Time::from_seconds(3.4e-6), 4, {25 * GB, kPcie4}, {0.869, kMamf}, kHdr8},
+       {240 * GB, kNcclTopo}, Time::from_seconds(3.4e-6), 4, {25 * GB, kPcie4}, {0.869, kMamf}, {kLayerKernels, kLayerKernelsFit}, kHdr8},
       // The launch A100: the same GPU with 40 GB of HBM2 at 1.555 TB/s (MT-NLG's cluster).
       {"a100-sxm4-40gb", "NVIDIA A100-SXM4-40GB", "ampere", {312 * TFLOPS, kSpecA100}, {156 * TFLOPS, kSpecA100},
        {40 * GiB, kGiB40}, {1555 * GB, kSpecA100}, {108, kSpecA100}, {300 * GB, kSpecA100},
-       {240 * GB, kNcclTopo}, Time::from_seconds(3.4e-6), 4, {25 * GB, kPcie4}, {0.869, kMamf}, kHdr8},
+       {240 * GB, kNcclTopo}, Time::from_seconds(3.4e-6), 4, {25 * GB, kPcie4}, {0.869, kMamf}, {kLayerKernels, kLayerKernelsFit}, kHdr8},
       {"a800-sxm4-80gb", "NVIDIA A800-SXM4-80GB", "ampere", {312 * TFLOPS, kSpecA800}, {156 * TFLOPS, kSpecA800},
        {80 * GiB, kGiB80}, {2039 * GB, kSpecA800}, {108, kSpecA800}, {200 * GB, kSpecA800},
        {160 * GB, kNcclTopo}, Time::from_seconds(3.4e-6), 4, {25 * GB, kPcie4}, {0.869, "as A100 (same silicon) [mleAcc]"},
-       kHdr4},
+       {kLayerKernels, kLayerKernelsAsA100}, kHdr4},
       {"h100-sxm5-80gb", "NVIDIA H100-SXM5-80GB", "hopper", {989 * TFLOPS, kSpecH100}, {495 * TFLOPS, kSpecH100},
        {80 * GiB, kGiB80}, {3350 * GB, kSpecH100}, {132, kSpecH100}, {450 * GB, kSpecH100},
-       {371 * GB, kNcclTopo}, Time::from_seconds(3.4e-6), 5, {55 * GB, kPcie5}, {0.803, kMamf}, kNdr8},
+       {371 * GB, kNcclTopo}, Time::from_seconds(3.4e-6), 5, {55 * GB, kPcie5}, {0.803, kMamf}, {kLayerKernels, kLayerKernelsAsA100}, kNdr8},
       {"h800-sxm5-80gb", "NVIDIA H800-SXM5-80GB", "hopper", {989 * TFLOPS, kSpecH800}, {495 * TFLOPS, kSpecH800},
        {80 * GiB, kGiB80}, {3350 * GB, kSpecH800}, {132, kSpecH800}, {200 * GB, kSpecH800},
        {165 * GB, kNcclTopo}, Time::from_seconds(3.4e-6), 5, {55 * GB, kPcie5}, {0.803, "as H100 (same silicon) [mleAcc]"},
-       kNdr8},
+       {kLayerKernels, kLayerKernelsAsA100}, kNdr8},
       {"h200-sxm-141gb", "NVIDIA H200-SXM-141GB", "hopper", {989 * TFLOPS, kSpecH200}, {495 * TFLOPS, kSpecH200},
        {141 * GB, kSpecH200}, {4800 * GB, kSpecH200}, {132, kSpecH200}, {450 * GB, kSpecH200},
        {371 * GB, kNcclTopo}, Time::from_seconds(3.4e-6), 5, {55 * GB, kPcie5}, {0.803, "H200 ~ H100 BF16 [mleAcc]"},
-       kNdr8},
+       {kLayerKernels, kLayerKernelsAsA100}, kNdr8},
       {"l20-pcie-48gb", "NVIDIA L20 (PCIe, Ada AD102)", "ada", {119.5 * TFLOPS, kSpecL20}, {59.8 * TFLOPS, kSpecL20},
        {48 * GB, kSpecL20}, {864 * GB, kSpecL20}, {92, kSpecL20}, {0, "no NVLink: GPUs talk over PCIe [topcpu]"},
        {0, "no NVLink"}, Time::from_seconds(5.7e-6), 4, {25 * GB, kPcie4},
-       {0.811, "assumed as A100 PCIe, no L20 measurement in hardware.md [mleAcc]"}, kRoce2},
+       {0.811, "assumed as A100 PCIe, no L20 measurement in hardware.md [mleAcc]"},
+       {kLayerKernels, kLayerKernelsAsA100}, kRoce2},
       // The host backend's device: one CPU core per rank running fp32 OpenBLAS, ranks talking over
       // MPI shared memory. Figures are conservative guesses for a current x86 server core; the
       // calibration loop (bubblesim-hw bench, bubblesim calibrate) replaces them with measurements.
@@ -78,7 +90,8 @@ const std::vector<GpuPreset>& gpu_presets() {
        {10 * GB, "one core's streaming bandwidth (assumed)"}, {1, "one core"},
        {0, "no NVLink: ranks talk through MPI shared memory"}, {0, "no NVLink"}, Time::from_seconds(2e-6), 0,
        {4 * GB, "MPI shared-memory copy between two ranks (assumed; measured by bench p2p)"},
-       {0.8, "fp32 BLAS on a large GEMM (assumed)"}, kHostNet},
+       {0.8, "fp32 BLAS on a large GEMM (assumed)"},
+       {0.85, "streaming loops over one core's bandwidth (assumed)"}, kHostNet},
   };
   return gpus;
 }

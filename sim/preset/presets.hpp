@@ -40,6 +40,10 @@ struct GpuPreset {
   int pcie_gen;
   Sourced pcie_per_dir;     // B/s per direction, x16
   Sourced gemm_efficiency;  // best-shape BF16 GEMM / peak (MAMF)
+  /// Share of the HBM bandwidth a transformer layer's memory-bound kernels reach (norms,
+  /// activations, softmax, dropout, residual adds: MemoryOp::Layer); copies, merges and the
+  /// optimizer stream at a copy's rate instead.
+  Sourced elementwise_efficiency;
   NicPreset nic;
 };
 

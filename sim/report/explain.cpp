@@ -80,7 +80,7 @@ RingOverlap ring_overlap(const ClusterJob& job, const Topology& topo, int32_t n)
   const int64_t b = job.training.micro_batch_size;
   RingOverlap o;
   o.block_tokens = job.training.seq_len / ring;
-  const RooflineCompute compute(*job.cluster.gpu, job.training.attention_kernel);
+  const RooflineCompute compute(*job.cluster.gpu, job.training.attention_kernel, job.cluster.elementwise_efficiency);
   o.compute_s = compute.attention({b, o.block_tokens, o.block_tokens, heads, d, 1.0, false}).seconds();
   const int64_t bytes =
       sp_traffic({b, job.training.seq_len, m.heads, m.kv_heads, d, job.parallel.tp, ulysses, ring}, false).kv_block;

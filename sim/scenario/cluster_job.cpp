@@ -200,6 +200,7 @@ ResolvedCluster resolve_cluster(const Scenario& sc) {
   r.inter_bandwidth = c.inter_bandwidth.value_or(g.nic.per_nic_nccl);
   r.inter_latency = c.inter_latency.value_or(g.nic.latency);
   r.oversubscription = c.oversubscription;
+  r.elementwise_efficiency = c.elementwise_efficiency.value_or(g.elementwise_efficiency.value);
   return r;
 }
 

@@ -29,6 +29,7 @@ struct ResolvedCluster {
   Bandwidth inter_bandwidth;  // per NIC per direction
   Time inter_latency;
   double oversubscription = 1;  // a node's uplink = its NICs' bandwidth / this
+  double elementwise_efficiency = 0;  // share of HBM bandwidth memory-bound kernels reach
   int32_t world() const { return nodes * gpus_per_node; }
 };
 

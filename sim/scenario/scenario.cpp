@@ -54,6 +54,9 @@ const std::vector<KeySpec>& key_table() {
       {"cluster.inter_node.latency", Type::Duration, "per transfer"},
       {"cluster.inter_node.oversubscription", Type::Number,
        "fabric oversubscription: a node's uplink carries its NICs' bandwidth divided by this (default 1, non-blocking)"},
+      {"cluster.elementwise_efficiency", Type::Number,
+       "share of HBM bandwidth a layer's memory-bound kernels reach (norms, activations, softmax, dropout, "
+       "residual adds); default the GPU preset's (bubblesim presets)"},
       {"model", Type::Map, "the transformer: a preset and/or its fields"},
       {"model.preset", Type::String, "model preset id"},
       {"model.layers", Type::Int, "transformer layers"},
@@ -428,6 +431,13 @@ void extract_full(const YAML::Node& root, const Loader& L, Scenario& sc) {
     if (c["gpu"]) cs.gpu = c["gpu"].Scalar();
     if (c["nodes"]) cs.nodes = L.positive(c["nodes"], "cluster.nodes");
     if (c["gpus_per_node"]) cs.gpus_per_node = L.positive(c["gpus_per_node"], "cluster.gpus_per_node");
+    if (c["elementwise_efficiency"]) {
+      const std::string key = "cluster.elementwise_efficiency";
+      cs.elementwise_efficiency = L.as_number(c["elementwise_efficiency"], key);
+      if (!(*cs.elementwise_efficiency > 0 && *cs.elementwise_efficiency <= 1)) {
+        L.fail(c["elementwise_efficiency"], key, "must be in (0, 1]: a share of the HBM bandwidth");
+      }
+    }
     if (const YAML::Node in = c["intra_node"]) {
       if (in["bandwidth"]) cs.intra_bandwidth = L.as_bandwidth(in["bandwidth"], "cluster.intra_node.bandwidth");
       if (in["latency"]) cs.intra_latency = L.as_time(in["latency"], "cluster.intra_node.latency");

@@ -34,6 +34,7 @@ struct ClusterSpec {
   std::optional<Bandwidth> inter_bandwidth;
   std::optional<Time> inter_latency;
   double oversubscription = 1;
+  std::optional<double> elementwise_efficiency;  // overrides the GPU preset's
 };
 
 struct ModelSpec {

@@ -38,6 +38,7 @@ struct PendingDep {
 /// order, with the positions of the simulated ring ranks and the twin groups of the other tp ranks.
 struct DpGroup {
   std::vector<int32_t> gpus;
+  std::vector<int32_t> node_of;  // per position of gpus
   std::vector<std::vector<int32_t>> twins;
   std::vector<size_t> position_of_ring;  // ring rank -> position in gpus
 };
@@ -139,6 +140,14 @@ class Builder {
     return {place_.group(dim, here), std::move(twins)};
   }
 
+  /// Each GPU's node: collectives over several nodes run NCCL's rail channels (ring_channels).
+  std::vector<int32_t> nodes_of(const std::vector<int32_t>& gpus) const {
+    std::vector<int32_t> nodes;
+    nodes.reserve(gpus.size());
+    for (int32_t g : gpus) nodes.push_back(topo_.node_of(g));
+    return nodes;
+  }
+
   DpGroup make_dp_group(int32_t pp) const {
     DpGroup g;
     std::vector<std::pair<int32_t, Coord>> members;
@@ -158,6 +167,7 @@ class Builder {
         g.twins[static_cast<size_t>(t - 1)].push_back(place_.gpu(twin));
       }
     }
+    g.node_of = nodes_of(g.gpus);
     return g;
   }
 
@@ -192,7 +202,7 @@ class Builder {
     switch (op.kind) {
       case LayerOpKind::Gemm: return compute_.gemm(op.gemm);
       case LayerOpKind::Attention: return compute_.attention(op.attn);
-      case LayerOpKind::Memory: return compute_.memory_bound(op.bytes);
+      case LayerOpKind::Memory: return compute_.memory_bound(op.bytes, MemoryOp::Layer);
       default: return Time::zero();
     }
   }
@@ -224,6 +234,7 @@ class Builder {
           CollectiveSpec{kind, CollectiveAlgo::Ring, bytes, std::move(gpus), {}, {}, std::move(twins), true, {}});
       cache[d]->streams.assign(cache[d]->gpus.size(), kNone);
       cache[d]->streams[0] = compute_stream_[d];
+      cache[d]->node_of = nodes_of(cache[d]->gpus);
     }
     CollectiveSpec& spec = *cache[d];
     spec.op = kind;
@@ -414,6 +425,7 @@ class Builder {
     for (const Coord& c : combinations(coord(pp, 0), {Dim::Tp, Dim::Ulysses, Dim::Dp})) {
       if (place_.gpu(c) != place_.gpu(coord(pp, 0))) spec.twins.push_back(place_.group(Dim::Ring, c));
     }
+    spec.node_of = nodes_of(spec.gpus);
     spec.label = label;
     spec.label.traffic = Traffic::ContextGather;
     spec.fuse_steps = true;
@@ -565,7 +577,7 @@ class Builder {
   /// parallel ranks. Returns each ring rank's last op.
   Lanes dp_collective(int32_t pp, CollectiveOp op, int64_t bytes, const Lanes& after) {
     const DpGroup& g = dp_groups_[static_cast<size_t>(pp)];
-    CollectiveSpec spec{op, CollectiveAlgo::Ring, Bytes{bytes}, g.gpus, {}, {}, g.twins, false, {}};
+    CollectiveSpec spec{op, CollectiveAlgo::Ring, Bytes{bytes}, g.gpus, {}, g.node_of, g.twins, false, {}};
     spec.fuse_steps = true;
     spec.efficiency = efficiency(op, Bytes{bytes}, g.gpus);
     spec.streams.assign(spec.gpus.size(), kNone);

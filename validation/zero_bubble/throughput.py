@@ -14,11 +14,17 @@ last stage hold one layer fewer (as the paper states). Mappings, stated because 
 - 1F1B-I rows (interleaved with one layer per chunk) are not compared: the uneven partition has no
   one-layer-per-chunk interleaving in Megatron's loop mapping.
 
-Usage: throughput.py [BUBBLESIM] [PUBLISHED_CSV] [--max-mean=PERCENT]. Prints every row, the mean
-and worst absolute percentage error of throughput and of memory, bubblesim's F, I and W time per
-microbatch on a middle stage against the paper's profiled T_F, T_B, T_W (Table 6), and whether the
-fastest schedule of each configuration is ranked first; exits 1 when the throughput mean error
-exceeds --max-mean.
+Usage: throughput.py [BUBBLESIM] [PUBLISHED_CSV] [--max-mean=PERCENT] [--fit-elementwise-efficiency].
+Prints every row, the mean and worst absolute percentage error of throughput and of memory,
+bubblesim's F, I and W time per microbatch on a middle stage against the paper's profiled T_F,
+T_B, T_W (Table 6), and whether the fastest schedule of each configuration is ranked first; exits
+1 when the throughput mean error exceeds --max-mean.
+
+--fit-elementwise-efficiency derives the GPU presets' elementwise_efficiency (the share of HBM
+bandwidth a layer's memory-bound kernels reach: norms, activations, softmax, dropout) from Table 6
+alone: for each value from 0.30 to 0.85 it predicts the four models' F and I pass times (W is
+GEMMs only) and prints their mean absolute error; the value with the least is the preset's.
+Table 4's throughput is not used.
 """
 import csv
 import json
@@ -62,8 +68,27 @@ def pass_times(binary, sets, device):
     return {ph: 1e3 * total[ph] / len(microbatches[ph]) for ph in ("F", "I", "W")}
 
 
+def fit_elementwise_efficiency(binary, passes):
+    """Mean |error| of the F and I pass times of `passes` for each memory efficiency; the best."""
+    print("elementwise_efficiency  mean |error| of F and I over the Table 6 models")
+    best = None
+    for step in range(30, 86, 1):
+        e = step / 100
+        errs = []
+        for _, sets, pub_t in passes:
+            sim_t = pass_times(binary, dict(sets, **{"cluster.elementwise_efficiency": e}), 1)
+            errs += [abs(sim_t[ph] / pub_t[ph] - 1) for ph in ("F", "I")]
+        mean = 100 * sum(errs) / len(errs)
+        print(f"  {e:.2f}  {mean:5.2f}%")
+        if best is None or mean < best[1]:
+            best = (e, mean)
+    print(f"best: elementwise_efficiency {best[0]:.2f} (mean |error| of F and I {best[1]:.2f}%)")
+    return 0
+
+
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    fit = "--fit-elementwise-efficiency" in sys.argv
     max_mean = next((float(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--max-mean=")), None)
     binary = args[0] if args else os.path.join(ROOT, "build", "bubblesim")
     published = args[1] if len(args) > 1 else os.path.join(ROOT, "..", "shared", "validation", "published.csv")
@@ -88,19 +113,23 @@ def main():
             "parallel.schedule": SCHEDULES[r["schedule"]],
             "parallel.partition": "[" + ", ".join(map(str, partition(layers, pp))) + "]",
         }
-        report = manifest.report(binary, SCENARIO, sets)
         key = r["id"].replace("ZB-T4-", "ZB-T6-").rsplit("-" + r["schedule"], 1)[0]
         # One configuration per model (its profiled times hardly depend on the microbatch count).
         if r["schedule"] == "ZB-2p" and key + "-T_F" in profiled and r["model"] not in {p[3] for p in passes}:
-            passes.append((key.replace("ZB-T6-", ""), pass_times(binary, sets, 1),
-                           {"F": profiled[key + "-T_F"], "I": profiled[key + "-T_B"], "W": profiled[key + "-T_W"]},
-                           r["model"]))
+            pub_t = {"F": profiled[key + "-T_F"], "I": profiled[key + "-T_B"], "W": profiled[key + "-T_W"]}
+            passes.append((key.replace("ZB-T6-", ""), None if fit else pass_times(binary, sets, 1), pub_t,
+                           r["model"], sets))
+        if fit:
+            continue
+        report = manifest.report(binary, SCENARIO, sets)
         gpus = int(r["nodes"]) * int(r["gpus_per_node"])
         samples = int(r["global_batch"]) / report["iteration_time_s"] / gpus
         mem = by_id.get(r["id"] + "-mem")
         config = r["id"].replace("ZB-T4-", "").rsplit("-" + r["schedule"], 1)[0]
         results.append((config, r["schedule"], float(r["value"]), samples,
                         float(mem["value"]) if mem else None, report["peak_memory_bytes"] / 1e9))
+    if fit:
+        return fit_elementwise_efficiency(binary, [(p[0], p[4], p[2]) for p in passes])
 
     print(f"{'configuration':16} {'schedule':8} {'samples/s/GPU':>13} {'bubblesim':>9} {'error':>7}"
           f"  {'memory GB':>9} {'bubblesim':>9} {'error':>7}")
@@ -125,7 +154,7 @@ def main():
     # The paper's profiled per-stage, per-microbatch times (Table 6) against bubblesim's for stage 1
     # (a middle stage): where the time goes. W is weight-gradient GEMMs only.
     print(f"\nper microbatch on a middle stage (ms): {'F':>16} {'I (paper B)':>16} {'W':>16}")
-    for config, sim_t, pub_t, _ in passes:
+    for config, sim_t, pub_t, _, _ in passes:
         cells = "".join(f" {sim_t[ph]:6.2f}/{pub_t[ph]:6.2f} {100 * (sim_t[ph] / pub_t[ph] - 1):+4.0f}%"
                         for ph in ("F", "I", "W"))
         print(f"  {config:36}{cells}   (bubblesim/paper)")
