@@ -91,6 +91,20 @@ TEST_CASE("unfused attention and dropout move the bytes of Megatron's kernels", 
   for (const LayerOp& op : layer_ops(s, Pass::Forward)) CHECK(op.name != "softmax");
 }
 
+TEST_CASE("activations kept for the backward count dropout's masks only when training with dropout", "[workload]") {
+  ResolvedModel m;
+  m.layers = 24, m.hidden = 2304, m.heads = 24, m.kv_heads = 24, m.ffn_hidden = 9216, m.vocab = 51200;
+  m.activation = "gelu";
+  const double h = 2304, seq = 1024;
+  // Korthikanti et al. (tp 1): 34 h + 5 a s per token with dropout, FlashAttention aside.
+  CHECK(activation_bytes_per_token(m, 1, false, "none", false, 1024, true) == Approx(34 * h + 5 * 24 * seq));
+  // Without dropout: no masks (2 h), and of the scores only the softmax output (2 a s).
+  CHECK(activation_bytes_per_token(m, 1, false, "none", false, 1024, false) == Approx(32 * h + 2 * 24 * seq));
+  // FlashAttention keeps no scores; the residual-path masks stay.
+  CHECK(activation_bytes_per_token(m, 1, false, "none", true, 1024, true) == Approx(34 * h));
+  CHECK(activation_bytes_per_token(m, 1, false, "full", false, 1024, true) == Approx(2 * h));
+}
+
 TEST_CASE("tied embeddings split over the pipeline are all-reduced between first and last stage", "[training]") {
   auto plan_of = [](const char* tied, int pp) {
     const std::string text = std::string("cluster: {gpu: a100-sxm4-80gb, nodes: 1, gpus_per_node: 8}\n") +

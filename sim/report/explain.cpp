@@ -110,7 +110,7 @@ Explanation explain(const ClusterJob& job) {
   const double h = m.hidden;
   const double psi = static_cast<double>(layer_params(m));
   const bool flash = t.attention_kernel != "unfused";
-  const double act = activation_bytes_per_token(m, 1, true, t.recompute, flash, t.seq_len) * b * S;
+  const double act = activation_bytes_per_token(m, 1, true, t.recompute, flash, t.seq_len, t.dropout > 0) * b * S;
   const double states = psi * (kParam + kGrad + kOptimizer);
   const double bshe = b * S * h * kElement;
   const double grad_all_reduce = 2 * f * psi * kGrad;
@@ -137,7 +137,7 @@ Explanation explain(const ClusterJob& job) {
   e.rows.push_back({"ZeRO-2", "batch; gradients, optimizer states", 0, f * psi * (kGrad + kParam),
                     psi * (kParam + (kGrad + kOptimizer) / N), act / N});
   e.rows.push_back({"ZeRO-3", "batch; all model states", 0, f * psi * (2 * kParam + kGrad), states / N, act / N});
-  const double tp_act = activation_bytes_per_token(m, n, false, t.recompute, flash, t.seq_len) * b * S;
+  const double tp_act = activation_bytes_per_token(m, n, false, t.recompute, flash, t.seq_len, t.dropout > 0) * b * S;
   e.rows.push_back({"TP", "hidden (weights)", 8 * f * bshe, 0, states / N, tp_act});
   e.rows.push_back({"TP + Megatron-SP", "hidden; sequence outside", 10 * f * bshe, 0, states / N, act / N});
   // A stage boundary carries the activations forward and their gradients back once per

@@ -648,7 +648,7 @@ class Builder {
   double activation_bytes(const StageLayout& st) const {
     const double per_token = activation_bytes_per_token(job_.model, job_.parallel.tp, job_.parallel.sequence_parallel,
                                                         job_.training.recompute, shape_.flash_attention,
-                                                        job_.training.seq_len);
+                                                        job_.training.seq_len, job_.training.dropout > 0);
     return per_token * static_cast<double>(shape_.tokens()) * st.layers;
   }
 

@@ -254,7 +254,7 @@ std::vector<LayerOp> head_ops(const LayerShape& s, int64_t vocab, Pass pass) {
 }
 
 double activation_bytes_per_token(const ResolvedModel& m, int64_t tp, bool sequence_parallel,
-                                  std::string_view recompute, bool flash_attention, int64_t seq) {
+                                  std::string_view recompute, bool flash_attention, int64_t seq, bool dropout) {
   const double t = static_cast<double>(tp);
   const double h = m.hidden;
   const double h_kv = static_cast<double>(m.kv_heads) * (h / m.heads);
@@ -262,7 +262,10 @@ double activation_bytes_per_token(const ResolvedModel& m, int64_t tp, bool seque
   if (recompute == "full") return 2 * h / replicated;
   const double mlp = (m.activation == "swiglu" ? 4.0 : 2.0) * m.ffn_hidden;
   double per_token = 2 * 4 * h / replicated + 2 * (2 * h + 2 * h_kv + mlp) / t;
-  if (!flash_attention && recompute == "none") per_token += 5.0 * m.heads * static_cast<double>(seq) / t;
+  if (dropout) per_token += 2 * h / replicated;  // two 1-byte masks on the residual path
+  if (!flash_attention && recompute == "none") {
+    per_token += (dropout ? 5.0 : 2.0) * m.heads * static_cast<double>(seq) / t;
+  }
   return per_token;
 }
 

@@ -85,11 +85,13 @@ double model_flops_per_iteration(const ResolvedModel& m, int64_t seq, int64_t se
 /// Activation bytes one layer keeps per token of a microbatch for its backward, in bf16: the
 /// norm inputs and residuals (4h; sharded by tp only with sequence parallelism), Q/K/V and the
 /// attention output (2h + 2h_kv, sharded), the MLP intermediates (4i for SwiGLU, 2i for GELU,
-/// sharded), and without FlashAttention the scores, probabilities and dropout mask (5 a s / t
-/// bytes, Korthikanti et al.) unless recomputed. Full recompute keeps only the layer input (2h,
-/// sharded with sequence parallelism).
+/// sharded), and without FlashAttention the softmax output (2 a s / t bytes) unless recomputed.
+/// With dropout (Korthikanti et al.'s 34 s b h + 5 a s^2 b / t): the two hidden dropout masks
+/// (2h, sharded as the norms) and, without FlashAttention, the attention dropout's mask and
+/// output (3 a s / t more). Full recompute keeps only the layer input (2h, sharded with sequence
+/// parallelism).
 double activation_bytes_per_token(const ResolvedModel& m, int64_t tp, bool sequence_parallel,
-                                  std::string_view recompute, bool flash_attention, int64_t seq);
+                                  std::string_view recompute, bool flash_attention, int64_t seq, bool dropout);
 
 /// Parameters of one transformer layer (GQA, SwiGLU or GELU MLP; norms ignored).
 int64_t layer_params(const ResolvedModel& m);
