@@ -161,8 +161,12 @@ std::vector<OpId> expand_collective(Program& p, const CollectiveSpec& s, std::sp
     for (const auto& [node, members] : nodes) e.ring(members, intra_chunk, static_cast<int>(g) - 1);  // AG
     return e.done();
   }
+  // Rings spanning nodes may run several channels (most training collectives stay in a node).
   std::vector<std::vector<size_t>> channels;
-  if (s.op == CollectiveOp::AllReduce || s.op == CollectiveOp::AllGather || s.op == CollectiveOp::ReduceScatter) {
+  const bool spans_nodes = s.node_of.size() == n && std::any_of(s.node_of.begin(), s.node_of.end(),
+                                                                 [&](int32_t v) { return v != s.node_of[0]; });
+  if (spans_nodes && s.max_channels != 1 &&
+      (s.op == CollectiveOp::AllReduce || s.op == CollectiveOp::AllGather || s.op == CollectiveOp::ReduceScatter)) {
     channels = ring_channels(s);
   }
   const auto* rings = channels.size() > 1 ? &channels : nullptr;
