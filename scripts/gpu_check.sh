@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The GPU checks, for a machine with a GPU that cannot build the project (no registry, none of
-# its Debian packages): runs the GPU kernel test built here, which needs only the CUDA runtime and
-# cuBLAS of a CUDA 13 toolkit, and keeps its output (every kernel against the oracle, then the
-# throughput of a few transformer-sized ops) in $OUT, else ./gpu-check.
+# its Debian packages): runs the GPU tests built here, which need only the CUDA runtime, cuBLAS
+# and NCCL of a CUDA 13 toolkit, and keeps their output in $OUT, else ./gpu-check:
+# gpu_kernels_test (every kernel against the oracle, then the throughput of a few
+# transformer-sized ops) and nccl_test (every NCCL operation checked on known data across the
+# visible GPUs, one rank each, then its busbw at 64 MiB).
 # usage: bash scripts/gpu_check.sh [BUILD_DIR]   (BUILD_DIR/tests/gpu_kernels_test must exist)
 set -uo pipefail
 build=${1:-build}
@@ -23,4 +25,10 @@ cat "$out/gpu_environment.txt"
 "$test_binary" 2>&1 | tee "$out/gpu_kernels_test.txt"
 rc=${PIPESTATUS[0]}
 echo "gpu_kernels_test exit status $rc" | tee -a "$out/gpu_kernels_test.txt"
+if [ -x "$build/tests/nccl_test" ]; then
+  "$build/tests/nccl_test" 2>&1 | tee "$out/nccl_test.txt"
+  nccl_rc=${PIPESTATUS[0]}
+  echo "nccl_test exit status $nccl_rc" | tee -a "$out/nccl_test.txt"
+  [ "$rc" -eq 0 ] && rc=$nccl_rc
+fi
 exit "$rc"

@@ -104,7 +104,56 @@ void wait_all(MpiBackend& b, std::vector<RequestId>& reqs) {
 }  // namespace
 
 bool is_compute_bench(const std::string& what) { return what == "gemm" || what == "attention" || what == "memory"; }
-bool is_comm_bench(const std::string& what) { return what == "p2p" || what == "alltoall" || what == "allreduce"; }
+bool is_comm_bench(const std::string& what) {
+  return what == "p2p" || what == "alltoall" || what == "allreduce" || what == "allgather" || what == "reducescatter";
+}
+
+namespace {
+
+/// nccl-tests' busbw factor of a communication benchmark over n ranks.
+double comm_factor(const std::string& what, int n) {
+  if (what == "alltoall") return sim::busbw_factor(sim::CollectiveOp::AllToAll, n);
+  if (what == "allreduce") return sim::busbw_factor(sim::CollectiveOp::AllReduce, n);
+  if (what == "allgather") return sim::busbw_factor(sim::CollectiveOp::AllGather, n);
+  if (what == "reducescatter") return sim::busbw_factor(sim::CollectiveOp::ReduceScatter, n);
+  return 1;  // p2p, sendrecv
+}
+
+/// A device's communication (NCCL) timed as nccl-tests times it: warm-up calls, then, every rank
+/// starting together, `iterations` calls back to back; the mean per call, min / median / max of
+/// it across ranks.
+void measure_device_comm(const std::string& what, const BenchOptions& opt, MpiBackend& b,
+                         const std::function<void(const sim::BenchSample&)>& emit) {
+  for (int64_t size : opt.sizes) {
+    if (opt.check_comm && size <= BenchOptions::kCheckedBytes) {
+      const double wrong = static_cast<double>(opt.check_comm(what, size));
+      std::vector<int> counts;
+      const std::vector<double> all = b.gather(std::span<const double>(&wrong, 1), counts);
+      double total = 0;
+      for (double w : all) total += w;
+      if (b.broadcast(static_cast<int64_t>(total)) > 0) {
+        throw RankFailure("bench " + what + " of " + std::to_string(size) + " bytes: the device's result is wrong (" +
+                          std::to_string(static_cast<int64_t>(wrong)) + " wrong elements on rank " +
+                          std::to_string(b.rank()) + "); nothing is timed on a wrong result");
+      }
+    }
+    if (opt.warmup > 0) opt.run_comm(what, size, opt.warmup);
+    b.barrier();
+    const double t0 = b.now();
+    const int64_t moved = opt.run_comm(what, size, opt.iterations);
+    const double per_call = (b.now() - t0) / opt.iterations;
+    sim::BenchSample s = across_ranks(b, {per_call});
+    s.iterations = opt.iterations;
+    s.op_class = what;
+    s.shape = std::to_string(moved);
+    s.bytes = moved;
+    s.algbw = s.median_s > 0 ? static_cast<double>(moved) / s.median_s : 0;
+    s.busbw = s.algbw * comm_factor(what, b.ranks());
+    if (b.rank() == 0) emit(s);
+  }
+}
+
+}  // namespace
 
 std::vector<sim::OpWork> default_shapes(const std::string& op_class, bool gpu) {
   // The host grid is small enough for a CPU; a GPU's starts where its kernels fill the device
@@ -148,7 +197,12 @@ void run_bench(const std::string& what, const BenchOptions& opt, MpiBackend& b,
     return;
   }
   if (!is_comm_bench(what)) {
-    throw InputError("bench: unknown benchmark \"" + what + "\" (valid: gemm, attention, memory, p2p, alltoall, allreduce)");
+    throw InputError("bench: unknown benchmark \"" + what +
+                     "\" (valid: gemm, attention, memory, p2p, alltoall, allreduce, allgather, reducescatter)");
+  }
+  if (opt.run_comm) {
+    measure_device_comm(what, opt, b, emit);
+    return;
   }
   const int n = b.ranks();
   if (n < 2) throw InputError("bench " + what + " needs at least 2 ranks (mpirun -np 2 ...)");
@@ -182,18 +236,21 @@ void run_bench(const std::string& what, const BenchOptions& opt, MpiBackend& b,
         }
         wait_all(b, r);
       });
-      factor = sim::busbw_factor(sim::CollectiveOp::AllToAll, n);
+      factor = comm_factor(what, n);
     } else {
-      // Ring all-reduce: reduce-scatter then all-gather, n - 1 steps each of size / n.
+      // Ring algorithms in steps of size / n: all-reduce = reduce-scatter (n - 1 steps, each
+      // reducing what arrived) then all-gather (n - 1 steps); size is nccl-tests' S of each.
       const int64_t part = size / n;
+      const int steps = what == "allreduce" ? 2 * (n - 1) : n - 1;
+      const bool reducing = what != "allgather";
       s = measure(b, opt, [&] {
-        for (int step = 0; step < 2 * (n - 1); ++step) {
+        for (int step = 0; step < steps; ++step) {
           std::vector<RequestId> r{b.irecv((b.rank() + n - 1) % n, part, 3), b.isend((b.rank() + 1) % n, part, 3, false)};
           wait_all(b, r);
-          if (step < n - 1) b.reduce(part);
+          if (reducing && step < n - 1) b.reduce(part);
         }
       });
-      factor = sim::busbw_factor(sim::CollectiveOp::AllReduce, n);
+      factor = comm_factor(what, n);
     }
     s.op_class = what;
     s.shape = std::to_string(size);

@@ -2,9 +2,9 @@
 // device, CPU kernels, MPI messages) and microbenchmarks, storing every measurement in SQLite.
 //   mpirun -np 2 bubblesim-hw run SCENARIO [--backend host|cuda] [--db FILE] [--set k=v]...
 //                               [--iterations N] [--warmup N] [--stall-timeout S]
-//   mpirun -np 2 bubblesim-hw bench gemm|attention|memory|p2p|alltoall|allreduce|all [--db FILE]
-//                               [--iterations N] [--warmup N] [--sizes 1K:64M] [--shapes-from SCENARIO]
-//   mpirun -np GPUS bubblesim-hw bench gemm attention memory --backend cuda [...]   (one GPU per rank)
+//   mpirun -np 2 bubblesim-hw bench gemm|attention|memory|p2p|alltoall|allreduce|allgather|reducescatter|all
+//                               [--db FILE] [--iterations N] [--warmup N] [--sizes 1K:64M] [--shapes-from SCENARIO]
+//   mpirun -np GPUS bubblesim-hw bench ... --backend cuda [...]   (one GPU per rank; communication over NCCL)
 //   bubblesim-hw replay SCENARIO --backend cuda [--device D] [--db FILE] [--set k=v]... [--iterations N]
 //   mpirun -np 2 bubblesim-hw check attention [--layout contiguous|zigzag|striped|ulysses|all] [--seq N]
 // Exit status: 0 ok, 2 bad input, 3 a rank failed, 5 a correctness check failed.
@@ -30,6 +30,9 @@
 #include "hw/check/attention_check.hpp"
 #ifdef BUBBLESIM_HW_CUDA
 #include "hw/cuda/gpu_compute.hpp"
+#ifdef BUBBLESIM_HW_NCCL
+#include "hw/cuda/nccl_comm.hpp"
+#endif
 #include "hw/cuda/replay.hpp"
 #endif
 #include "hw/host/kernels.hpp"
@@ -123,7 +126,8 @@ Options parse(int argc, char** argv) {
   }
   if (o.command == "check" && o.scenario != "attention") throw InputError("check: what? (bubblesim-hw check attention)");
   if (o.command == "bench" && o.benches.empty()) {
-    throw InputError("bench: which benchmark? (gemm, attention, memory, p2p, alltoall, allreduce, all)");
+    throw InputError("bench: which benchmark? (gemm, attention, memory, p2p, alltoall, allreduce, allgather, "
+                     "reducescatter, all)");
   }
   return o;
 }
@@ -473,11 +477,14 @@ int bench_command(const Options& o, MpiBackend& b, RunContext& ctx) {
   std::vector<std::string> benches;
   for (const std::string& w : o.benches) {
     if (w == "all") {
-      for (const char* x : {"gemm", "attention", "memory", "p2p", "alltoall", "allreduce"}) benches.emplace_back(x);
+      for (const char* x : {"gemm", "attention", "memory", "p2p", "alltoall", "allreduce", "allgather", "reducescatter"}) {
+        benches.emplace_back(x);
+      }
     } else if (is_compute_bench(w) || is_comm_bench(w)) {
       benches.push_back(w);
     } else {
-      throw InputError("bench: unknown benchmark \"" + w + "\" (valid: gemm, attention, memory, p2p, alltoall, allreduce, all)");
+      throw InputError("bench: unknown benchmark \"" + w +
+                       "\" (valid: gemm, attention, memory, p2p, alltoall, allreduce, allgather, reducescatter, all)");
     }
   }
   sim::RunInfo info;
@@ -487,21 +494,46 @@ int bench_command(const Options& o, MpiBackend& b, RunContext& ctx) {
   nlohmann::json env = environment(b);
   BenchOptions opt;
 #ifdef BUBBLESIM_HW_CUDA
-  // One GPU per rank (mpirun -np GPUS), compute only: communication over NCCL is not built yet.
+  // One GPU per rank (mpirun -np GPUS): kernels on it, communication over NCCL.
   std::unique_ptr<cuda::GpuCompute> gpu;
+#ifdef BUBBLESIM_HW_NCCL
+  std::unique_ptr<cuda::NcclComm> nccl;
+#endif
   if (o.backend == "cuda") {
-    for (const std::string& what : benches) {
-      if (!is_compute_bench(what)) {
-        throw InputError("bench " + what + " --backend cuda: GPU communication (NCCL) is not built yet; "
-                         "the GPU backend benchmarks gemm, attention and memory");
-      }
-    }
+    const bool comm = std::any_of(benches.begin(), benches.end(), [](const std::string& w) { return is_comm_bench(w); });
     const int device = local_rank(b) % usable_gpus();
     gpu = std::make_unique<cuda::GpuCompute>(device);
     env["backend"] = "cuda";
     env["gpu"] = cuda::gpu_environment(device);
     env.erase("blas");
     opt.time_compute = [&gpu](const sim::OpWork& w) { return gpu->time(w); };
+#ifdef BUBBLESIM_HW_NCCL
+    if (comm) {
+      // nccl-tests' sizes: every requested size fits the buffers (and one fp32 per rank).
+      int64_t largest = int64_t{4} * b.ranks();
+      for (int64_t s : sim::parse_size_range(o.sizes)) largest = std::max(largest, s);
+      cuda::NcclId id{};
+      if (b.rank() == 0) id = cuda::nccl_unique_id();
+      b.broadcast_bytes(std::span<char>(id.data(), id.size()));
+      nccl = std::make_unique<cuda::NcclComm>(id, b.rank(), b.ranks(), device, largest);
+      env["nccl"] = cuda::nccl_version();
+      const double stall = o.stall_timeout;
+      opt.run_comm = [&nccl, &b, stall](const std::string& what, int64_t size, int count) {
+        const cuda::CommOp op = cuda::parse_comm_op(what);
+        nccl->enqueue(op, size, count);
+        nccl->wait([&b] { b.check_alive(); }, stall);
+        return nccl->effective_size(op, size);
+      };
+      opt.check_comm = [&nccl, &b, stall](const std::string& what, int64_t size) {
+        return nccl->check(cuda::parse_comm_op(what), size, [&b] { b.check_alive(); }, stall);
+      };
+    }
+#else
+    if (comm) {
+      throw InputError("bench --backend cuda: this bubblesim-hw was built without NCCL (not found at configure time); "
+                       "it benchmarks gemm, attention and memory only");
+    }
+#endif
   }
 #endif
   info.environment = env.dump();

@@ -165,6 +165,12 @@ std::vector<double> MpiBackend::gather(std::span<const double> values, std::vect
   return all;
 }
 
+void MpiBackend::broadcast_bytes(std::span<char> data) {
+  MPI_Request r = MPI_REQUEST_NULL;
+  BUBBLESIM_MPI(MPI_Ibcast(data.data(), static_cast<int>(data.size()), MPI_BYTE, 0, MPI_COMM_WORLD, &r));
+  wait(r, "broadcast");
+}
+
 int64_t MpiBackend::broadcast(int64_t value) {
   MPI_Request r = MPI_REQUEST_NULL;
   BUBBLESIM_MPI(MPI_Ibcast(&value, 1, MPI_INT64_T, 0, MPI_COMM_WORLD, &r));

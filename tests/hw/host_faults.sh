@@ -83,7 +83,7 @@ expect "validating a failed run is refused" "validate compares with a complete h
 expect "a pipeline_only scenario cannot run on hardware" "cluster scenarios" \
   "$mpiexec" -np 2 "$hw" run "$root/scenarios/teaching/naive-2-devices.yaml" --db "$db"
 expect "an unknown backend" "unknown backend \"tpu\"" "$mpiexec" -np 2 "$hw" run "$scenario" --backend tpu --db "$db"
-# The GPU backend measures compute only so far; refusals come before anything is stored.
+# The GPU backend's refusals come before anything is stored.
 runs_before=$("$sim" db list --db "$db" | wc -l)
 probe=$("$mpiexec" -np 2 "$hw" check attention --backend cuda 2>&1)
 if grep -q "built without CUDA" <<<"$probe"; then
@@ -91,13 +91,13 @@ if grep -q "built without CUDA" <<<"$probe"; then
 else
   expect "the cross-GPU correctness mode is refused clearly" "correctness mode (NCCL) is not built yet" \
     "$mpiexec" -np 2 "$hw" check attention --backend cuda
-  expect "GPU communication benchmarks are refused clearly" "GPU communication (NCCL) is not built yet" \
-    "$mpiexec" -np 1 "$hw" bench p2p --backend cuda --db "$db"
   expect "a replay needs the GPU backend" "replay: one device's ops on one GPU needs --backend cuda" \
     "$mpiexec" -np 1 "$hw" replay "$scenario" --db "$db"
   if ! nvidia-smi -L >/dev/null 2>&1; then
     expect "GPU compute benchmarks without a GPU" "no usable CUDA GPU" \
       "$mpiexec" -np 1 "$hw" bench gemm --backend cuda --db "$db"
+    expect "NCCL benchmarks without a GPU" "no usable CUDA GPU" \
+      "$mpiexec" -np 2 "$hw" bench p2p allgather --backend cuda --db "$db"
     expect "a GPU run without a GPU" "no usable CUDA GPU" \
       "$mpiexec" -np 2 "$hw" run "$scenario" --backend cuda --db "$db"
     expect "a replay without a GPU" "no usable CUDA GPU" \
@@ -108,6 +108,21 @@ else
 fi
 [ "$("$sim" db list --db "$db" | wc -l)" -eq "$runs_before" ] && echo "ok   refused GPU commands stored no run" ||
   { echo "FAIL a refused GPU command stored a run"; failures=$((failures + 1)); }
+
+# Every collective benchmark runs on the host backend too (ring steps over MPI), with nccl-tests'
+# busbw factors: all-gather and reduce-scatter (n - 1) / n, all-reduce 2 (n - 1) / n.
+out=$("$mpiexec" -np 2 "$hw" bench allgather reducescatter allreduce --sizes 4K:8K --iterations 2 --warmup 1 --db "$work/bench.db" 2>&1)
+check "host all-gather / reduce-scatter benchmarks run and are stored" "$out" "stored 6 samples"
+json=$("$sim" db export 1 --format json --db "$work/bench.db" 2>&1)
+if /usr/bin/python3 -c '
+import json, sys
+samples = json.loads(sys.argv[1])["samples"]
+f = {"allgather": 0.5, "reducescatter": 0.5, "allreduce": 1.0}
+assert len(samples) == 6, samples
+for s in samples:
+    assert abs(s["busbw_Bps"] - s["algbw_Bps"] * f[s["op_class"]]) <= 1e-6 * s["algbw_Bps"], s
+' "$json" 2>/dev/null; then echo "ok   benchmark busbw follows nccl-tests' factors"; else
+  echo "FAIL benchmark busbw factors: $json" | head -c 2000; failures=$((failures + 1)); fi
 
 [ "$failures" -eq 0 ] && echo "host faults: all checks passed" || echo "host faults: $failures checks failed"
 exit "$failures"

@@ -1,0 +1,226 @@
+#include "hw/cuda/nccl_comm.hpp"
+
+#include <nccl.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "hw/cuda/cuda_check.hpp"
+#include "sim/core/error.hpp"
+
+namespace bubblesim::hw::cuda {
+namespace {
+
+constexpr int64_t kElement = 4;  // fp32, nccl-tests' default type
+
+void check_nccl(ncclResult_t r, ncclComm_t comm, const char* file, int line, const char* call) {
+  if (r == ncclSuccess) return;
+  std::string what = ncclGetErrorString(r);
+  if (const char* last = ncclGetLastError(comm); last != nullptr && *last != '\0') what += " (" + std::string(last) + ")";
+  gpu_fail(file, line, call, what);
+}
+
+#define BUBBLESIM_NCCL(call, comm) check_nccl((call), (comm), __FILE__, __LINE__, #call)
+
+constexpr std::pair<CommOp, std::string_view> kNames[] = {{CommOp::SendRecv, "p2p"},
+                                                          {CommOp::AllToAll, "alltoall"},
+                                                          {CommOp::AllReduce, "allreduce"},
+                                                          {CommOp::AllGather, "allgather"},
+                                                          {CommOp::ReduceScatter, "reducescatter"}};
+
+/// Whether the op's size S is split over the ranks (each rank's share is S / ranks).
+bool split(CommOp op) { return op == CommOp::AllToAll || op == CommOp::AllGather || op == CommOp::ReduceScatter; }
+
+}  // namespace
+
+NcclId nccl_unique_id() {
+  ncclUniqueId id;
+  BUBBLESIM_NCCL(ncclGetUniqueId(&id), nullptr);
+  static_assert(sizeof(id.internal) == std::tuple_size_v<NcclId>);
+  NcclId out;
+  std::memcpy(out.data(), id.internal, out.size());
+  return out;
+}
+
+std::string nccl_version() {
+  int v = 0;
+  BUBBLESIM_NCCL(ncclGetVersion(&v), nullptr);
+  // NCCL_VERSION(X, Y, Z) = X * 10000 + Y * 100 + Z from 2.9 on.
+  return std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." + std::to_string(v % 100);
+}
+
+CommOp parse_comm_op(std::string_view name) {
+  std::string valid;
+  for (const auto& [op, n] : kNames) {
+    if (n == name) return op;
+    valid += (valid.empty() ? "" : ", ") + std::string(n);
+  }
+  throw InputError("unknown communication benchmark \"" + std::string(name) + "\" (valid: " + valid + ")");
+}
+
+NcclComm::NcclComm(const NcclId& id, int rank, int ranks, int device, int64_t max_bytes)
+    : rank_(rank), ranks_(ranks), device_(device), max_bytes_(max_bytes) {
+  if (ranks < 1 || rank < 0 || rank >= ranks) {
+    throw InputError("NCCL communicator: rank " + std::to_string(rank) + " of " + std::to_string(ranks) + " is not a rank");
+  }
+  if (max_bytes < kElement * ranks) {
+    throw InputError("NCCL communicator: buffers of " + std::to_string(max_bytes) + " bytes hold less than one fp32 per rank");
+  }
+  BUBBLESIM_CUDA(cudaSetDevice(device));
+  try {
+    BUBBLESIM_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    BUBBLESIM_CUDA(cudaMalloc(&send_, static_cast<size_t>(max_bytes)));
+    BUBBLESIM_CUDA(cudaMalloc(&recv_, static_cast<size_t>(max_bytes)));
+    // Defined contents: NaN-free sums in all-reduce and reduce-scatter.
+    BUBBLESIM_CUDA(cudaMemset(send_, 0, static_cast<size_t>(max_bytes)));
+    ncclUniqueId uid;
+    std::memcpy(uid.internal, id.data(), id.size());
+    BUBBLESIM_NCCL(ncclCommInitRank(&comm_, ranks, uid, rank), nullptr);
+  } catch (...) {
+    abort();
+    throw;
+  }
+}
+
+NcclComm::~NcclComm() {
+  if (comm_ != nullptr) {
+    // A finished communicator is destroyed cleanly; ncclCommDestroy waits for pending work.
+    if (ncclCommDestroy(comm_) != ncclSuccess) ncclCommAbort(comm_);
+    comm_ = nullptr;
+  }
+  abort();
+}
+
+void NcclComm::abort() noexcept {
+  if (comm_ != nullptr) {
+    ncclCommAbort(comm_);
+    comm_ = nullptr;
+  }
+  cudaSetDevice(device_);
+  if (send_ != nullptr) cudaFree(send_);
+  if (recv_ != nullptr) cudaFree(recv_);
+  if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  send_ = recv_ = nullptr;
+  stream_ = nullptr;
+}
+
+int64_t NcclComm::effective_size(CommOp op, int64_t size) const {
+  const int64_t unit = split(op) ? kElement * ranks_ : kElement;
+  return std::max(unit, size / unit * unit);
+}
+
+void NcclComm::enqueue(CommOp op, int64_t size, int count) {
+  if (comm_ == nullptr) throw GpuError("NCCL communicator: used after it was aborted");
+  const int64_t s = effective_size(op, size);
+  if (s > max_bytes_) {
+    throw InputError("NCCL benchmark: size " + std::to_string(s) + " exceeds the " + std::to_string(max_bytes_) +
+                     " bytes of buffers this communicator was made with");
+  }
+  const auto elements = static_cast<size_t>(s / kElement);
+  const size_t share = elements / static_cast<size_t>(ranks_);  // per rank, for the split ops
+  BUBBLESIM_CUDA(cudaSetDevice(device_));
+  for (int i = 0; i < count; ++i) {
+    switch (op) {
+      case CommOp::SendRecv: {
+        const int next = (rank_ + 1) % ranks_, prev = (rank_ + ranks_ - 1) % ranks_;
+        BUBBLESIM_NCCL(ncclGroupStart(), comm_);
+        BUBBLESIM_NCCL(ncclSend(send_, elements, ncclFloat32, next, comm_, stream_), comm_);
+        BUBBLESIM_NCCL(ncclRecv(recv_, elements, ncclFloat32, prev, comm_, stream_), comm_);
+        BUBBLESIM_NCCL(ncclGroupEnd(), comm_);
+        break;
+      }
+      case CommOp::AllToAll:
+#if NCCL_VERSION_CODE >= 22800
+        BUBBLESIM_NCCL(ncclAlltoAll(send_, recv_, share, ncclFloat32, comm_, stream_), comm_);
+#else
+        BUBBLESIM_NCCL(ncclGroupStart(), comm_);
+        for (int peer = 0; peer < ranks_; ++peer) {
+          const size_t offset = share * static_cast<size_t>(peer * kElement);
+          BUBBLESIM_NCCL(ncclSend(static_cast<char*>(send_) + offset, share, ncclFloat32, peer, comm_, stream_), comm_);
+          BUBBLESIM_NCCL(ncclRecv(static_cast<char*>(recv_) + offset, share, ncclFloat32, peer, comm_, stream_), comm_);
+        }
+        BUBBLESIM_NCCL(ncclGroupEnd(), comm_);
+#endif
+        break;
+      case CommOp::AllReduce:
+        BUBBLESIM_NCCL(ncclAllReduce(send_, recv_, elements, ncclFloat32, ncclSum, comm_, stream_), comm_);
+        break;
+      case CommOp::AllGather:  // S is the gathered output; each rank contributes S / ranks
+        BUBBLESIM_NCCL(ncclAllGather(send_, recv_, share, ncclFloat32, comm_, stream_), comm_);
+        break;
+      case CommOp::ReduceScatter:  // S is the input; each rank keeps S / ranks of the sum
+        BUBBLESIM_NCCL(ncclReduceScatter(send_, recv_, share, ncclFloat32, ncclSum, comm_, stream_), comm_);
+        break;
+    }
+  }
+}
+
+int64_t NcclComm::check(CommOp op, int64_t size, const std::function<void()>& alive, double stall_timeout_s) {
+  const int64_t s = effective_size(op, size);
+  const auto elements = static_cast<size_t>(s / kElement);
+  const size_t share = elements / static_cast<size_t>(ranks_);
+  const int n = ranks_, r = rank_;
+  const auto value = [](int rank, size_t i) { return static_cast<float>(rank + 1 + static_cast<int>(i % 7)); };
+  std::vector<float> data(elements);
+  for (size_t i = 0; i < elements; ++i) data[i] = value(r, i);
+  BUBBLESIM_CUDA(cudaSetDevice(device_));
+  BUBBLESIM_CUDA(cudaMemcpyAsync(send_, data.data(), elements * kElement, cudaMemcpyHostToDevice, stream_));
+  BUBBLESIM_CUDA(cudaMemsetAsync(recv_, 0xff, elements * kElement, stream_));  // NaN until written
+  enqueue(op, size, 1);
+  wait(alive, stall_timeout_s);
+  // What this rank must hold, and how many elements of it.
+  const float all_ranks = static_cast<float>(n * (n + 1) / 2);
+  size_t count = elements;
+  std::function<float(size_t)> want;
+  switch (op) {
+    case CommOp::SendRecv: want = [&](size_t i) { return value((r + n - 1) % n, i); }; break;
+    case CommOp::AllReduce:
+      want = [&](size_t i) { return all_ranks + static_cast<float>(n * static_cast<int>(i % 7)); };
+      break;
+    case CommOp::AllGather: want = [&](size_t i) { return value(static_cast<int>(i / share), i % share); }; break;
+    case CommOp::ReduceScatter:
+      count = share;
+      want = [&](size_t i) { return all_ranks + static_cast<float>(n * static_cast<int>((r * share + i) % 7)); };
+      break;
+    case CommOp::AllToAll:
+      want = [&](size_t i) { return value(static_cast<int>(i / share), r * share + i % share); };
+      break;
+  }
+  std::vector<float> got(count);
+  BUBBLESIM_CUDA(cudaMemcpy(got.data(), recv_, count * kElement, cudaMemcpyDeviceToHost));
+  BUBBLESIM_CUDA(cudaMemset(send_, 0, elements * kElement));
+  int64_t wrong = 0;
+  for (size_t i = 0; i < count; ++i) wrong += got[i] != want(i);  // NaN (never written) counts
+  return wrong;
+}
+
+void NcclComm::wait(const std::function<void()>& alive, double stall_timeout_s) {
+  if (comm_ == nullptr) throw GpuError("NCCL communicator: used after it was aborted");
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    for (int polls = 0;; ++polls) {
+      const cudaError_t e = cudaStreamQuery(stream_);
+      if (e == cudaSuccess) return;
+      if (e != cudaErrorNotReady) BUBBLESIM_CUDA(e);
+      ncclResult_t async = ncclSuccess;
+      BUBBLESIM_NCCL(ncclCommGetAsyncError(comm_, &async), comm_);
+      BUBBLESIM_NCCL(async, comm_);
+      if (alive) alive();
+      const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (waited > stall_timeout_s) {
+        throw GpuError("NCCL rank " + std::to_string(rank_) + ": no progress for " + std::to_string(stall_timeout_s) +
+                       " s (a peer stopped or the fabric stalled); communicator aborted");
+      }
+      // Spin briefly (small messages finish in microseconds), then yield the core.
+      if (polls > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  } catch (...) {
+    abort();
+    throw;
+  }
+}
+
+}  // namespace bubblesim::hw::cuda

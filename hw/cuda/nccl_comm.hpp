@@ -1,0 +1,75 @@
+// NCCL communication on the GPU backend: a communicator per process (one GPU each), bootstrapped
+// from an id that one rank makes and the launcher hands to the others (over MPI), device buffers
+// for the largest message, and the nccl-tests operations enqueued on a stream of its own:
+// sendrecv (each rank sends to the next and receives from the previous, as nccl-tests' sendrecv),
+// all-to-all (NCCL's own from 2.28, grouped send/recv before), all-reduce, all-gather and
+// reduce-scatter (fp32 sum, nccl-tests' default type). Waits poll, so a dead peer or a signal
+// ends them: the communicator is aborted and the caller's exception names why.
+// NCCL errors become GpuError with file:line, NCCL's error string and its last-error text.
+// Not MPI: the id travels however the caller likes; no NCCL header leaves hw/cuda.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+struct ncclComm;
+struct CUstream_st;
+
+namespace bubblesim::hw::cuda {
+
+/// NCCL's bootstrap id (ncclUniqueId's 128 bytes): made once, given to every rank.
+using NcclId = std::array<char, 128>;
+NcclId nccl_unique_id();
+/// The NCCL library's version, e.g. "2.28.9".
+std::string nccl_version();
+
+/// The communication benchmarks, by their bubblesim-hw bench names.
+enum class CommOp : uint8_t { SendRecv, AllToAll, AllReduce, AllGather, ReduceScatter };
+/// "p2p" (sendrecv), "alltoall", "allreduce", "allgather", "reducescatter"; InputError otherwise.
+CommOp parse_comm_op(std::string_view name);
+
+class NcclComm {
+ public:
+  /// Joins the communicator of `id` as `rank` of `ranks` on GPU `device`, with device buffers
+  /// for nccl-tests sizes up to `max_bytes`.
+  NcclComm(const NcclId& id, int rank, int ranks, int device, int64_t max_bytes);
+  ~NcclComm();
+  NcclComm(const NcclComm&) = delete;
+  NcclComm& operator=(const NcclComm&) = delete;
+
+  int rank() const { return rank_; }
+  int ranks() const { return ranks_; }
+
+  /// The nccl-tests size S actually moved for a requested `size`: whole fp32 elements, and for
+  /// the ops that split S over the ranks (all-to-all, all-gather, reduce-scatter) a multiple of
+  /// 4 x ranks bytes; at least one element per rank.
+  int64_t effective_size(CommOp op, int64_t size) const;
+  /// Enqueues `count` back-to-back operations of nccl-tests size `size` (effective_size) on the
+  /// communicator's stream; returns at once.
+  void enqueue(CommOp op, int64_t size, int count = 1);
+  /// Returns once everything enqueued is done. Between polls it calls `alive` (which throws to
+  /// stop, e.g. when another rank died) and checks NCCL's asynchronous error; on either, or when
+  /// nothing completes for `stall_timeout_s`, the communicator is aborted (so no kernel waits on
+  /// a dead peer) and the exception propagates.
+  void wait(const std::function<void()>& alive, double stall_timeout_s = 120);
+
+  /// Runs one `op` of size `size` on known data (rank r's element i is r + 1 + i mod 7, exact in
+  /// fp32 sums) and compares what this rank received with what the operation defines, as
+  /// nccl-tests' -c check does; returns the number of wrong elements (0: correct). Leaves the
+  /// send buffer as it found it (zeros).
+  int64_t check(CommOp op, int64_t size, const std::function<void()>& alive, double stall_timeout_s = 120);
+
+ private:
+  void abort() noexcept;
+  int rank_, ranks_, device_;
+  int64_t max_bytes_;
+  ncclComm* comm_ = nullptr;
+  CUstream_st* stream_ = nullptr;
+  void* send_ = nullptr;
+  void* recv_ = nullptr;
+};
+
+}  // namespace bubblesim::hw::cuda
