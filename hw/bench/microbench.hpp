@@ -5,7 +5,9 @@
 // backward, any causal fraction), memory-bound copies. Communication over message sizes: p2p,
 // all-to-all, all-reduce, all-gather, reduce-scatter; on the host backend as MPI messages (p2p a
 // ping-pong between rank pairs, one-way time; the collectives as ring or pairwise steps), on the
-// GPU backend as NCCL calls timed as nccl-tests does (a batch of back-to-back calls, the mean).
+// GPU backend as NCCL calls timed as nccl-tests does (a batch of back-to-back calls, the mean;
+// p2p is nccl-tests' sendrecv there: every rank sends to the next and receives from the previous
+// at once, over all the ranks).
 // Not calibration: sim/calibrate fits the stored samples.
 #pragma once
 

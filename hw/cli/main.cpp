@@ -508,6 +508,11 @@ int bench_command(const Options& o, MpiBackend& b, RunContext& ctx) {
     env.erase("blas");
     opt.time_compute = [&gpu](const sim::OpWork& w) { return gpu->time(w); };
 #ifdef BUBBLESIM_HW_NCCL
+    if (comm && local_rank(b) >= usable_gpus()) {
+      throw InputError("bench --backend cuda: NCCL needs a GPU of its own per rank, but this node has " +
+                       std::to_string(usable_gpus()) + " and this is its rank " + std::to_string(local_rank(b)) +
+                       " (start at most that many ranks per node)");
+    }
     if (comm) {
       // nccl-tests' sizes: every requested size fits the buffers (and one fp32 per rank).
       int64_t largest = int64_t{4} * b.ranks();
@@ -515,7 +520,16 @@ int bench_command(const Options& o, MpiBackend& b, RunContext& ctx) {
       cuda::NcclId id{};
       if (b.rank() == 0) id = cuda::nccl_unique_id();
       b.broadcast_bytes(std::span<char>(id.data(), id.size()));
-      nccl = std::make_unique<cuda::NcclComm>(id, b.rank(), b.ranks(), device, largest);
+      // Every rank's buffers first: NCCL's bootstrap would wait forever for a rank that failed.
+      const auto agree = [&b](bool ok) {
+        const double mine = ok ? 0 : 1;
+        std::vector<int> counts;
+        const std::vector<double> all = b.gather(std::span<const double>(&mine, 1), counts);
+        double failed = 0;
+        for (double f : all) failed += f;
+        return b.broadcast(static_cast<int64_t>(failed)) == 0;
+      };
+      nccl = std::make_unique<cuda::NcclComm>(id, b.rank(), b.ranks(), device, largest, agree);
       env["nccl"] = cuda::nccl_version();
       const double stall = o.stall_timeout;
       opt.run_comm = [&nccl, &b, stall](const std::string& what, int64_t size, int count) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <exception>
 #include <thread>
 #include <vector>
 
@@ -61,7 +62,8 @@ CommOp parse_comm_op(std::string_view name) {
   throw InputError("unknown communication benchmark \"" + std::string(name) + "\" (valid: " + valid + ")");
 }
 
-NcclComm::NcclComm(const NcclId& id, int rank, int ranks, int device, int64_t max_bytes)
+NcclComm::NcclComm(const NcclId& id, int rank, int ranks, int device, int64_t max_bytes,
+                   const std::function<bool(bool)>& agree)
     : rank_(rank), ranks_(ranks), device_(device), max_bytes_(max_bytes) {
   if (ranks < 1 || rank < 0 || rank >= ranks) {
     throw InputError("NCCL communicator: rank " + std::to_string(rank) + " of " + std::to_string(ranks) + " is not a rank");
@@ -69,13 +71,25 @@ NcclComm::NcclComm(const NcclId& id, int rank, int ranks, int device, int64_t ma
   if (max_bytes < kElement * ranks) {
     throw InputError("NCCL communicator: buffers of " + std::to_string(max_bytes) + " bytes hold less than one fp32 per rank");
   }
-  BUBBLESIM_CUDA(cudaSetDevice(device));
+  std::exception_ptr failed;
   try {
+    BUBBLESIM_CUDA(cudaSetDevice(device));
     BUBBLESIM_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     BUBBLESIM_CUDA(cudaMalloc(&send_, static_cast<size_t>(max_bytes)));
     BUBBLESIM_CUDA(cudaMalloc(&recv_, static_cast<size_t>(max_bytes)));
     // Defined contents: NaN-free sums in all-reduce and reduce-scatter.
-    BUBBLESIM_CUDA(cudaMemset(send_, 0, static_cast<size_t>(max_bytes)));
+    BUBBLESIM_CUDA(cudaMemsetAsync(send_, 0, static_cast<size_t>(max_bytes), stream_));
+    BUBBLESIM_CUDA(cudaStreamSynchronize(stream_));
+  } catch (...) {
+    failed = std::current_exception();
+  }
+  const bool everyone = agree ? agree(!failed) : !failed;
+  if (failed || !everyone) {
+    abort();
+    if (failed) std::rethrow_exception(failed);
+    throw GpuError("NCCL communicator: another rank could not set up its GPU buffers; not joining");
+  }
+  try {
     ncclUniqueId uid;
     std::memcpy(uid.internal, id.data(), id.size());
     BUBBLESIM_NCCL(ncclCommInitRank(&comm_, ranks, uid, rank), nullptr);
@@ -86,8 +100,10 @@ NcclComm::NcclComm(const NcclId& id, int rank, int ranks, int device, int64_t ma
 }
 
 NcclComm::~NcclComm() {
-  if (comm_ != nullptr) {
-    // A finished communicator is destroyed cleanly; ncclCommDestroy waits for pending work.
+  // A finished communicator is destroyed cleanly (ncclCommDestroy waits for pending work and
+  // meets the other ranks of the host); while an exception unwinds, a peer may never get there,
+  // so it is aborted instead.
+  if (comm_ != nullptr && std::uncaught_exceptions() == 0) {
     if (ncclCommDestroy(comm_) != ncclSuccess) ncclCommAbort(comm_);
     comm_ = nullptr;
   }
@@ -103,8 +119,21 @@ void NcclComm::abort() noexcept {
   if (send_ != nullptr) cudaFree(send_);
   if (recv_ != nullptr) cudaFree(recv_);
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  for (cudaEvent_t e : events_) cudaEventDestroy(e);
+  events_.clear();
+  marked_ = done_ = 0;
   send_ = recv_ = nullptr;
   stream_ = nullptr;
+}
+
+void NcclComm::mark_done() {
+  if (done_ == marked_) done_ = marked_ = 0;  // nothing pending: reuse the pool from the start
+  if (marked_ == events_.size()) {
+    cudaEvent_t e = nullptr;
+    BUBBLESIM_CUDA(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    events_.push_back(e);
+  }
+  BUBBLESIM_CUDA(cudaEventRecord(events_[marked_++], stream_));
 }
 
 int64_t NcclComm::effective_size(CommOp op, int64_t size) const {
@@ -121,45 +150,68 @@ void NcclComm::enqueue(CommOp op, int64_t size, int count) {
   }
   const auto elements = static_cast<size_t>(s / kElement);
   const size_t share = elements / static_cast<size_t>(ranks_);  // per rank, for the split ops
-  BUBBLESIM_CUDA(cudaSetDevice(device_));
-  for (int i = 0; i < count; ++i) {
-    switch (op) {
-      case CommOp::SendRecv: {
-        const int next = (rank_ + 1) % ranks_, prev = (rank_ + ranks_ - 1) % ranks_;
-        BUBBLESIM_NCCL(ncclGroupStart(), comm_);
-        BUBBLESIM_NCCL(ncclSend(send_, elements, ncclFloat32, next, comm_, stream_), comm_);
-        BUBBLESIM_NCCL(ncclRecv(recv_, elements, ncclFloat32, prev, comm_, stream_), comm_);
-        BUBBLESIM_NCCL(ncclGroupEnd(), comm_);
-        break;
-      }
-      case CommOp::AllToAll:
-#if NCCL_VERSION_CODE >= 22800
-        BUBBLESIM_NCCL(ncclAlltoAll(send_, recv_, share, ncclFloat32, comm_, stream_), comm_);
-#else
-        BUBBLESIM_NCCL(ncclGroupStart(), comm_);
-        for (int peer = 0; peer < ranks_; ++peer) {
-          const size_t offset = share * static_cast<size_t>(peer * kElement);
-          BUBBLESIM_NCCL(ncclSend(static_cast<char*>(send_) + offset, share, ncclFloat32, peer, comm_, stream_), comm_);
-          BUBBLESIM_NCCL(ncclRecv(static_cast<char*>(recv_) + offset, share, ncclFloat32, peer, comm_, stream_), comm_);
+  bool in_group = false;
+  const auto group_start = [&] {
+    BUBBLESIM_NCCL(ncclGroupStart(), comm_);
+    in_group = true;
+  };
+  const auto group_end = [&] {
+    in_group = false;
+    BUBBLESIM_NCCL(ncclGroupEnd(), comm_);
+  };
+  try {
+    BUBBLESIM_CUDA(cudaSetDevice(device_));
+    for (int i = 0; i < count; ++i) {
+      switch (op) {
+        case CommOp::SendRecv: {
+          const int next = (rank_ + 1) % ranks_, prev = (rank_ + ranks_ - 1) % ranks_;
+          group_start();
+          BUBBLESIM_NCCL(ncclSend(send_, elements, ncclFloat32, next, comm_, stream_), comm_);
+          BUBBLESIM_NCCL(ncclRecv(recv_, elements, ncclFloat32, prev, comm_, stream_), comm_);
+          group_end();
+          break;
         }
-        BUBBLESIM_NCCL(ncclGroupEnd(), comm_);
+        case CommOp::AllToAll:
+#if NCCL_VERSION_CODE >= 22800
+          BUBBLESIM_NCCL(ncclAlltoAll(send_, recv_, share, ncclFloat32, comm_, stream_), comm_);
+#else
+          group_start();
+          for (int peer = 0; peer < ranks_; ++peer) {
+            const size_t offset = share * static_cast<size_t>(peer * kElement);
+            BUBBLESIM_NCCL(ncclSend(static_cast<char*>(send_) + offset, share, ncclFloat32, peer, comm_, stream_), comm_);
+            BUBBLESIM_NCCL(ncclRecv(static_cast<char*>(recv_) + offset, share, ncclFloat32, peer, comm_, stream_), comm_);
+          }
+          group_end();
 #endif
-        break;
-      case CommOp::AllReduce:
-        BUBBLESIM_NCCL(ncclAllReduce(send_, recv_, elements, ncclFloat32, ncclSum, comm_, stream_), comm_);
-        break;
-      case CommOp::AllGather:  // S is the gathered output; each rank contributes S / ranks
-        BUBBLESIM_NCCL(ncclAllGather(send_, recv_, share, ncclFloat32, comm_, stream_), comm_);
-        break;
-      case CommOp::ReduceScatter:  // S is the input; each rank keeps S / ranks of the sum
-        BUBBLESIM_NCCL(ncclReduceScatter(send_, recv_, share, ncclFloat32, ncclSum, comm_, stream_), comm_);
-        break;
+          break;
+        case CommOp::AllReduce:
+          BUBBLESIM_NCCL(ncclAllReduce(send_, recv_, elements, ncclFloat32, ncclSum, comm_, stream_), comm_);
+          break;
+        case CommOp::AllGather:  // S is the gathered output; each rank contributes S / ranks
+          BUBBLESIM_NCCL(ncclAllGather(send_, recv_, share, ncclFloat32, comm_, stream_), comm_);
+          break;
+        case CommOp::ReduceScatter:  // S is the input; each rank keeps S / ranks of the sum
+          BUBBLESIM_NCCL(ncclReduceScatter(send_, recv_, share, ncclFloat32, ncclSum, comm_, stream_), comm_);
+          break;
+      }
+      mark_done();
     }
+  } catch (...) {
+    // A batch that failed part-way leaves peers waiting on its rest: close the group (so NCCL's
+    // cleanup is not deferred into it) and abort.
+    if (in_group) ncclGroupEnd();
+    abort();
+    throw;
   }
 }
 
 int64_t NcclComm::check(CommOp op, int64_t size, const std::function<void()>& alive, double stall_timeout_s) {
+  if (comm_ == nullptr) throw GpuError("NCCL communicator: used after it was aborted");
   const int64_t s = effective_size(op, size);
+  if (s > max_bytes_) {
+    throw InputError("NCCL check: size " + std::to_string(s) + " exceeds the " + std::to_string(max_bytes_) +
+                     " bytes of buffers this communicator was made with");
+  }
   const auto elements = static_cast<size_t>(s / kElement);
   const size_t share = elements / static_cast<size_t>(ranks_);
   const int n = ranks_, r = rank_;
@@ -189,9 +241,11 @@ int64_t NcclComm::check(CommOp op, int64_t size, const std::function<void()>& al
       want = [&](size_t i) { return value(static_cast<int>(i / share), r * share + i % share); };
       break;
   }
+  // Everything on the communicator's stream, which does not synchronise with the default one.
   std::vector<float> got(count);
-  BUBBLESIM_CUDA(cudaMemcpy(got.data(), recv_, count * kElement, cudaMemcpyDeviceToHost));
-  BUBBLESIM_CUDA(cudaMemset(send_, 0, elements * kElement));
+  BUBBLESIM_CUDA(cudaMemcpyAsync(got.data(), recv_, count * kElement, cudaMemcpyDeviceToHost, stream_));
+  BUBBLESIM_CUDA(cudaMemsetAsync(send_, 0, elements * kElement, stream_));
+  BUBBLESIM_CUDA(cudaStreamSynchronize(stream_));
   int64_t wrong = 0;
   for (size_t i = 0; i < count; ++i) wrong += got[i] != want(i);  // NaN (never written) counts
   return wrong;
@@ -199,23 +253,36 @@ int64_t NcclComm::check(CommOp op, int64_t size, const std::function<void()>& al
 
 void NcclComm::wait(const std::function<void()>& alive, double stall_timeout_s) {
   if (comm_ == nullptr) throw GpuError("NCCL communicator: used after it was aborted");
-  const auto start = std::chrono::steady_clock::now();
+  auto progress = std::chrono::steady_clock::now();
+  const auto spin_until = progress + std::chrono::milliseconds(10);
   try {
-    for (int polls = 0;; ++polls) {
+    for (;;) {
+      // Retire the operations done so far, in order; each one is progress.
+      while (done_ < marked_) {
+        const cudaError_t e = cudaEventQuery(events_[done_]);
+        if (e == cudaErrorNotReady) break;
+        BUBBLESIM_CUDA(e);
+        ++done_;
+        progress = std::chrono::steady_clock::now();
+      }
       const cudaError_t e = cudaStreamQuery(stream_);
-      if (e == cudaSuccess) return;
+      if (e == cudaSuccess) {
+        done_ = marked_ = 0;
+        return;
+      }
       if (e != cudaErrorNotReady) BUBBLESIM_CUDA(e);
       ncclResult_t async = ncclSuccess;
       BUBBLESIM_NCCL(ncclCommGetAsyncError(comm_, &async), comm_);
       BUBBLESIM_NCCL(async, comm_);
       if (alive) alive();
-      const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      if (waited > stall_timeout_s) {
+      const auto now = std::chrono::steady_clock::now();
+      if (std::chrono::duration<double>(now - progress).count() > stall_timeout_s) {
         throw GpuError("NCCL rank " + std::to_string(rank_) + ": no progress for " + std::to_string(stall_timeout_s) +
                        " s (a peer stopped or the fabric stalled); communicator aborted");
       }
-      // Spin briefly (small messages finish in microseconds), then yield the core.
-      if (polls > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
+      // Spin for the first 10 ms (small messages finish in microseconds, and timing them must
+      // not include a sleep), then yield the core between polls.
+      if (now > spin_until) std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
   } catch (...) {
     abort();

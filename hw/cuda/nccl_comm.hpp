@@ -14,9 +14,11 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 struct ncclComm;
 struct CUstream_st;
+struct CUevent_st;
 
 namespace bubblesim::hw::cuda {
 
@@ -34,8 +36,12 @@ CommOp parse_comm_op(std::string_view name);
 class NcclComm {
  public:
   /// Joins the communicator of `id` as `rank` of `ranks` on GPU `device`, with device buffers
-  /// for nccl-tests sizes up to `max_bytes`.
-  NcclComm(const NcclId& id, int rank, int ranks, int device, int64_t max_bytes);
+  /// for nccl-tests sizes up to `max_bytes`. `agree`, when given, is called on every rank once
+  /// its buffers are allocated (true) or failed (false), before NCCL's bootstrap (which waits
+  /// for every rank without a timeout); it returns whether every rank succeeded, so one rank's
+  /// failure stops all of them before any waits there.
+  NcclComm(const NcclId& id, int rank, int ranks, int device, int64_t max_bytes,
+           const std::function<bool(bool)>& agree = {});
   ~NcclComm();
   NcclComm(const NcclComm&) = delete;
   NcclComm& operator=(const NcclComm&) = delete;
@@ -52,8 +58,8 @@ class NcclComm {
   void enqueue(CommOp op, int64_t size, int count = 1);
   /// Returns once everything enqueued is done. Between polls it calls `alive` (which throws to
   /// stop, e.g. when another rank died) and checks NCCL's asynchronous error; on either, or when
-  /// nothing completes for `stall_timeout_s`, the communicator is aborted (so no kernel waits on
-  /// a dead peer) and the exception propagates.
+  /// no operation completes for `stall_timeout_s` (each one is marked by an event), the
+  /// communicator is aborted (so no kernel waits on a dead peer) and the exception propagates.
   void wait(const std::function<void()>& alive, double stall_timeout_s = 120);
 
   /// Runs one `op` of size `size` on known data (rank r's element i is r + 1 + i mod 7, exact in
@@ -64,12 +70,15 @@ class NcclComm {
 
  private:
   void abort() noexcept;
+  void mark_done();  // records an event after the op just enqueued
   int rank_, ranks_, device_;
   int64_t max_bytes_;
   ncclComm* comm_ = nullptr;
   CUstream_st* stream_ = nullptr;
   void* send_ = nullptr;
   void* recv_ = nullptr;
+  std::vector<CUevent_st*> events_;  // a pool; [done_, marked_) are pending, in order
+  size_t marked_ = 0, done_ = 0;
 };
 
 }  // namespace bubblesim::hw::cuda

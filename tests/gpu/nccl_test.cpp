@@ -8,11 +8,13 @@
 // Exits 77 (CTest: skipped) when there is no usable GPU.
 #include <algorithm>
 #include <atomic>
+#include <barrier>
 #include <chrono>
 #include <cstdio>
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -28,6 +30,12 @@ namespace {
 
 std::mutex report_mutex;
 std::atomic<int> failures{0};
+std::atomic<bool> rank_died{false};  // a rank threw: the others stop waiting on it
+
+/// Passed to NcclComm's waits: throws once another rank has failed.
+void alive() {
+  if (rank_died) throw std::runtime_error("another rank failed");
+}
 
 void expect(bool ok, const std::string& what) {
   if (ok) return;
@@ -40,14 +48,20 @@ constexpr cuda::CommOp kOps[] = {cuda::CommOp::SendRecv, cuda::CommOp::AllToAll,
                                  cuda::CommOp::AllGather, cuda::CommOp::ReduceScatter};
 constexpr const char* kNames[] = {"p2p", "alltoall", "allreduce", "allgather", "reducescatter"};
 
-void rank_main(const cuda::NcclId& id, int rank, int ranks, std::vector<double>& busbw) {
+void rank_main(const cuda::NcclId& id, int rank, int ranks, std::barrier<>& setup, std::vector<double>& busbw) {
   constexpr int64_t kMax = int64_t{64} << 20;
-  cuda::NcclComm comm(id, rank, ranks, rank, kMax);
+  // Every thread's buffers before NCCL's bootstrap, which would wait forever for a failed one.
+  const auto agree = [&setup](bool ok) {
+    if (!ok) rank_died = true;
+    setup.arrive_and_wait();
+    return !rank_died;
+  };
+  cuda::NcclComm comm(id, rank, ranks, rank, kMax, agree);
   for (size_t k = 0; k < std::size(kOps); ++k) {
     const cuda::CommOp op = kOps[k];
     expect(cuda::parse_comm_op(kNames[k]) == op, std::string("parse ") + kNames[k]);
     for (int64_t size : {int64_t{4}, int64_t{1000}, int64_t{4} << 10, (int64_t{1} << 20) + 12, kMax}) {
-      const int64_t wrong = comm.check(op, size, {});
+      const int64_t wrong = comm.check(op, size, alive);
       expect(wrong == 0, std::string(kNames[k]) + " of " + std::to_string(size) + " bytes on rank " +
                              std::to_string(rank) + ": " + std::to_string(wrong) + " wrong elements");
       const int64_t moved = comm.effective_size(op, size);
@@ -56,18 +70,18 @@ void rank_main(const cuda::NcclId& id, int rank, int ranks, std::vector<double>&
     }
     // Timed batches leave the communicator usable and correct.
     comm.enqueue(op, kMax, 3);
-    comm.wait({});
+    comm.wait(alive);
     const auto t0 = std::chrono::steady_clock::now();
     constexpr int kIterations = 10;
     comm.enqueue(op, kMax, kIterations);
-    comm.wait({});
+    comm.wait(alive);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / kIterations;
     const double n = ranks;
     const double factor = op == cuda::CommOp::AllReduce ? 2 * (n - 1) / n
                           : op == cuda::CommOp::SendRecv ? 1.0
                                                          : (n - 1) / n;
     busbw[k] = static_cast<double>(comm.effective_size(op, kMax)) / s * factor / 1e9;
-    expect(comm.check(op, 12345, {}) == 0, std::string(kNames[k]) + " after timed batches");
+    expect(comm.check(op, 12345, alive) == 0, std::string(kNames[k]) + " after timed batches");
   }
   bool refused = false;
   try {
@@ -100,12 +114,14 @@ int main() {
   std::vector<std::vector<double>> busbw(static_cast<size_t>(gpus), std::vector<double>(std::size(kOps)));
   std::vector<std::thread> threads;
   std::vector<std::exception_ptr> errors(static_cast<size_t>(gpus));
+  std::barrier<> setup(gpus);
   for (int r = 0; r < gpus; ++r) {
     threads.emplace_back([&, r] {
       try {
-        rank_main(id, r, gpus, busbw[static_cast<size_t>(r)]);
+        rank_main(id, r, gpus, setup, busbw[static_cast<size_t>(r)]);
       } catch (...) {
         errors[static_cast<size_t>(r)] = std::current_exception();
+        rank_died = true;
       }
     });
   }
