@@ -31,6 +31,7 @@
 #ifdef BUBBLESIM_HW_CUDA
 #include "hw/cuda/gpu_compute.hpp"
 #ifdef BUBBLESIM_HW_NCCL
+#include "hw/cuda/attention_check_gpu.hpp"
 #include "hw/cuda/nccl_comm.hpp"
 #endif
 #include "hw/cuda/replay.hpp"
@@ -109,10 +110,12 @@ Options parse(int argc, char** argv) {
 #ifndef BUBBLESIM_HW_CUDA
     throw InputError("--backend cuda: this bubblesim-hw was built without CUDA (nvcc was not found when it was configured)");
 #endif
+#ifndef BUBBLESIM_HW_NCCL
     if (o.command == "check") {
-      throw InputError("check --backend cuda: the cross-GPU correctness mode (NCCL) is not built yet; "
-                       "build/tests/gpu_kernels_test checks every GPU kernel against an oracle");
+      throw InputError("check --backend cuda: this bubblesim-hw was built without NCCL (not found at configure "
+                       "time), which the correctness mode across GPUs needs");
     }
+#endif
   } else if (o.backend != "host") {
     throw InputError("--backend: unknown backend \"" + o.backend + "\" (valid: host, cuda)");
   }
@@ -170,6 +173,31 @@ int usable_gpus() {
   const int n = cuda::device_count(&why);
   if (n == 0) throw InputError("--backend cuda: no usable CUDA GPU on " + hostname() + " (" + why + ")");
   return n;
+}
+#endif
+
+#ifdef BUBBLESIM_HW_NCCL
+/// Every rank joins one NCCL communicator on GPU `device` (rank 0's id broadcast over MPI), with
+/// buffers of `bytes`; the ranks agree their buffers are there before NCCL's bootstrap, which
+/// would wait forever for a rank that failed.
+std::unique_ptr<cuda::NcclComm> join_nccl(MpiBackend& b, int device, int64_t bytes) {
+  if (local_rank(b) >= usable_gpus()) {
+    throw InputError("--backend cuda: NCCL needs a GPU of its own per rank, but this node has " +
+                     std::to_string(usable_gpus()) + " and this is its rank " + std::to_string(local_rank(b)) +
+                     " (start at most that many ranks per node)");
+  }
+  cuda::NcclId id{};
+  if (b.rank() == 0) id = cuda::nccl_unique_id();
+  b.broadcast_bytes(std::span<char>(id.data(), id.size()));
+  const auto agree = [&b](bool ok) {
+    const double mine = ok ? 0 : 1;
+    std::vector<int> counts;
+    const std::vector<double> all = b.gather(std::span<const double>(&mine, 1), counts);
+    double failed = 0;
+    for (double f : all) failed += f;
+    return b.broadcast(static_cast<int64_t>(failed)) == 0;
+  };
+  return std::make_unique<cuda::NcclComm>(id, b.rank(), b.ranks(), device, bytes, agree);
 }
 #endif
 
@@ -508,28 +536,11 @@ int bench_command(const Options& o, MpiBackend& b, RunContext& ctx) {
     env.erase("blas");
     opt.time_compute = [&gpu](const sim::OpWork& w) { return gpu->time(w); };
 #ifdef BUBBLESIM_HW_NCCL
-    if (comm && local_rank(b) >= usable_gpus()) {
-      throw InputError("bench --backend cuda: NCCL needs a GPU of its own per rank, but this node has " +
-                       std::to_string(usable_gpus()) + " and this is its rank " + std::to_string(local_rank(b)) +
-                       " (start at most that many ranks per node)");
-    }
     if (comm) {
       // nccl-tests' sizes: every requested size fits the buffers (and one fp32 per rank).
       int64_t largest = int64_t{4} * b.ranks();
       for (int64_t s : sim::parse_size_range(o.sizes)) largest = std::max(largest, s);
-      cuda::NcclId id{};
-      if (b.rank() == 0) id = cuda::nccl_unique_id();
-      b.broadcast_bytes(std::span<char>(id.data(), id.size()));
-      // Every rank's buffers first: NCCL's bootstrap would wait forever for a rank that failed.
-      const auto agree = [&b](bool ok) {
-        const double mine = ok ? 0 : 1;
-        std::vector<int> counts;
-        const std::vector<double> all = b.gather(std::span<const double>(&mine, 1), counts);
-        double failed = 0;
-        for (double f : all) failed += f;
-        return b.broadcast(static_cast<int64_t>(failed)) == 0;
-      };
-      nccl = std::make_unique<cuda::NcclComm>(id, b.rank(), b.ranks(), device, largest, agree);
+      nccl = join_nccl(b, device, largest);
       env["nccl"] = cuda::nccl_version();
       const double stall = o.stall_timeout;
       opt.run_comm = [&nccl, &b, stall](const std::string& what, int64_t size, int count) {
@@ -576,11 +587,29 @@ int bench_command(const Options& o, MpiBackend& b, RunContext& ctx) {
   return 0;
 }
 
-int check_command(const Options& o, const MpiSession& session) {
+int check_command(const Options& o, const MpiSession& session, [[maybe_unused]] MpiBackend& backend) {
   std::vector<std::string> modes;
   if (o.layout == "all") modes = {"contiguous", "zigzag", "striped", "ulysses"};
   else modes = {o.layout};
   bool ok = true;
+#ifdef BUBBLESIM_HW_NCCL
+  if (o.backend == "cuda") {
+    // One GPU per rank; bf16 inputs, 8 heads of 64 (the GPU kernels' shapes).
+    const std::unique_ptr<cuda::NcclComm> comm = join_nccl(backend, local_rank(backend), int64_t{4} * session.size());
+    for (const std::string& mode : modes) {
+      const cuda::GpuAttentionCheck c =
+          cuda::check_attention_gpu(mode, o.seq, 8, 64, *comm, [&backend] { backend.check_alive(); });
+      if (session.rank() != 0) continue;
+      std::printf("%-10s %d GPUs, seq %lld, %lld heads x %lld, causal: forward %.2e, backward (dQ, dK, dV) %.2e "
+                  "(max error relative to one GPU's attention; tolerance %.0e): %s\n",
+                  mode.c_str(), session.size(), static_cast<long long>(c.seq), static_cast<long long>(c.heads),
+                  static_cast<long long>(c.head_dim), c.forward_error, c.backward_error,
+                  cuda::GpuAttentionCheck::kTolerance, c.ok() ? "ok" : "MISMATCH");
+      ok = ok && c.ok();
+    }
+    return ok ? 0 : kExitMismatch;
+  }
+#endif
   for (const std::string& mode : modes) {
     const AttentionCheck c = check_attention(mode, o.seq, 4, 32, session);
     if (session.rank() != 0) continue;
@@ -624,8 +653,8 @@ int main(int argc, char** argv) {
     ctx.db = o.db;
     MpiBackend backend(session, o.stall_timeout);
     if (o.command == "check") {
-      rc = check_command(o, session);
-      if (session.size() > 1) backend.broadcast(rc);  // every rank leaves with rank 0's verdict
+      rc = check_command(o, session, backend);
+      if (session.size() > 1) rc = static_cast<int>(backend.broadcast(rc));  // every rank leaves with rank 0's verdict
     } else {
       rc = o.command == "run"      ? run_command(o, backend, ctx)
            : o.command == "replay" ? replay_command(o, backend, ctx)

@@ -251,6 +251,57 @@ int64_t NcclComm::check(CommOp op, int64_t size, const std::function<void()>& al
   return wrong;
 }
 
+void NcclComm::grouped(const std::function<void()>& calls, const std::function<void()>& alive) {
+  if (comm_ == nullptr) throw GpuError("NCCL communicator: used after it was aborted");
+  try {
+    BUBBLESIM_CUDA(cudaSetDevice(device_));
+    BUBBLESIM_NCCL(ncclGroupStart(), comm_);
+    try {
+      calls();
+    } catch (...) {
+      ncclGroupEnd();  // closed, so NCCL's cleanup is not deferred into it
+      throw;
+    }
+    BUBBLESIM_NCCL(ncclGroupEnd(), comm_);
+    mark_done();
+  } catch (...) {
+    abort();
+    throw;
+  }
+  wait(alive);
+}
+
+void NcclComm::ring_pass(const void* send, void* recv, int64_t bytes, const std::function<void()>& alive) {
+  const int next = (rank_ + 1) % ranks_, prev = (rank_ + ranks_ - 1) % ranks_;
+  const auto n = static_cast<size_t>(bytes);
+  grouped([&] {
+    BUBBLESIM_NCCL(ncclSend(send, n, ncclInt8, next, comm_, stream_), comm_);
+    BUBBLESIM_NCCL(ncclRecv(recv, n, ncclInt8, prev, comm_, stream_), comm_);
+  }, alive);
+}
+
+void NcclComm::all_to_all(const void* send, void* recv, int64_t bytes_per_peer, const std::function<void()>& alive) {
+  const auto n = static_cast<size_t>(bytes_per_peer);
+  grouped([&] {
+    for (int peer = 0; peer < ranks_; ++peer) {
+      const size_t at = n * static_cast<size_t>(peer);
+      BUBBLESIM_NCCL(ncclSend(static_cast<const char*>(send) + at, n, ncclInt8, peer, comm_, stream_), comm_);
+      BUBBLESIM_NCCL(ncclRecv(static_cast<char*>(recv) + at, n, ncclInt8, peer, comm_, stream_), comm_);
+    }
+  }, alive);
+}
+
+void NcclComm::gather(const void* send, void* recv, int64_t bytes, const std::function<void()>& alive) {
+  const auto n = static_cast<size_t>(bytes);
+  grouped([&] {
+    BUBBLESIM_NCCL(ncclSend(send, n, ncclInt8, 0, comm_, stream_), comm_);
+    for (int peer = 0; rank_ == 0 && peer < ranks_; ++peer) {
+      BUBBLESIM_NCCL(ncclRecv(static_cast<char*>(recv) + n * static_cast<size_t>(peer), n, ncclInt8, peer, comm_, stream_),
+                     comm_);
+    }
+  }, alive);
+}
+
 void NcclComm::wait(const std::function<void()>& alive, double stall_timeout_s) {
   if (comm_ == nullptr) throw GpuError("NCCL communicator: used after it was aborted");
   auto progress = std::chrono::steady_clock::now();

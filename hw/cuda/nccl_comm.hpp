@@ -68,8 +68,22 @@ class NcclComm {
   /// send buffer as it found it (zeros).
   int64_t check(CommOp op, int64_t size, const std::function<void()>& alive, double stall_timeout_s = 120);
 
+  /// Moves of caller-owned device buffers, enqueued on stream() in one NCCL group each and waited
+  /// for (with `alive` and the stall timeout of wait()):
+  /// `bytes` from `send` to the next rank, and the previous rank's into `recv`;
+  void ring_pass(const void* send, void* recv, int64_t bytes, const std::function<void()>& alive);
+  /// block j (`bytes_per_peer` each) of `send` to rank j, rank j's block for this rank into
+  /// block j of `recv`;
+  void all_to_all(const void* send, void* recv, int64_t bytes_per_peer, const std::function<void()>& alive);
+  /// every rank's `bytes` of `send` into rank 0's `recv`, rank after rank (`recv` unused elsewhere).
+  void gather(const void* send, void* recv, int64_t bytes, const std::function<void()>& alive);
+  /// The stream the communicator's operations run on; kernels enqueued there are ordered with them.
+  CUstream_st* stream() const { return stream_; }
+
  private:
   void abort() noexcept;
+  /// Runs `calls` (NCCL sends / receives) as one group on stream(), then waits.
+  void grouped(const std::function<void()>& calls, const std::function<void()>& alive);
   void mark_done();  // records an event after the op just enqueued
   int rank_, ranks_, device_;
   int64_t max_bytes_;

@@ -3,7 +3,9 @@
 // runs too). Every operation is checked on known data at sizes that are and are not multiples of
 // the ranks (NcclComm::check: each rank's received elements against the operation's definition),
 // including after timed back-to-back batches; a size beyond the buffers and an unknown name are
-// refused; then the bus bandwidth of each operation at 64 MiB is printed, for the record.
+// refused; ring attention in every layout and Ulysses across the GPUs are checked against one
+// GPU's attention over the whole sequence; then the bus bandwidth of each operation at 64 MiB is
+// printed, for the record.
 // Needs only the CUDA runtime, cuBLAS and NCCL, so the binary can be carried to a GPU machine.
 // Exits 77 (CTest: skipped) when there is no usable GPU.
 #include <algorithm>
@@ -19,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "hw/cuda/attention_check_gpu.hpp"
 #include "hw/cuda/gpu_compute.hpp"
 #include "hw/cuda/nccl_comm.hpp"
 #include "sim/core/error.hpp"
@@ -90,6 +93,20 @@ void rank_main(const cuda::NcclId& id, int rank, int ranks, std::barrier<>& setu
     refused = true;
   }
   expect(refused, "a size beyond the buffers is refused");
+  // Correctness across the GPUs: distributed attention equals one GPU's over the whole sequence.
+  for (const char* mode : {"contiguous", "zigzag", "striped", "ulysses"}) {
+    const int64_t seq = 256 * ranks;  // ring: 2 x ranks chunks; Ulysses: 8 heads over up to 8 ranks
+    if (std::string(mode) == "ulysses" && 8 % ranks != 0) continue;
+    const cuda::GpuAttentionCheck c = cuda::check_attention_gpu(mode, seq, 8, 64, comm, alive);
+    if (rank != 0) continue;
+    {
+      const std::lock_guard<std::mutex> lock(report_mutex);
+      std::printf("attention %-10s %d GPU(s), seq %lld: forward %.2e, backward %.2e (relative, tolerance %.0e)\n", mode,
+                  ranks, static_cast<long long>(seq), c.forward_error, c.backward_error,
+                  cuda::GpuAttentionCheck::kTolerance);
+    }
+    expect(c.ok(), std::string("attention across GPUs, ") + mode);
+  }
 }
 
 }  // namespace

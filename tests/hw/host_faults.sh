@@ -89,8 +89,6 @@ probe=$("$mpiexec" -np 2 "$hw" check attention --backend cuda 2>&1)
 if grep -q "built without CUDA" <<<"$probe"; then
   echo "ok   --backend cuda in a build without CUDA says so"
 else
-  expect "the cross-GPU correctness mode is refused clearly" "correctness mode (NCCL) is not built yet" \
-    "$mpiexec" -np 2 "$hw" check attention --backend cuda
   expect "a replay needs the GPU backend" "replay: one device's ops on one GPU needs --backend cuda" \
     "$mpiexec" -np 1 "$hw" replay "$scenario" --db "$db"
   if ! nvidia-smi -L >/dev/null 2>&1; then
@@ -98,6 +96,8 @@ else
       "$mpiexec" -np 1 "$hw" bench gemm --backend cuda --db "$db"
     expect "NCCL benchmarks without a GPU" "no usable CUDA GPU" \
       "$mpiexec" -np 2 "$hw" bench p2p allgather --backend cuda --db "$db"
+    expect "the correctness mode across GPUs without a GPU" "no usable CUDA GPU" \
+      "$mpiexec" -np 2 "$hw" check attention --backend cuda
     expect "a GPU run without a GPU" "no usable CUDA GPU" \
       "$mpiexec" -np 2 "$hw" run "$scenario" --backend cuda --db "$db"
     expect "a replay without a GPU" "no usable CUDA GPU" \
