@@ -6,7 +6,7 @@
 //                               [--db FILE] [--iterations N] [--warmup N] [--sizes 1K:64M] [--shapes-from SCENARIO]
 //   mpirun -np GPUS bubblesim-hw bench ... --backend cuda [...]   (one GPU per rank; communication over NCCL)
 //   bubblesim-hw replay SCENARIO --backend cuda [--device D] [--db FILE] [--set k=v]... [--iterations N]
-//   mpirun -np 2 bubblesim-hw check attention [--layout contiguous|zigzag|striped|ulysses|all] [--seq N]
+//   mpirun -np 2 bubblesim-hw check attention [--layout contiguous|zigzag|striped|ulysses|all] [--seq N] [--backend cuda]
 // Exit status: 0 ok, 2 bad input, 3 a rank failed, 5 a correctness check failed.
 // Not the simulator: `bubblesim` predicts; this measures.
 #include <sys/types.h>

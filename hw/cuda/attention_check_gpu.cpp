@@ -152,8 +152,9 @@ Tensor gather_rows(const Tensor& mine, const std::vector<int64_t>& pos, int64_t 
   const cudaStream_t s = comm.stream();
   const int ranks = comm.ranks();
   const auto local = static_cast<int64_t>(pos.size());
-  Device<float> send(mine.size()), recv(mine.size() * static_cast<size_t>(ranks));
-  Device<int64_t> send_pos(pos.size()), recv_pos(pos.size() * static_cast<size_t>(ranks));
+  const size_t gathered = comm.rank() == 0 ? static_cast<size_t>(ranks) : 0;  // only rank 0 receives
+  Device<float> send(mine.size()), recv(mine.size() * gathered);
+  Device<int64_t> send_pos(pos.size()), recv_pos(pos.size() * gathered);
   upload(mine, send, s);
   upload(pos, send_pos, s);
   comm.gather(send.get(), recv.get(), static_cast<int64_t>(mine.size() * sizeof(float)), alive);
@@ -161,7 +162,9 @@ Tensor gather_rows(const Tensor& mine, const std::vector<int64_t>& pos, int64_t 
   if (comm.rank() != 0) return {};
   const Tensor all = download(recv, mine.size() * static_cast<size_t>(ranks), s);
   std::vector<int64_t> all_pos(pos.size() * static_cast<size_t>(ranks));
-  BUBBLESIM_CUDA(cudaMemcpy(all_pos.data(), recv_pos.get(), all_pos.size() * sizeof(int64_t), cudaMemcpyDeviceToHost));
+  BUBBLESIM_CUDA(cudaMemcpyAsync(all_pos.data(), recv_pos.get(), all_pos.size() * sizeof(int64_t),
+                                 cudaMemcpyDeviceToHost, s));
+  BUBBLESIM_CUDA(cudaStreamSynchronize(s));
   Tensor full(static_cast<size_t>(heads * seq * d));
   for (int r = 0; r < ranks; ++r) {
     for (int64_t h = 0; h < heads; ++h) {
@@ -229,8 +232,10 @@ void check_ring(GpuAttentionCheck& c, sim::RingLayout layout, NcclComm& comm, co
   const Tensor full_dq = gather_rows(download(dq, n, s), pos, H, c.seq, D, comm, alive);
   const Tensor full_dk = gather_rows(download(dk, n, s), pos, H, c.seq, D, comm, alive);
   const Tensor full_dv = gather_rows(download(dv, n, s), pos, H, c.seq, D, comm, alive);
-  if (comm.rank() != 0) return;
+  // Every rank computes the reference, so none waits on rank 0 for longer than the others take
+  // (a long wait in the next communication would read as a stall); rank 0 compares.
   const Result ref = one_gpu(in, H, c.seq, D, true, s);
+  if (comm.rank() != 0) return;
   c.forward_error = relative_error(full_out, ref.out);
   c.backward_error = std::max({relative_error(full_dq, ref.dq), relative_error(full_dk, ref.dk),
                                relative_error(full_dv, ref.dv)});
@@ -277,8 +282,9 @@ void check_ulysses(GpuAttentionCheck& c, NcclComm& comm, const std::function<voi
   comm.all_to_all(send.get(), recv.get(), static_cast<int64_t>(block * sizeof(float)), alive);
   // From rank i: its heads of my tokens, so [H][local][d] in head order.
   const Tensor full = gather_rows(download(recv, block * static_cast<size_t>(U), s), pos, H, c.seq, D, comm, alive);
+  const Result ref = one_gpu(in, H, c.seq, D, false, s);  // on every rank, as in check_ring
   if (comm.rank() != 0) return;
-  c.forward_error = relative_error(full, one_gpu(in, H, c.seq, D, false, s).out);
+  c.forward_error = relative_error(full, ref.out);
 }
 
 }  // namespace
@@ -287,6 +293,10 @@ GpuAttentionCheck check_attention_gpu(const std::string& mode, int64_t seq, int6
                                       NcclComm& comm, const std::function<void()>& alive) {
   GpuAttentionCheck c{mode, seq, heads, head_dim, 0, 0};
   const int64_t n = comm.ranks();
+  if (seq <= 0 || heads <= 0) {
+    throw InputError("check attention --backend cuda: sequence " + std::to_string(seq) + " and " + std::to_string(heads) +
+                     " heads must be positive");
+  }
   if (!supported_head_dim(head_dim)) {
     throw InputError("check attention --backend cuda: no kernel for head dim " + std::to_string(head_dim));
   }
