@@ -181,3 +181,23 @@ TEST_CASE("ZeRO-3 gathers each layer's parameters before it runs; ZeRO-1 only af
   CHECK(mem0.optimizer == Approx(4 * mem1.optimizer));
   CHECK(ops0 == 2 * (16 + 1));
 }
+
+TEST_CASE("the LM head's stage keeps the cross-entropy's fp32 softmax over its vocabulary shard", "[training]") {
+  // Llama-3-8B, tp 2 x pp 2: both stages hold 16 layers; stage 1 also keeps, per microbatch,
+  // tokens x vocab / tp fp32 values for the loss's backward (Megatron upcasts the logits).
+  const ClusterJob j = job(1, 2, 2, 2, "1f1b", 1, 16);
+  const Topology topo(j.cluster);
+  const RooflineCompute compute(*j.cluster.gpu);
+  const TrainingPlan plan = build_training(j, topo, compute);
+  std::vector<int64_t> first_alloc(plan.program.devices().size(), 0);
+  for (DeviceId d = 0; d < plan.program.devices().size(); ++d) {
+    for (StreamId s : plan.program.devices()[d].streams) {
+      for (OpId op : plan.program.stream(s).ops) {
+        if (first_alloc[d] == 0 && plan.program.op(op).mem_alloc > 0) first_alloc[d] = plan.program.op(op).mem_alloc;
+      }
+    }
+  }
+  REQUIRE(first_alloc.size() == 2);
+  const double softmax = 4096.0 * (128256.0 / 2) * 4;  // one sequence of 4096 tokens per microbatch
+  CHECK((first_alloc[1] - first_alloc[0]) * plan.activation_unit_bytes == Approx(softmax).epsilon(1e-3));
+}

@@ -16,6 +16,7 @@ namespace {
 
 constexpr int64_t kOptimizerTraffic = 34; // HBM bytes per local parameter in one Adam step
 constexpr int64_t kBf16 = 2;
+constexpr double kFp32 = 4;
 
 /// Layers and extra work of one pipeline stage (in model order).
 struct StageLayout {
@@ -644,12 +645,17 @@ class Builder {
 
   // ---- memory --------------------------------------------------------------------------------
 
-  /// Activations one microbatch keeps alive on a stage (the rank's sequence shard).
+  /// Activations one microbatch keeps alive on a stage (the rank's sequence shard). The stage
+  /// with the LM head also keeps the cross-entropy's softmax over its vocabulary shard in fp32
+  /// for the backward (Megatron's vocab-parallel cross-entropy upcasts the logits and saves it;
+  /// recompute does not cover the loss).
   double activation_bytes(const StageLayout& st) const {
     const double per_token = activation_bytes_per_token(job_.model, job_.parallel.tp, job_.parallel.sequence_parallel,
                                                         job_.training.recompute, shape_.flash_attention,
                                                         job_.training.seq_len, job_.training.dropout > 0);
-    return per_token * static_cast<double>(shape_.tokens()) * st.layers;
+    const double tokens = static_cast<double>(shape_.tokens());
+    const double softmax = st.head ? kFp32 * tokens * static_cast<double>(vocab() / job_.parallel.tp) : 0;
+    return per_token * tokens * st.layers + softmax;
   }
 
   /// The same in Program memory units (KiB), refusing what an int32 unit count cannot hold.
