@@ -201,3 +201,36 @@ TEST_CASE("the LM head's stage keeps the cross-entropy's fp32 softmax over its v
   const double softmax = 4096.0 * (128256.0 / 2) * 4;  // one sequence of 4096 tokens per microbatch
   CHECK((first_alloc[1] - first_alloc[0]) * plan.activation_unit_bytes == Approx(softmax).epsilon(1e-3));
 }
+
+TEST_CASE("DualPipe's two model copies all-reduce their gradients pairwise before the optimizer", "[training]") {
+  // tp 2 x pp 4: ranks i and 3 - i hold the same two stages (8 layers each) of Llama-3-8B; rank 0
+  // and 3 also hold the embedding and the (untied) LM head.
+  const ClusterJob j = job(1, 2, 4, 1, "dualpipe", 1, 16);
+  const Topology topo(j.cluster);
+  const RooflineCompute compute(*j.cluster.gpu);
+  const TrainingPlan plan = build_training(j, topo, compute);
+  REQUIRE(validate(plan.program).empty());
+  const double layer = 218'103'808.0, matrix = 128256.0 * 4096;
+  const double outer = (16 * layer + 2 * matrix) / 2 * 4, inner = 16 * layer / 2 * 4;  // gradient bytes per tp rank
+  int streams = 0;
+  for (const Stream& s : plan.program.streams()) {
+    if (s.name != "copies") continue;
+    ++streams;
+    REQUIRE(s.ops.size() == 1);
+    const OpId op = s.ops[0];
+    const bool outer_pair = s.device == 0 || s.device == 3;
+    for (const Group& g : plan.program.groups()) {
+      const auto members = plan.program.members(static_cast<GroupId>(&g - plan.program.groups().data()));
+      if (std::find(members.begin(), members.end(), op) == members.end()) continue;
+      const auto transfers = plan.program.transfers(static_cast<GroupId>(&g - plan.program.groups().data()));
+      REQUIRE(!transfers.empty());
+      // A two-rank ring all-reduce: each side sends half the buffer in each of its 2 steps.
+      CHECK(static_cast<double>(transfers[0].bytes.value) == Approx(outer_pair ? outer : inner).epsilon(1e-6));
+    }
+  }
+  CHECK(streams == 4);
+  // Without DualPipe's copies (1F1B on the same job) there is no such exchange.
+  const ClusterJob one = job(1, 2, 4, 1, "1f1b", 1, 16);
+  const TrainingPlan plain = build_training(one, topo, compute);
+  for (const Stream& s : plain.program.streams()) CHECK(s.name != "copies");
+}

@@ -84,6 +84,7 @@ class Builder {
       const auto actions = generate(job_.schedule, ps, graph_);
       for (int32_t pp = 0; pp < ps.p; ++pp) emit_rank(pp, actions[static_cast<size_t>(pp)]);
       tied_embedding_allreduce();
+      dualpipe_copies_allreduce();
     }
     for (const PendingDep& d : pending_) {
       const OpId on = (d.backward ? bwd_last_ : fwd_last_)[slot(d.stage, d.mb, d.ring)];
@@ -740,7 +741,7 @@ class Builder {
 
   /// Tied embeddings with the embedding on one rank and the LM head on another (pp > 1): after the
   /// data-parallel reduction, Megatron all-reduces the shared matrix's gradient between the first
-  /// and the last stage (every tp, Ulysses and dp coordinate at once), before the optimizer.
+  /// and the last stage, before the optimizer.
   void tied_embedding_allreduce() {
     if (!job_.model.tied_embeddings) return;
     int32_t first = -1, last = -1, embeddings = 0, heads = 0;
@@ -750,25 +751,47 @@ class Builder {
     }
     // One embedding and one head on different ranks (not DualPipe's two pipelines).
     if (embeddings != 1 || heads != 1 || first == last) return;
-    const int64_t bytes = vocab() / job_.parallel.tp * job_.model.hidden * kGradBytes;
+    pair_allreduce(first, last, vocab() / job_.parallel.tp * job_.model.hidden * kGradBytes, "embedding");
+  }
+
+  /// DualPipe keeps two copies of the model: pipeline ranks i and p - 1 - i hold the same two
+  /// stages (one per direction), each trained on its own half of the microbatches, so each pair
+  /// all-reduces its gradients (its data-parallel shard of them under ZeRO) before the optimizer.
+  void dualpipe_copies_allreduce() {
+    if (job_.schedule != ScheduleKind::DualPipe) return;
+    const int32_t p = job_.parallel.pp;
+    for (int32_t i = 0; i < p / 2; ++i) {
+      int64_t params = 0;
+      for (size_t s = 0; s < graph_.size(); ++s) {
+        if (graph_.device[s] == i) params += stage_params(stages_[s]) / job_.parallel.tp;
+      }
+      const int64_t local = job_.parallel.zero >= 1 ? params / grad_group() : params;
+      pair_allreduce(i, p - 1 - i, local * kGradBytes, "copies");
+    }
+  }
+
+  /// An all-reduce of `bytes` between pipeline ranks a and b, for every ring rank (every tp,
+  /// Ulysses and dp coordinate at once), on a stream `name` of each side's own (the dp streams
+  /// hold ZeRO's all-gathers after the optimizer): after each side's gradient reduction and
+  /// before its optimizer step.
+  void pair_allreduce(int32_t a_rank, int32_t b_rank, int64_t bytes, const char* name) {
     for (int32_t r = 0; r < ring_; ++r) {
-      const Coord a = coord(first, r);
+      const Coord a = coord(a_rank, r);
       Coord b = a;
-      b[Dim::Pp] = last;
+      b[Dim::Pp] = b_rank;
       CollectiveSpec spec{CollectiveOp::AllReduce, CollectiveAlgo::Ring, Bytes{bytes}, {place_.gpu(a), place_.gpu(b)},
                           {}, {}, {}, true, {}};
       for (Coord c : combinations(a, {Dim::Tp, Dim::Ulysses, Dim::Dp})) {
         if (place_.gpu(c) == place_.gpu(a)) continue;
         Coord cb = c;
-        cb[Dim::Pp] = last;
+        cb[Dim::Pp] = b_rank;
         spec.twins.push_back({place_.gpu(c), place_.gpu(cb)});
       }
       spec.efficiency = efficiency(CollectiveOp::AllReduce, Bytes{bytes}, spec.gpus);
       spec.label.phase = Phase::None;
       spec.label.traffic = Traffic::DataParallel;
-      const DeviceId da = dev(first, r), db = dev(last, r);
-      // A stream of its own: the dp streams already hold ZeRO's all-gathers after the optimizer.
-      spec.streams = {p_.add_stream(da, StreamKind::Comm, "embedding"), p_.add_stream(db, StreamKind::Comm, "embedding")};
+      const DeviceId da = dev(a_rank, r), db = dev(b_rank, r);
+      spec.streams = {p_.add_stream(da, StreamKind::Comm, name), p_.add_stream(db, StreamKind::Comm, name)};
       const std::vector<OpId> after{grads_reduced_[da], grads_reduced_[db]};
       const auto done = expand_collective(p_, spec, after);
       p_.add_dep(optimizer_op_[da], done[0]);
