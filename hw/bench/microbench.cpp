@@ -126,14 +126,10 @@ void measure_device_comm(const std::string& what, const BenchOptions& opt, MpiBa
                          const std::function<void(const sim::BenchSample&)>& emit) {
   for (int64_t size : opt.sizes) {
     if (opt.check_comm && size <= BenchOptions::kCheckedBytes) {
-      const double wrong = static_cast<double>(opt.check_comm(what, size));
-      std::vector<int> counts;
-      const std::vector<double> all = b.gather(std::span<const double>(&wrong, 1), counts);
-      double total = 0;
-      for (double w : all) total += w;
-      if (b.broadcast(static_cast<int64_t>(total)) > 0) {
+      const int64_t wrong = opt.check_comm(what, size);
+      if (b.sum(wrong) > 0) {
         throw RankFailure("bench " + what + " of " + std::to_string(size) + " bytes: the device's result is wrong (" +
-                          std::to_string(static_cast<int64_t>(wrong)) + " wrong elements on rank " +
+                          std::to_string(wrong) + " wrong elements on rank " +
                           std::to_string(b.rank()) + "); nothing is timed on a wrong result");
       }
     }

@@ -7,6 +7,7 @@
 #include <limits>
 #include <vector>
 
+#include "hw/backend/attention_shards.hpp"
 #include "hw/host/kernels.hpp"
 #include "sim/core/error.hpp"
 #include "sim/workload/sequence_parallel.hpp"
@@ -15,29 +16,6 @@ namespace bubblesim::hw {
 namespace {
 
 using Tensor = std::vector<float>;  // [heads][len][head_dim]
-
-/// Deterministic values of order 1, the same on every rank.
-Tensor make(int64_t n, uint32_t seed) {
-  Tensor t(static_cast<size_t>(n));
-  uint32_t x = seed * 2654435761U + 12345U;
-  for (float& v : t) {
-    x = x * 1664525U + 1013904223U;
-    v = static_cast<float>(x >> 8) / static_cast<float>(1U << 24) * 2.0F - 1.0F;
-  }
-  return t;
-}
-
-/// Rows `pos` of every head of `full` ([heads][seq][d]) -> [heads][pos.size()][d].
-Tensor rows(const Tensor& full, int64_t heads, int64_t seq, int64_t d, const std::vector<int64_t>& pos) {
-  const auto n = static_cast<int64_t>(pos.size());
-  Tensor out(static_cast<size_t>(heads * n * d));
-  for (int64_t h = 0; h < heads; ++h) {
-    for (int64_t i = 0; i < n; ++i) {
-      std::copy_n(full.begin() + (h * seq + pos[static_cast<size_t>(i)]) * d, d, out.begin() + (h * n + i) * d);
-    }
-  }
-  return out;
-}
 
 /// Gathers every rank's [heads][local][d] shard with its positions into rank 0's [heads][seq][d].
 Tensor gather_rows(const Tensor& mine, const std::vector<int64_t>& pos, int64_t heads, int64_t seq, int64_t d,
@@ -49,16 +27,8 @@ Tensor gather_rows(const Tensor& mine, const std::vector<int64_t>& pos, int64_t 
                            MPI_FLOAT, 0, MPI_COMM_WORLD));
   BUBBLESIM_MPI(MPI_Gather(pos.data(), static_cast<int>(local), MPI_INT64_T, all_pos.data(), static_cast<int>(local),
                            MPI_INT64_T, 0, MPI_COMM_WORLD));
-  Tensor full(s.rank() == 0 ? static_cast<size_t>(heads * seq * d) : 0);
-  for (int r = 0; s.rank() == 0 && r < s.size(); ++r) {
-    for (int64_t h = 0; h < heads; ++h) {
-      for (int64_t i = 0; i < local; ++i) {
-        const int64_t p = all_pos[static_cast<size_t>(r * local + i)];
-        std::copy_n(all.begin() + ((r * heads + h) * local + i) * d, d, full.begin() + (h * seq + p) * d);
-      }
-    }
-  }
-  return full;
+  if (s.rank() != 0) return {};
+  return place_rows(all, all_pos, s.size(), heads, seq, d);
 }
 
 double max_diff(const Tensor& a, const Tensor& b) {
@@ -81,7 +51,7 @@ struct Reference {
 };
 
 Reference reference(int64_t heads, int64_t seq, int64_t d, bool backward) {
-  Reference r{make(heads * seq * d, 1), make(heads * seq * d, 2), make(heads * seq * d, 3), make(heads * seq * d, 4),
+  Reference r{check_values(heads * seq * d, 1), check_values(heads * seq * d, 2), check_values(heads * seq * d, 3), check_values(heads * seq * d, 4),
               Tensor(static_cast<size_t>(heads * seq * d)), Tensor(static_cast<size_t>(heads * seq)), {}, {}, {}};
   const AttentionDims dims{heads, seq, seq, d};
   attention_forward(dims, AttentionMask{}, r.q.data(), r.k.data(), r.v.data(), r.out.data(), r.lse.data());
@@ -99,11 +69,11 @@ void check_ring(AttentionCheck& c, sim::RingLayout layout, const MpiSession& s) 
   const int64_t R = s.size(), H = c.heads, D = c.head_dim, local = c.seq / R;
   const Reference ref = reference(H, c.seq, D, true);
   const std::vector<int64_t> pos = sim::ring_positions(layout, R, local, s.rank());
-  const Tensor q = rows(ref.q, H, c.seq, D, pos), dout = rows(ref.dout, H, c.seq, D, pos);
+  const Tensor q = shard_rows(ref.q, H, c.seq, D, pos), dout = shard_rows(ref.dout, H, c.seq, D, pos);
   const AttentionDims dims{H, local, local, D};
   // Forward: my queries against each block as it comes round, merged by log-sum-exp.
   Tensor out(q.size(), 0), lse(static_cast<size_t>(H * local), -std::numeric_limits<float>::infinity());
-  Tensor k = rows(ref.k, H, c.seq, D, pos), v = rows(ref.v, H, c.seq, D, pos), part(q.size()), part_lse(lse.size());
+  Tensor k = shard_rows(ref.k, H, c.seq, D, pos), v = shard_rows(ref.v, H, c.seq, D, pos), part(q.size()), part_lse(lse.size());
   std::vector<int64_t> kv_pos = pos;
   for (int64_t t = 0; t < R; ++t) {
     attention_forward(dims, AttentionMask{true, pos, kv_pos}, q.data(), k.data(), v.data(), part.data(), part_lse.data());
@@ -120,8 +90,8 @@ void check_ring(AttentionCheck& c, sim::RingLayout layout, const MpiSession& s) 
   }
   const Tensor full_out = gather_rows(out, pos, H, c.seq, D, s);
   // Backward: dK/dV accumulators travel with their block and take one hop more, home.
-  k = rows(ref.k, H, c.seq, D, pos);
-  v = rows(ref.v, H, c.seq, D, pos);
+  k = shard_rows(ref.k, H, c.seq, D, pos);
+  v = shard_rows(ref.v, H, c.seq, D, pos);
   kv_pos = pos;
   Tensor dq(q.size(), 0), dk(k.size(), 0), dv(v.size(), 0);
   for (int64_t t = 0; t < R; ++t) {
@@ -170,8 +140,8 @@ void check_ulysses(AttentionCheck& c, const MpiSession& s) {
     }
     return out;
   };
-  const Tensor q = to_heads(rows(ref.q, H, c.seq, D, pos)), k = to_heads(rows(ref.k, H, c.seq, D, pos)),
-               v = to_heads(rows(ref.v, H, c.seq, D, pos));
+  const Tensor q = to_heads(shard_rows(ref.q, H, c.seq, D, pos)), k = to_heads(shard_rows(ref.k, H, c.seq, D, pos)),
+               v = to_heads(shard_rows(ref.v, H, c.seq, D, pos));
   Tensor out(q.size()), lse(static_cast<size_t>(hu * c.seq));
   attention_forward({hu, c.seq, c.seq, D}, AttentionMask{}, q.data(), k.data(), v.data(), out.data(), lse.data());
   // Back: all tokens of my heads -> my tokens of all heads.

@@ -189,14 +189,7 @@ std::unique_ptr<cuda::NcclComm> join_nccl(MpiBackend& b, int device, int64_t byt
   cuda::NcclId id{};
   if (b.rank() == 0) id = cuda::nccl_unique_id();
   b.broadcast_bytes(std::span<char>(id.data(), id.size()));
-  const auto agree = [&b](bool ok) {
-    const double mine = ok ? 0 : 1;
-    std::vector<int> counts;
-    const std::vector<double> all = b.gather(std::span<const double>(&mine, 1), counts);
-    double failed = 0;
-    for (double f : all) failed += f;
-    return b.broadcast(static_cast<int64_t>(failed)) == 0;
-  };
+  const auto agree = [&b](bool ok) { return b.sum(ok ? 0 : 1) == 0; };
   return std::make_unique<cuda::NcclComm>(id, b.rank(), b.ranks(), device, bytes, agree);
 }
 #endif

@@ -8,6 +8,7 @@
 #include <limits>
 #include <vector>
 
+#include "hw/backend/attention_shards.hpp"
 #include "hw/cuda/attention.hpp"
 #include "hw/cuda/cuda_check.hpp"
 #include "sim/core/error.hpp"
@@ -38,28 +39,11 @@ class Device {
   size_t n_;
 };
 
-/// Deterministic values of order 1, the same on every rank, rounded to bf16 (the kernels' input
-/// type) so every copy of them is exact.
+/// check_values rounded to bf16 (the kernels' input type), so every copy of them is exact.
 Tensor make(int64_t n, uint32_t seed) {
-  Tensor t(static_cast<size_t>(n));
-  uint32_t x = seed * 2654435761U + 12345U;
-  for (float& v : t) {
-    x = x * 1664525U + 1013904223U;
-    v = __bfloat162float(__float2bfloat16(static_cast<float>(x >> 8) / static_cast<float>(1U << 24) * 2.0F - 1.0F));
-  }
+  Tensor t = check_values(n, seed);
+  for (float& v : t) v = __bfloat162float(__float2bfloat16(v));
   return t;
-}
-
-/// Rows `pos` of every head of `full` ([heads][seq][d]) -> [heads][pos.size()][d].
-Tensor rows(const Tensor& full, int64_t heads, int64_t seq, int64_t d, const std::vector<int64_t>& pos) {
-  const auto n = static_cast<int64_t>(pos.size());
-  Tensor out(static_cast<size_t>(heads * n * d));
-  for (int64_t h = 0; h < heads; ++h) {
-    for (int64_t i = 0; i < n; ++i) {
-      std::copy_n(full.begin() + (h * seq + pos[static_cast<size_t>(i)]) * d, d, out.begin() + (h * n + i) * d);
-    }
-  }
-  return out;
 }
 
 /// Host -> device, as bf16 or as it is.
@@ -151,7 +135,6 @@ Tensor gather_rows(const Tensor& mine, const std::vector<int64_t>& pos, int64_t 
                    NcclComm& comm, const std::function<void()>& alive) {
   const cudaStream_t s = comm.stream();
   const int ranks = comm.ranks();
-  const auto local = static_cast<int64_t>(pos.size());
   const size_t gathered = comm.rank() == 0 ? static_cast<size_t>(ranks) : 0;  // only rank 0 receives
   Device<float> send(mine.size()), recv(mine.size() * gathered);
   Device<int64_t> send_pos(pos.size()), recv_pos(pos.size() * gathered);
@@ -165,16 +148,7 @@ Tensor gather_rows(const Tensor& mine, const std::vector<int64_t>& pos, int64_t 
   BUBBLESIM_CUDA(cudaMemcpyAsync(all_pos.data(), recv_pos.get(), all_pos.size() * sizeof(int64_t),
                                  cudaMemcpyDeviceToHost, s));
   BUBBLESIM_CUDA(cudaStreamSynchronize(s));
-  Tensor full(static_cast<size_t>(heads * seq * d));
-  for (int r = 0; r < ranks; ++r) {
-    for (int64_t h = 0; h < heads; ++h) {
-      for (int64_t i = 0; i < local; ++i) {
-        const int64_t p = all_pos[static_cast<size_t>(r * local + i)];
-        std::copy_n(all.begin() + ((r * heads + h) * local + i) * d, d, full.begin() + (h * seq + p) * d);
-      }
-    }
-  }
-  return full;
+  return place_rows(all, all_pos, ranks, heads, seq, d);
 }
 
 void check_ring(GpuAttentionCheck& c, sim::RingLayout layout, NcclComm& comm, const std::function<void()>& alive) {
@@ -186,8 +160,8 @@ void check_ring(GpuAttentionCheck& c, sim::RingLayout layout, NcclComm& comm, co
   Device<__nv_bfloat16> q(n), k(n), v(n), k_in(n), v_in(n);
   Device<int64_t> q_pos(pos.size()), kv_pos(pos.size()), kv_pos_in(pos.size());
   const auto own_block = [&] {
-    upload_bf16(rows(in.k, H, c.seq, D, pos), k, s);
-    upload_bf16(rows(in.v, H, c.seq, D, pos), v, s);
+    upload_bf16(shard_rows(in.k, H, c.seq, D, pos), k, s);
+    upload_bf16(shard_rows(in.v, H, c.seq, D, pos), v, s);
     upload(pos, kv_pos, s);
   };
   // K, V and their positions one hop round the ring.
@@ -199,7 +173,7 @@ void check_ring(GpuAttentionCheck& c, sim::RingLayout layout, NcclComm& comm, co
     v.swap(v_in);
     kv_pos.swap(kv_pos_in);
   };
-  upload_bf16(rows(in.q, H, c.seq, D, pos), q, s);
+  upload_bf16(shard_rows(in.q, H, c.seq, D, pos), q, s);
   upload(pos, q_pos, s);
   own_block();
   const AttentionDims dims{H, local, local, D};
@@ -218,7 +192,7 @@ void check_ring(GpuAttentionCheck& c, sim::RingLayout layout, NcclComm& comm, co
   Device<float> d_out(n), d_lse(rows_n), dout(n), dq(n), dk(n), dv(n), dk_in(n), dv_in(n), delta(rows_n);
   upload(out, d_out, s);
   upload(lse, d_lse, s);
-  upload(rows(in.dout, H, c.seq, D, pos), dout, s);
+  upload(shard_rows(in.dout, H, c.seq, D, pos), dout, s);
   for (Device<float>* g : {&dq, &dk, &dv}) fill(g->get(), static_cast<int64_t>(n), 0, s);
   for (int64_t t = 0; t < R; ++t) {
     attention_backward(dims, DeviceMask{true, q_pos.get(), kv_pos.get()}, q.get(), k.get(), v.get(), d_out.get(),
@@ -265,9 +239,9 @@ void check_ulysses(GpuAttentionCheck& c, NcclComm& comm, const std::function<voi
   };
   const auto n = static_cast<size_t>(hu * c.seq * D);
   Device<__nv_bfloat16> q(n), k(n), v(n);
-  upload_bf16(to_heads(rows(in.q, H, c.seq, D, pos)), q, s);
-  upload_bf16(to_heads(rows(in.k, H, c.seq, D, pos)), k, s);
-  upload_bf16(to_heads(rows(in.v, H, c.seq, D, pos)), v, s);
+  upload_bf16(to_heads(shard_rows(in.q, H, c.seq, D, pos)), q, s);
+  upload_bf16(to_heads(shard_rows(in.k, H, c.seq, D, pos)), k, s);
+  upload_bf16(to_heads(shard_rows(in.v, H, c.seq, D, pos)), v, s);
   Device<float> out(n), lse(static_cast<size_t>(hu * c.seq));
   attention_forward({hu, c.seq, c.seq, D}, DeviceMask{}, q.get(), k.get(), v.get(), out.get(), lse.get(), s);
   // Back: all tokens of my heads -> my tokens of all heads.

@@ -141,51 +141,41 @@ int64_t NcclComm::effective_size(CommOp op, int64_t size) const {
   return std::max(unit, size / unit * unit);
 }
 
-void NcclComm::enqueue(CommOp op, int64_t size, int count) {
+size_t NcclComm::elements(CommOp op, int64_t size) const {
   if (comm_ == nullptr) throw GpuError("NCCL communicator: used after it was aborted");
   const int64_t s = effective_size(op, size);
   if (s > max_bytes_) {
-    throw InputError("NCCL benchmark: size " + std::to_string(s) + " exceeds the " + std::to_string(max_bytes_) +
+    throw InputError("NCCL: size " + std::to_string(s) + " exceeds the " + std::to_string(max_bytes_) +
                      " bytes of buffers this communicator was made with");
   }
-  const auto elements = static_cast<size_t>(s / kElement);
-  const size_t share = elements / static_cast<size_t>(ranks_);  // per rank, for the split ops
-  bool in_group = false;
-  const auto group_start = [&] {
-    BUBBLESIM_NCCL(ncclGroupStart(), comm_);
-    in_group = true;
-  };
-  const auto group_end = [&] {
-    in_group = false;
-    BUBBLESIM_NCCL(ncclGroupEnd(), comm_);
-  };
-  try {
-    BUBBLESIM_CUDA(cudaSetDevice(device_));
-    for (int i = 0; i < count; ++i) {
+  return static_cast<size_t>(s / kElement);
+}
+
+void NcclComm::enqueue(CommOp op, int64_t size, int count) {
+  const size_t all = elements(op, size);
+  const size_t share = all / static_cast<size_t>(ranks_);  // per rank, for the split ops
+  for (int i = 0; i < count; ++i) {
+    group([&] {
       switch (op) {
         case CommOp::SendRecv: {
           const int next = (rank_ + 1) % ranks_, prev = (rank_ + ranks_ - 1) % ranks_;
-          group_start();
-          BUBBLESIM_NCCL(ncclSend(send_, elements, ncclFloat32, next, comm_, stream_), comm_);
-          BUBBLESIM_NCCL(ncclRecv(recv_, elements, ncclFloat32, prev, comm_, stream_), comm_);
-          group_end();
+          BUBBLESIM_NCCL(ncclSend(send_, all, ncclFloat32, next, comm_, stream_), comm_);
+          BUBBLESIM_NCCL(ncclRecv(recv_, all, ncclFloat32, prev, comm_, stream_), comm_);
           break;
         }
         case CommOp::AllToAll:
 #if NCCL_VERSION_CODE >= 22800
           BUBBLESIM_NCCL(ncclAlltoAll(send_, recv_, share, ncclFloat32, comm_, stream_), comm_);
 #else
-          group_start();
           for (int peer = 0; peer < ranks_; ++peer) {
             const size_t offset = share * static_cast<size_t>(peer * kElement);
             BUBBLESIM_NCCL(ncclSend(static_cast<char*>(send_) + offset, share, ncclFloat32, peer, comm_, stream_), comm_);
             BUBBLESIM_NCCL(ncclRecv(static_cast<char*>(recv_) + offset, share, ncclFloat32, peer, comm_, stream_), comm_);
           }
-          group_end();
 #endif
           break;
         case CommOp::AllReduce:
-          BUBBLESIM_NCCL(ncclAllReduce(send_, recv_, elements, ncclFloat32, ncclSum, comm_, stream_), comm_);
+          BUBBLESIM_NCCL(ncclAllReduce(send_, recv_, all, ncclFloat32, ncclSum, comm_, stream_), comm_);
           break;
         case CommOp::AllGather:  // S is the gathered output; each rank contributes S / ranks
           BUBBLESIM_NCCL(ncclAllGather(send_, recv_, share, ncclFloat32, comm_, stream_), comm_);
@@ -194,38 +184,25 @@ void NcclComm::enqueue(CommOp op, int64_t size, int count) {
           BUBBLESIM_NCCL(ncclReduceScatter(send_, recv_, share, ncclFloat32, ncclSum, comm_, stream_), comm_);
           break;
       }
-      mark_done();
-    }
-  } catch (...) {
-    // A batch that failed part-way leaves peers waiting on its rest: close the group (so NCCL's
-    // cleanup is not deferred into it) and abort.
-    if (in_group) ncclGroupEnd();
-    abort();
-    throw;
+    });
   }
 }
 
 int64_t NcclComm::check(CommOp op, int64_t size, const std::function<void()>& alive, double stall_timeout_s) {
-  if (comm_ == nullptr) throw GpuError("NCCL communicator: used after it was aborted");
-  const int64_t s = effective_size(op, size);
-  if (s > max_bytes_) {
-    throw InputError("NCCL check: size " + std::to_string(s) + " exceeds the " + std::to_string(max_bytes_) +
-                     " bytes of buffers this communicator was made with");
-  }
-  const auto elements = static_cast<size_t>(s / kElement);
-  const size_t share = elements / static_cast<size_t>(ranks_);
+  const size_t all = elements(op, size);
+  const size_t share = all / static_cast<size_t>(ranks_);
   const int n = ranks_, r = rank_;
   const auto value = [](int rank, size_t i) { return static_cast<float>(rank + 1 + static_cast<int>(i % 7)); };
-  std::vector<float> data(elements);
-  for (size_t i = 0; i < elements; ++i) data[i] = value(r, i);
+  std::vector<float> data(all);
+  for (size_t i = 0; i < all; ++i) data[i] = value(r, i);
   BUBBLESIM_CUDA(cudaSetDevice(device_));
-  BUBBLESIM_CUDA(cudaMemcpyAsync(send_, data.data(), elements * kElement, cudaMemcpyHostToDevice, stream_));
-  BUBBLESIM_CUDA(cudaMemsetAsync(recv_, 0xff, elements * kElement, stream_));  // NaN until written
+  BUBBLESIM_CUDA(cudaMemcpyAsync(send_, data.data(), all * kElement, cudaMemcpyHostToDevice, stream_));
+  BUBBLESIM_CUDA(cudaMemsetAsync(recv_, 0xff, all * kElement, stream_));  // NaN until written
   enqueue(op, size, 1);
   wait(alive, stall_timeout_s);
   // What this rank must hold, and how many elements of it.
   const float all_ranks = static_cast<float>(n * (n + 1) / 2);
-  size_t count = elements;
+  size_t count = all;
   std::function<float(size_t)> want;
   switch (op) {
     case CommOp::SendRecv: want = [&](size_t i) { return value((r + n - 1) % n, i); }; break;
@@ -244,14 +221,14 @@ int64_t NcclComm::check(CommOp op, int64_t size, const std::function<void()>& al
   // Everything on the communicator's stream, which does not synchronise with the default one.
   std::vector<float> got(count);
   BUBBLESIM_CUDA(cudaMemcpyAsync(got.data(), recv_, count * kElement, cudaMemcpyDeviceToHost, stream_));
-  BUBBLESIM_CUDA(cudaMemsetAsync(send_, 0, elements * kElement, stream_));
+  BUBBLESIM_CUDA(cudaMemsetAsync(send_, 0, all * kElement, stream_));
   BUBBLESIM_CUDA(cudaStreamSynchronize(stream_));
   int64_t wrong = 0;
   for (size_t i = 0; i < count; ++i) wrong += got[i] != want(i);  // NaN (never written) counts
   return wrong;
 }
 
-void NcclComm::grouped(const std::function<void()>& calls, const std::function<void()>& alive) {
+void NcclComm::group(const std::function<void()>& calls) {
   if (comm_ == nullptr) throw GpuError("NCCL communicator: used after it was aborted");
   try {
     BUBBLESIM_CUDA(cudaSetDevice(device_));
@@ -265,41 +242,43 @@ void NcclComm::grouped(const std::function<void()>& calls, const std::function<v
     BUBBLESIM_NCCL(ncclGroupEnd(), comm_);
     mark_done();
   } catch (...) {
-    abort();
+    abort();  // peers may wait on what this rank never posted
     throw;
   }
-  wait(alive);
 }
 
 void NcclComm::ring_pass(const void* send, void* recv, int64_t bytes, const std::function<void()>& alive) {
   const int next = (rank_ + 1) % ranks_, prev = (rank_ + ranks_ - 1) % ranks_;
   const auto n = static_cast<size_t>(bytes);
-  grouped([&] {
+  group([&] {
     BUBBLESIM_NCCL(ncclSend(send, n, ncclInt8, next, comm_, stream_), comm_);
     BUBBLESIM_NCCL(ncclRecv(recv, n, ncclInt8, prev, comm_, stream_), comm_);
-  }, alive);
+  });
+  wait(alive);
 }
 
 void NcclComm::all_to_all(const void* send, void* recv, int64_t bytes_per_peer, const std::function<void()>& alive) {
   const auto n = static_cast<size_t>(bytes_per_peer);
-  grouped([&] {
+  group([&] {
     for (int peer = 0; peer < ranks_; ++peer) {
       const size_t at = n * static_cast<size_t>(peer);
       BUBBLESIM_NCCL(ncclSend(static_cast<const char*>(send) + at, n, ncclInt8, peer, comm_, stream_), comm_);
       BUBBLESIM_NCCL(ncclRecv(static_cast<char*>(recv) + at, n, ncclInt8, peer, comm_, stream_), comm_);
     }
-  }, alive);
+  });
+  wait(alive);
 }
 
 void NcclComm::gather(const void* send, void* recv, int64_t bytes, const std::function<void()>& alive) {
   const auto n = static_cast<size_t>(bytes);
-  grouped([&] {
+  group([&] {
     BUBBLESIM_NCCL(ncclSend(send, n, ncclInt8, 0, comm_, stream_), comm_);
     for (int peer = 0; rank_ == 0 && peer < ranks_; ++peer) {
       BUBBLESIM_NCCL(ncclRecv(static_cast<char*>(recv) + n * static_cast<size_t>(peer), n, ncclInt8, peer, comm_, stream_),
                      comm_);
     }
-  }, alive);
+  });
+  wait(alive);
 }
 
 void NcclComm::wait(const std::function<void()>& alive, double stall_timeout_s) {

@@ -82,8 +82,11 @@ class NcclComm {
 
  private:
   void abort() noexcept;
-  /// Runs `calls` (NCCL sends / receives) as one group on stream(), then waits.
-  void grouped(const std::function<void()>& calls, const std::function<void()>& alive);
+  /// Enqueues `calls` (NCCL calls on stream()) as one group and marks its end; on a failure the
+  /// group is closed and the communicator aborted.
+  void group(const std::function<void()>& calls);
+  /// Elements of an op of `size` (effective_size), refused beyond the buffers.
+  size_t elements(CommOp op, int64_t size) const;
   void mark_done();  // records an event after the op just enqueued
   int rank_, ranks_, device_;
   int64_t max_bytes_;

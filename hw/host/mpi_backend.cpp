@@ -165,6 +165,14 @@ std::vector<double> MpiBackend::gather(std::span<const double> values, std::vect
   return all;
 }
 
+int64_t MpiBackend::sum(int64_t value) {
+  int64_t total = 0;
+  MPI_Request r = MPI_REQUEST_NULL;
+  BUBBLESIM_MPI(MPI_Iallreduce(&value, &total, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD, &r));
+  wait(r, "sum over ranks");
+  return total;
+}
+
 void MpiBackend::broadcast_bytes(std::span<char> data) {
   MPI_Request r = MPI_REQUEST_NULL;
   BUBBLESIM_MPI(MPI_Ibcast(data.data(), static_cast<int>(data.size()), MPI_BYTE, 0, MPI_COMM_WORLD, &r));

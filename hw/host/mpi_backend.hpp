@@ -64,6 +64,8 @@ class MpiBackend final : public Backend {
   void check_alive() override;
   std::vector<double> gather(std::span<const double> values, std::vector<int>& counts) override;
   int64_t broadcast(int64_t value) override;
+  /// The sum of every rank's `value`, on every rank.
+  int64_t sum(int64_t value);
   /// Rank 0's bytes into `data` on every rank (e.g. NCCL's bootstrap id).
   void broadcast_bytes(std::span<char> data);
 

@@ -28,6 +28,12 @@ GroupKind group_kind(CollectiveOp op) {
   return GroupKind::AllReduce;
 }
 
+/// Whether the spec's positions sit on more than one node (node_of given for each).
+bool spans_nodes(const CollectiveSpec& s) {
+  return s.node_of.size() == s.gpus.size() &&
+         std::any_of(s.node_of.begin(), s.node_of.end(), [&](int32_t v) { return v != s.node_of[0]; });
+}
+
 /// Builds steps for subsets of the spec's ranks; remembers each rank's last op.
 class Expander {
  public:
@@ -161,11 +167,10 @@ std::vector<OpId> expand_collective(Program& p, const CollectiveSpec& s, std::sp
     for (const auto& [node, members] : nodes) e.ring(members, intra_chunk, static_cast<int>(g) - 1);  // AG
     return e.done();
   }
-  // Rings spanning nodes may run several channels (most training collectives stay in a node).
+  // Rings spanning nodes may run several channels (most training collectives stay in a node, and
+  // skip the search).
   std::vector<std::vector<size_t>> channels;
-  const bool spans_nodes = s.node_of.size() == n && std::any_of(s.node_of.begin(), s.node_of.end(),
-                                                                 [&](int32_t v) { return v != s.node_of[0]; });
-  if (spans_nodes && s.max_channels != 1 &&
+  if (spans_nodes(s) &&
       (s.op == CollectiveOp::AllReduce || s.op == CollectiveOp::AllGather || s.op == CollectiveOp::ReduceScatter)) {
     channels = ring_channels(s);
   }
@@ -190,11 +195,12 @@ std::vector<OpId> expand_collective(Program& p, const CollectiveSpec& s, std::sp
 
 std::vector<std::vector<size_t>> ring_channels(const CollectiveSpec& s) {
   const size_t n = s.gpus.size();
-  std::vector<size_t> given(n);
-  for (size_t i = 0; i < n; ++i) given[i] = i;
-  const bool one_node = s.node_of.size() != n ||
-                        std::all_of(s.node_of.begin(), s.node_of.end(), [&](int32_t v) { return v == s.node_of[0]; });
-  if (one_node || s.max_channels == 1) return {given};
+  const auto given = [n] {
+    std::vector<size_t> order(n);
+    for (size_t i = 0; i < n; ++i) order[i] = i;
+    return std::vector<std::vector<size_t>>{order};
+  };
+  if (!spans_nodes(s) || s.max_channels == 1) return given();
   // Each node's positions in ring order, nodes in order of first appearance.
   std::vector<std::vector<size_t>> nodes;
   std::unordered_map<int32_t, size_t> index;
@@ -206,7 +212,7 @@ std::vector<std::vector<size_t>> ring_channels(const CollectiveSpec& s) {
   size_t g = n;
   for (const auto& members : nodes) g = std::min(g, members.size());
   if (s.max_channels > 0) g = std::min(g, static_cast<size_t>(s.max_channels));
-  if (g < 2) return {given};
+  if (g < 2) return given();
   // Channel c enters each node at its c-th position and leaves from the one before it.
   std::vector<std::vector<size_t>> channels(g);
   for (size_t c = 0; c < g; ++c) {

@@ -25,6 +25,7 @@
 #include "hw/cuda/gpu_compute.hpp"
 #include "hw/cuda/nccl_comm.hpp"
 #include "sim/core/error.hpp"
+#include "sim/model/collectives.hpp"
 
 using namespace bubblesim;
 using namespace bubblesim::hw;
@@ -50,6 +51,9 @@ void expect(bool ok, const std::string& what) {
 constexpr cuda::CommOp kOps[] = {cuda::CommOp::SendRecv, cuda::CommOp::AllToAll, cuda::CommOp::AllReduce,
                                  cuda::CommOp::AllGather, cuda::CommOp::ReduceScatter};
 constexpr const char* kNames[] = {"p2p", "alltoall", "allreduce", "allgather", "reducescatter"};
+constexpr sim::CollectiveOp kCollective[] = {sim::CollectiveOp::SendRecv, sim::CollectiveOp::AllToAll,
+                                             sim::CollectiveOp::AllReduce, sim::CollectiveOp::AllGather,
+                                             sim::CollectiveOp::ReduceScatter};  // nccl-tests' busbw factors
 
 void rank_main(const cuda::NcclId& id, int rank, int ranks, std::barrier<>& setup, std::vector<double>& busbw) {
   constexpr int64_t kMax = int64_t{64} << 20;
@@ -79,11 +83,7 @@ void rank_main(const cuda::NcclId& id, int rank, int ranks, std::barrier<>& setu
     comm.enqueue(op, kMax, kIterations);
     comm.wait(alive);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / kIterations;
-    const double n = ranks;
-    const double factor = op == cuda::CommOp::AllReduce ? 2 * (n - 1) / n
-                          : op == cuda::CommOp::SendRecv ? 1.0
-                                                         : (n - 1) / n;
-    busbw[k] = static_cast<double>(comm.effective_size(op, kMax)) / s * factor / 1e9;
+    busbw[k] = static_cast<double>(comm.effective_size(op, kMax)) / s * sim::busbw_factor(kCollective[k], ranks) / 1e9;
     expect(comm.check(op, 12345, alive) == 0, std::string(kNames[k]) + " after timed batches");
   }
   bool refused = false;
