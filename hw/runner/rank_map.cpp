@@ -6,24 +6,29 @@
 
 namespace bubblesim::hw {
 
-std::vector<sim::DeviceId> device_of_gpus(const sim::ClusterJob& job, const sim::TrainingPlan& plan) {
+std::vector<sim::Coord> coords_of_gpus(const sim::ClusterJob& job) {
   using sim::Dim;
   const sim::RankPlacement place(job);
-  const int32_t world = job.cluster.world();
-  // (pp, ring) of every GPU, from the placement's coordinates.
-  std::vector<std::pair<int32_t, int32_t>> stage_ring(static_cast<size_t>(world), {-1, -1});
+  std::vector<sim::Coord> out(static_cast<size_t>(job.cluster.world()));
   sim::Coord c;
   for (c[Dim::Pp] = 0; c[Dim::Pp] < place.degree(Dim::Pp); ++c[Dim::Pp]) {
     for (c[Dim::Dp] = 0; c[Dim::Dp] < place.degree(Dim::Dp); ++c[Dim::Dp]) {
       for (c[Dim::Ring] = 0; c[Dim::Ring] < place.degree(Dim::Ring); ++c[Dim::Ring]) {
         for (c[Dim::Ulysses] = 0; c[Dim::Ulysses] < place.degree(Dim::Ulysses); ++c[Dim::Ulysses]) {
-          for (c[Dim::Tp] = 0; c[Dim::Tp] < place.degree(Dim::Tp); ++c[Dim::Tp]) {
-            stage_ring[static_cast<size_t>(place.gpu(c))] = {c[Dim::Pp], c[Dim::Ring]};
-          }
+          for (c[Dim::Tp] = 0; c[Dim::Tp] < place.degree(Dim::Tp); ++c[Dim::Tp]) out[static_cast<size_t>(place.gpu(c))] = c;
         }
       }
     }
   }
+  return out;
+}
+
+std::vector<sim::DeviceId> device_of_gpus(const sim::ClusterJob& job, const sim::TrainingPlan& plan) {
+  using sim::Dim;
+  const int32_t world = job.cluster.world();
+  // (pp, ring) of every GPU, from the placement's coordinates.
+  std::vector<std::pair<int32_t, int32_t>> stage_ring;
+  for (const sim::Coord& c : coords_of_gpus(job)) stage_ring.emplace_back(c[Dim::Pp], c[Dim::Ring]);
   std::map<std::pair<int32_t, int32_t>, sim::DeviceId> device;
   for (sim::DeviceId d = 0; d < plan.gpu_of_device.size(); ++d) {
     device[stage_ring[static_cast<size_t>(plan.gpu_of_device[d])]] = d;

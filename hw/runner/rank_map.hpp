@@ -14,4 +14,7 @@ namespace bubblesim::hw {
 /// matches no device.
 std::vector<sim::DeviceId> device_of_gpus(const sim::ClusterJob& job, const sim::TrainingPlan& plan);
 
+/// For every GPU of the job, its (tp, ulysses, ring, dp, pp) coordinates under the placement.
+std::vector<sim::Coord> coords_of_gpus(const sim::ClusterJob& job);
+
 }  // namespace bubblesim::hw

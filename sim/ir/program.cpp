@@ -111,7 +111,7 @@ void Program::add_dep(OpId op, OpId on, Time latency) {
 GroupId Program::add_group(GroupKind kind, std::span<const OpId> members, Bytes bytes, Time duration) {
   const auto id = static_cast<GroupId>(groups_.size());
   groups_.push_back(Group{kind, static_cast<uint32_t>(group_members_.size()),
-                          static_cast<uint32_t>(members.size()), bytes, duration});
+                          static_cast<uint32_t>(members.size()), bytes, duration, 0, 0, Bytes{}});
   for (OpId m : members) {
     BUBBLESIM_ASSERT(m < ops_.size(), "group member is not an op");
     group_members_.push_back(m);

@@ -128,6 +128,11 @@ struct Group {
   Time duration;          // given duration (fixed-time scenarios)
   uint32_t transfer_begin = 0;
   uint32_t transfer_count = 0;
+  /// For a collective expanded as one group (a training Program's fused ring or all-to-all):
+  /// its nccl-tests size S, so a backend can run it as the library's own collective on each
+  /// connected set of the transfers' GPUs. Zero when the group is one step of several (the
+  /// backend then moves its transfers point to point) or not a collective.
+  Bytes collective_size;
 };
 
 /// Builder and container. Adding is O(1) amortised; finalize() sorts the dependency edges into
@@ -172,6 +177,7 @@ class Program {
   const OpWork* work(OpId id) const {
     return id < work_.size() && work_[id].op_class[0] != '\0' ? &work_[id] : nullptr;
   }
+  void set_collective_size(GroupId g, Bytes size) { groups_[g].collective_size = size; }
   /// Sets the transfers of group `g` (once per group).
   void set_transfers(GroupId g, std::span<const Transfer> transfers);
   std::span<const Transfer> transfers(GroupId g) const {

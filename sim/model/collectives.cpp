@@ -79,6 +79,7 @@ class Expander {
     if (ops.empty()) return;
     const GroupId g = p_.add_group(group_kind(s_.op), ops, Bytes{bytes * static_cast<int64_t>(n)});
     p_.set_transfers(g, transfers);
+    groups_.push_back(g);
   }
 
   /// `steps` ring steps of `bytes` each over `members` (over `channels` when given).
@@ -93,11 +94,14 @@ class Expander {
   }
 
   std::vector<OpId> done() { return last_; }
+  /// The groups made so far.
+  const std::vector<GroupId>& groups() const { return groups_; }
 
  private:
   Program& p_;
   const CollectiveSpec& s_;
   std::vector<OpId> last_;
+  std::vector<GroupId> groups_;
 };
 
 }  // namespace
@@ -190,6 +194,9 @@ std::vector<OpId> expand_collective(Program& p, const CollectiveSpec& s, std::sp
       break;
     case CollectiveOp::SendRecv: e.step(all, s.size.value, 1); break;
   }
+  // One group for the whole collective: a backend may run it as NCCL's own (send/recv is
+  // point to point anyway).
+  if (e.groups().size() == 1 && s.op != CollectiveOp::SendRecv) p.set_collective_size(e.groups()[0], s.size);
   return e.done();
 }
 
