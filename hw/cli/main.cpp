@@ -1,5 +1,6 @@
 // bubblesim-hw: runs a scenario's Program on real devices (the host backend: one MPI process per
-// device, CPU kernels, MPI messages) and microbenchmarks, storing every measurement in SQLite.
+// device, CPU kernels, MPI messages; the GPU backend: one process per GPU, CUDA kernels, NCCL) and
+// microbenchmarks, storing every measurement in SQLite.
 //   mpirun -np 2 bubblesim-hw run SCENARIO [--backend host|cuda] [--db FILE] [--set k=v]...
 //                               [--iterations N] [--warmup N] [--stall-timeout S]
 //   mpirun -np 2 bubblesim-hw bench gemm|attention|memory|p2p|alltoall|allreduce|allgather|reducescatter|all
@@ -7,6 +8,7 @@
 //   mpirun -np GPUS bubblesim-hw bench ... --backend cuda [...]   (one GPU per rank; communication over NCCL)
 //   bubblesim-hw replay SCENARIO --backend cuda [--device D] [--db FILE] [--set k=v]... [--iterations N]
 //   mpirun -np 2 bubblesim-hw check attention [--layout contiguous|zigzag|striped|ulysses|all] [--seq N] [--backend cuda]
+//   bubblesim-hw plan SCENARIO [--set k=v]...   (every GPU's NCCL calls for run --backend cuda, checked; no GPU)
 // Exit status: 0 ok, 2 bad input, 3 a rank failed, 5 a correctness check failed.
 // Not the simulator: `bubblesim` predicts; this measures.
 #include <sys/types.h>
@@ -17,9 +19,11 @@
 #include <csignal>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -32,20 +36,24 @@
 #include "hw/cuda/gpu_compute.hpp"
 #ifdef BUBBLESIM_HW_NCCL
 #include "hw/cuda/attention_check_gpu.hpp"
+#include "hw/cuda/gpu_runner.hpp"
 #include "hw/cuda/nccl_comm.hpp"
 #endif
 #include "hw/cuda/replay.hpp"
 #endif
 #include "hw/host/kernels.hpp"
 #include "hw/host/mpi_backend.hpp"
+#include "hw/runner/comm_plan.hpp"
 #include "hw/runner/rank_map.hpp"
 #include "hw/runner/runner.hpp"
 #include "sim/calibrate/calibration.hpp"
 #include "sim/cli/commands.hpp"
 #include "sim/cli/collective.hpp"
 #include "sim/core/error.hpp"
+#include "sim/exec/executor.hpp"
 #include "sim/ir/validate.hpp"
 #include "sim/metrics/metrics.hpp"
+#include "sim/model/network.hpp"
 #include "sim/scenario/cluster_job.hpp"
 #include "sim/store/store.hpp"
 
@@ -77,11 +85,13 @@ Options parse(int argc, char** argv) {
   Options o;
   for (int i = 0; i < argc; ++i) o.command_line += (i ? " " : "") + std::string(argv[i]);
   if (argc < 2) {
-    throw InputError("usage: bubblesim-hw run SCENARIO | bench WHAT... | check attention | replay SCENARIO [options]");
+    throw InputError("usage: bubblesim-hw run SCENARIO | bench WHAT... | check attention | replay SCENARIO | "
+                     "plan SCENARIO [options]");
   }
   o.command = argv[1];
-  if (o.command != "run" && o.command != "bench" && o.command != "check" && o.command != "replay") {
-    throw InputError("unknown command \"" + o.command + "\" (valid: run, bench, check, replay)");
+  if (o.command != "run" && o.command != "bench" && o.command != "check" && o.command != "replay" &&
+      o.command != "plan") {
+    throw InputError("unknown command \"" + o.command + "\" (valid: run, bench, check, replay, plan)");
   }
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
@@ -101,7 +111,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--seq") o.seq = to_int(value(), a);
     else if (a == "--device") o.device = to_int(value(), a);
     else if (a.rfind("--", 0) == 0) throw InputError("unknown option " + a);
-    else if ((o.command == "run" || o.command == "replay") && o.scenario.empty()) o.scenario = a;
+    else if ((o.command == "run" || o.command == "replay" || o.command == "plan") && o.scenario.empty()) o.scenario = a;
     else if (o.command == "bench") o.benches.push_back(a);
     else if (o.command == "check" && a == "attention" && o.scenario.empty()) o.scenario = a;
     else throw InputError("unexpected argument \"" + a + "\"");
@@ -120,6 +130,7 @@ Options parse(int argc, char** argv) {
     throw InputError("--backend: unknown backend \"" + o.backend + "\" (valid: host, cuda)");
   }
   if (o.command == "run" && o.scenario.empty()) throw InputError("run: which scenario? (bubblesim-hw run SCENARIO)");
+  if (o.command == "plan" && o.scenario.empty()) throw InputError("plan: which scenario? (bubblesim-hw plan SCENARIO)");
   if (o.command == "replay") {
     if (o.scenario.empty()) throw InputError("replay: which scenario? (bubblesim-hw replay SCENARIO --backend cuda)");
     if (o.backend != "cuda") {
@@ -282,28 +293,132 @@ std::unique_ptr<sim::Store> open_run(const Options& o, const sim::RunInfo& info,
   return store;
 }
 
-int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
-  const sim::Scenario sc = sim::load_scenario(o.scenario, o.overrides);
+sim::Scenario load_cluster_scenario(const Options& o) {
+  sim::Scenario sc = sim::load_scenario(o.scenario, o.overrides);
   if (sc.pipeline_only) {
     throw InputError(o.scenario + ": a pipeline_only scenario gives op times, not work; bubblesim-hw runs "
                      "cluster scenarios (cluster, model, training, parallel)");
   }
-  const sim::ClusterJob job = sim::plan_cluster(sc);
+  return sc;
+}
+
+sim::TrainingPlan build_program(const sim::ClusterJob& job, const sim::Topology& topo) {
+  const sim::RooflineCompute compute(*job.cluster.gpu, job.training.attention_kernel, job.cluster.elementwise_efficiency);
+  sim::TrainingPlan plan = sim::build_training(job, topo, compute, true);
+  sim::require_valid(plan.program);
+  return plan;
+}
+
+/// The scenario's training Program, as run and plan build it (members in construction order:
+/// the topology refers to the job's cluster).
+struct Planned {
+  explicit Planned(const Options& o)
+      : scenario(load_cluster_scenario(o)), job(sim::plan_cluster(scenario)), topo(job.cluster), plan(build_program(job, topo)) {}
+  sim::Scenario scenario;
+  sim::ClusterJob job;
+  sim::Topology topo;
+  sim::TrainingPlan plan;
+};
+
+/// The order NCCL calls follow: the simulator's trace of the Program.
+sim::Trace nccl_order(const Planned& s) {
+  sim::FlowNetwork network(s.topo);
+  return sim::simulate(s.plan.program, sim::GivenTimes{}, &network);
+}
+
+/// bubblesim-hw plan: every GPU's NCCL plan for the scenario, checked under NCCL's matching and
+/// blocking rules, on this machine (no GPU, one process): what a GPU run will call, before any
+/// GPU time is spent.
+int plan_command(const Options& o, const MpiBackend& b) {
+  if (b.rank() != 0) return 0;
+  const auto s = std::make_unique<Planned>(o);
+  const int32_t world = s->job.cluster.world();
+  std::vector<int32_t> all(static_cast<size_t>(world));
+  for (int32_t g = 0; g < world; ++g) all[static_cast<size_t>(g)] = g;
+  const CommPlan plan = plan_communication(s->job, s->plan, nccl_order(*s), all);
+  std::map<std::pair<std::string, size_t>, int> sets;  // (channel, GPUs) -> communicators
+  for (const Communicator& c : plan.comms) ++sets[{c.channel, c.gpus.size()}];
+  std::printf("%s: %d GPUs, %zu NCCL communicators made in %d splits of the world:\n", s->scenario.name.c_str(), world,
+              plan.comms.size(), plan.rounds);
+  for (const auto& [key, n] : sets) {
+    std::printf("  stream %-10s %3d x %3zu GPUs\n", key.first.c_str(), n, key.second);
+  }
+  std::printf("%5s %7s %7s %10s %10s %14s %10s %10s\n", "GPU", "device", "steps", "send/recv", "all-reduce", "reduce-scatter",
+              "all-gather", "all-to-all");
+  for (const RankPlan& r : plan.ranks) {
+    std::map<CommCall, int> calls;
+    for (const Step& st : r.steps) ++calls[st.call];
+    std::printf("%5d %7u %7zu %10d %10d %14d %10d %10d\n", r.gpu, r.device, r.steps.size(), calls[CommCall::SendRecv],
+                calls[CommCall::AllReduce], calls[CommCall::ReduceScatter], calls[CommCall::AllGather],
+                calls[CommCall::AllToAll]);
+  }
+  const std::string why = verify(plan, s->plan.program);
+  if (!why.empty()) {
+    std::printf("check: FAILED: %s\n", why.c_str());
+    return kExitFailure;
+  }
+  std::printf("check: every GPU's calls meet their peers' with equal sizes and run to the end under NCCL's rules\n");
+  return 0;
+}
+
+#ifdef BUBBLESIM_HW_NCCL
+/// This rank's NCCL plan (hw/runner/comm_plan), ordered by the simulator's trace of the Program.
+/// Every rank must have built the same order (same build, scenario and overrides), and rank 0
+/// runs every GPU's plan under NCCL's rules first: a mismatch or a hang found here stops all
+/// ranks with the reason, before any GPU waits.
+CommPlan plan_nccl(const Planned& s, MpiBackend& b) {
+  const sim::Trace order = nccl_order(s);
+  const int32_t me[] = {b.rank()};
+  CommPlan mine = plan_communication(s.job, s.plan, order, me);
+  const auto fingerprint = static_cast<int64_t>(mine.fingerprint);
+  if (b.sum(b.broadcast(fingerprint) == fingerprint ? 0 : 1) > 0) {
+    throw InputError("the ranks planned different orders of NCCL calls: every rank must run the same bubblesim-hw "
+                     "build on the same scenario file and --set options");
+  }
+  std::string why;
+  if (b.rank() == 0) {
+    std::vector<int32_t> all(static_cast<size_t>(b.ranks()));
+    for (int32_t g = 0; g < b.ranks(); ++g) all[static_cast<size_t>(g)] = g;
+    why = verify(plan_communication(s.job, s.plan, order, all), s.plan.program);
+  }
+  if (b.broadcast(why.empty() ? 0 : 1) != 0) {
+    throw InternalError(b.rank() == 0 ? "the order of NCCL calls would not complete: " + why
+                                      : "rank 0 found that the order of NCCL calls would not complete (its message says why)");
+  }
+  return mine;
+}
+#endif
+
+int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
+  const auto planned = std::make_unique<Planned>(o);
+  const sim::Scenario& sc = planned->scenario;
+  const sim::ClusterJob& job = planned->job;
+  const sim::TrainingPlan& plan = planned->plan;
   if (job.cluster.world() != b.ranks()) {
     throw InputError(o.scenario + ": the scenario has " + std::to_string(job.cluster.world()) + " GPUs but mpirun started " +
                      std::to_string(b.ranks()) + " ranks (use mpirun -np " + std::to_string(job.cluster.world()) + ")");
   }
-  const sim::Topology topo(job.cluster);
-  const sim::RooflineCompute compute(*job.cluster.gpu, job.training.attention_kernel, job.cluster.elementwise_efficiency);
-  sim::TrainingPlan plan = sim::build_training(job, topo, compute, true);
-  sim::require_valid(plan.program);
   const std::vector<sim::DeviceId> device_of = device_of_gpus(job, plan);
   const int warmup = o.warmup < 0 ? 2 : o.warmup;
   const int iterations = o.iterations < 0 ? 5 : std::max(o.iterations, 1);
   nlohmann::json env = environment(b);
-#ifdef BUBBLESIM_HW_CUDA
-  // --backend cuda: compute ops on this rank's GPU; transfers stay MPI messages in host memory
-  // until the NCCL path exists (so calibrate links from bench p2p on the same nodes).
+#ifdef BUBBLESIM_HW_NCCL
+  // --backend cuda: the whole Program on this rank's GPU, communication over NCCL in the order
+  // of a plan every rank builds alike and rank 0 checks before any GPU waits on it.
+  std::optional<CommPlan> comm_plan;
+  int device = 0;
+  if (o.backend == "cuda") {
+    device = local_rank(b) % usable_gpus();
+    comm_plan = plan_nccl(*planned, b);
+    env.erase("blas");
+    env["backend"] = "cuda";
+    env["communication"] = "NCCL " + cuda::nccl_version() + ": " + std::to_string(comm_plan->comms.size()) +
+                           " communicators (per Program stream and GPU set), collectives in bf16";
+    env["gpu"] = cuda::gpu_environment(device);
+  }
+#elif defined(BUBBLESIM_HW_CUDA)
+  // --backend cuda without NCCL: compute ops on this rank's GPU, transfers as MPI messages in
+  // host memory (so calibrate links from bench p2p on the same nodes).
   if (o.backend == "cuda") {
     const int device = local_rank(b) % usable_gpus();
     // Owned by the backend's hook from here on, so it lives as long as the backend does.
@@ -314,7 +429,7 @@ int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
     });
     env.erase("blas");
     env["backend"] = "cuda";
-    env["communication"] = "MPI point-to-point in host memory (NCCL not built yet)";
+    env["communication"] = "MPI point-to-point in host memory (NCCL was not found when bubblesim-hw was built)";
     env["gpu"] = cuda::gpu_environment(device);
   }
 #endif
@@ -331,7 +446,26 @@ int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
   std::unique_ptr<sim::Store> store = open_run(o, info, b, ctx);
 
   const sim::Program& p = plan.program;
-  Runner runner(p, device_of[static_cast<size_t>(b.rank())], b.rank(), b, o.stall_timeout);
+  // One iteration on this rank: the host runner, or the plan on the GPU with NCCL.
+  std::function<RankTimes()> iterate;
+  std::unique_ptr<Runner> host_runner;
+#ifdef BUBBLESIM_HW_NCCL
+  std::unique_ptr<cuda::NcclComm> world;
+  std::unique_ptr<cuda::GpuRunner> gpu_runner;
+  if (comm_plan) {
+    world = join_nccl(b, device, int64_t{4} * b.ranks());
+    gpu_runner = std::make_unique<cuda::GpuRunner>(p, *comm_plan, *world, device);
+    iterate = [&] {
+      b.barrier();
+      cuda::ReplayTimes t = gpu_runner->run_iteration([&b] { b.check_alive(); }, o.stall_timeout);
+      return RankTimes{std::move(t.start), std::move(t.end), t.makespan};
+    };
+  }
+#endif
+  if (!iterate) {
+    host_runner = std::make_unique<Runner>(p, device_of[static_cast<size_t>(b.rank())], b.rank(), b, o.stall_timeout);
+    iterate = [&] { return host_runner->run_iteration(); };
+  }
   const Fault fault = injected_fault();
   std::vector<sim::Trace> traces;
   std::vector<double> makespans;
@@ -340,7 +474,7 @@ int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
       if (fault.kind == "kill") raise(SIGKILL);
       throw RankFailure("rank " + std::to_string(b.rank()) + ": injected fault in iteration " + std::to_string(it));
     }
-    const RankTimes t = runner.run_iteration();
+    const RankTimes t = iterate();
     std::vector<double> flat;
     flat.reserve(2 * t.start.size());
     for (size_t i = 0; i < t.start.size(); ++i) {
@@ -650,6 +784,7 @@ int main(int argc, char** argv) {
       if (session.size() > 1) rc = static_cast<int>(backend.broadcast(rc));  // every rank leaves with rank 0's verdict
     } else {
       rc = o.command == "run"      ? run_command(o, backend, ctx)
+           : o.command == "plan"   ? plan_command(o, backend)
            : o.command == "replay" ? replay_command(o, backend, ctx)
                                    : bench_command(o, backend, ctx);
     }

@@ -1,7 +1,5 @@
 #include "hw/cuda/nccl_comm.hpp"
 
-#include <nccl.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -9,22 +7,13 @@
 #include <thread>
 #include <vector>
 
-#include "hw/cuda/cuda_check.hpp"
+#include "hw/cuda/nccl_check.hpp"
 #include "sim/core/error.hpp"
 
 namespace bubblesim::hw::cuda {
 namespace {
 
 constexpr int64_t kElement = 4;  // fp32, nccl-tests' default type
-
-void check_nccl(ncclResult_t r, ncclComm_t comm, const char* file, int line, const char* call) {
-  if (r == ncclSuccess) return;
-  std::string what = ncclGetErrorString(r);
-  if (const char* last = ncclGetLastError(comm); last != nullptr && *last != '\0') what += " (" + std::string(last) + ")";
-  gpu_fail(file, line, call, what);
-}
-
-#define BUBBLESIM_NCCL(call, comm) check_nccl((call), (comm), __FILE__, __LINE__, #call)
 
 constexpr std::pair<CommOp, std::string_view> kNames[] = {{CommOp::SendRecv, "p2p"},
                                                           {CommOp::AllToAll, "alltoall"},

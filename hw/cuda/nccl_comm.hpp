@@ -79,6 +79,9 @@ class NcclComm {
   void gather(const void* send, void* recv, int64_t bytes, const std::function<void()>& alive);
   /// The stream the communicator's operations run on; kernels enqueued there are ordered with them.
   CUstream_st* stream() const { return stream_; }
+  /// The NCCL communicator itself (to split it); null once aborted.
+  ncclComm* handle() const { return comm_; }
+  int device() const { return device_; }
 
  private:
   void abort() noexcept;

@@ -1,0 +1,71 @@
+// One GPU's part of a training Program on real hardware (bubblesim-hw run --backend cuda): the
+// steps of its communication plan (hw/runner/comm_plan) enqueued in the plan's order. Compute ops
+// run their real kernels (GpuCompute) on a CUDA stream per Program stream. Communication runs on a
+// stream per communicator: NCCL's own all-reduce / all-gather / reduce-scatter / all-to-all (bf16)
+// for whole collectives, grouped ncclSend/ncclRecv for ring steps and pipeline activations.
+// Waits between streams are CUDA events. Start and end events around every step, against one
+// origin event per iteration, give the device's op times. The communicators come from splitting
+// the world communicator, one split per round of the plan.
+// Waiting polls: NCCL's asynchronous errors, the caller's liveness check and a stall timeout end
+// a run that cannot finish, and every communicator is then aborted so no kernel waits forever.
+// Not the planner: the order of the calls is the plan's, which verify() has checked.
+#pragma once
+
+#include <functional>
+#include <vector>
+
+#include "hw/cuda/gpu_compute.hpp"
+#include "hw/cuda/replay.hpp"
+#include "hw/runner/comm_plan.hpp"
+
+struct ncclComm;
+
+namespace bubblesim::hw::cuda {
+
+class NcclComm;
+
+class GpuRunner {
+ public:
+  /// Runs `plan.ranks[0]` (this GPU's plan) on CUDA device `cuda_device`, splitting `world` (every
+  /// GPU of the job, ranked by job GPU index) into the plan's communicators. Every rank of the
+  /// world must construct its runner at the same time (the splits are collective). InputError when
+  /// the communication buffers do not fit in the GPU's free memory.
+  GpuRunner(const sim::Program& p, const CommPlan& plan, NcclComm& world, int cuda_device);
+  ~GpuRunner();
+  GpuRunner(const GpuRunner&) = delete;
+  GpuRunner& operator=(const GpuRunner&) = delete;
+
+  /// One iteration: every step enqueued, then waited for (calling `alive` between polls, which
+  /// throws to stop). Times of ops() in seconds since the iteration's origin.
+  ReplayTimes run_iteration(const std::function<void()>& alive, double stall_timeout_s);
+  /// The device's ops, stream by stream (the order of the Program device's streams): the order
+  /// run_iteration() lists their times, as the host runner does.
+  const std::vector<sim::OpId>& ops() const { return ops_; }
+  /// Device memory held for communication buffers.
+  int64_t buffer_bytes() const { return 2 * buffer_bytes_; }
+
+ private:
+  void enqueue(size_t i);
+  void wait(const std::function<void()>& alive, double stall_timeout_s);
+  std::string describe(size_t i) const;
+  void abort() noexcept;
+  void release() noexcept;
+
+  const sim::Program& p_;
+  RankPlan plan_;
+  std::vector<Communicator> comm_table_;
+  int device_;
+  GpuCompute compute_;
+  std::vector<ncclComm*> comms_;              // per plan communicator: this GPU's, or null
+  std::vector<CUstream_st*> lanes_;           // per plan lane
+  std::vector<std::vector<size_t>> on_lane_;  // per lane: its steps, in order
+  std::vector<CUevent_st*> start_, end_;      // per step
+  CUevent_st* origin_ = nullptr;
+  char* send_ = nullptr;
+  char* recv_ = nullptr;
+  int64_t buffer_bytes_ = 0;                  // each of send_ and recv_
+  std::vector<sim::OpId> ops_;
+  std::vector<size_t> step_of_;               // per entry of ops_: its step
+};
+
+}  // namespace bubblesim::hw::cuda

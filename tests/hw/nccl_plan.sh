@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The GPU backend's NCCL plans, checked without a GPU: `bubblesim-hw plan` builds every GPU's
+# calls for the shipped cluster scenarios (pipeline, tensor, data, Ulysses and ring parallelism)
+# and runs them under NCCL's matching and blocking rules; bad input is refused clearly.
+#
+# usage: nccl_plan.sh BUBBLESIM BUBBLESIM_HW MPIEXEC SOURCE_DIR
+set -euo pipefail
+hw=$2 root=$4
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+for s in cluster/llama2-7b-8xa100-tp2-pp2-dp2 cluster/usp-llama3-8b-2x8-a800-208k usp/llama3-8b-2x8-a800 \
+         host/pipeline-1f1b-2 host/ring-zigzag-2 host/ulysses-2; do
+  out=$("$hw" plan "$root/scenarios/$s.yaml")
+  grep -q "^check: every GPU's calls meet their peers'" <<<"$out" || fail "$s: $out"
+  echo "$s: $(head -1 <<<"$out")"
+done
+# Every schedule family and the other parallelisms through --set.
+base=$root/scenarios/cluster/llama2-7b-8xa100-tp2-pp2-dp2.yaml
+for sets in "parallel.schedule=interleaved-1f1b parallel.virtual_stages=2" "parallel.schedule=zb-h2" \
+            "parallel.schedule=dualpipe parallel.tp=1 parallel.dp=4 training.global_batch_size=64" \
+            "parallel.zero=3" "parallel.pp=1 parallel.dp=4"; do
+  args=()
+  for kv in $sets; do args+=(--set "$kv"); done
+  out=$("$hw" plan "$base" "${args[@]}")
+  grep -q "^check: every GPU's calls meet" <<<"$out" || fail "$sets: $out"
+  echo "$sets: ok"
+done
+
+# Bad input: a clear message and exit status 2, never a crash.
+expect_input_error() {
+  local want=$1; shift
+  set +e
+  err=$("$@" 2>&1 >/dev/null)
+  rc=$?
+  set -e
+  [ "$rc" = 2 ] || fail "$* exited $rc, not 2: $err"
+  grep -q -- "$want" <<<"$err" || fail "$*: expected '$want' in: $err"
+}
+expect_input_error "plan: which scenario" "$hw" plan
+expect_input_error "pipeline_only" "$hw" plan "$root/scenarios/teaching/naive-2-devices.yaml"
+expect_input_error "no-such.yaml" "$hw" plan "$root/no-such.yaml"
+echo "nccl plans: ok"
