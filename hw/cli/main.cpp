@@ -3,6 +3,7 @@
 // microbenchmarks, storing every measurement in SQLite.
 //   mpirun -np 2 bubblesim-hw run SCENARIO [--backend host|cuda] [--db FILE] [--set k=v]...
 //                               [--iterations N] [--warmup N] [--stall-timeout S]
+//   bubblesim-hw run SCENARIO --backend cuda [...]   (one process driving every GPU of the node)
 //   mpirun -np 2 bubblesim-hw bench gemm|attention|memory|p2p|alltoall|allreduce|allgather|reducescatter|all
 //                               [--db FILE] [--iterations N] [--warmup N] [--sizes 1K:64M] [--shapes-from SCENARIO]
 //   mpirun -np GPUS bubblesim-hw bench ... --backend cuda [...]   (one GPU per rank; communication over NCCL)
@@ -38,6 +39,7 @@
 #include "hw/cuda/attention_check_gpu.hpp"
 #include "hw/cuda/gpu_runner.hpp"
 #include "hw/cuda/nccl_comm.hpp"
+#include "hw/cuda/node_runner.hpp"
 #endif
 #include "hw/cuda/replay.hpp"
 #endif
@@ -394,9 +396,16 @@ int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
   const sim::Scenario& sc = planned->scenario;
   const sim::ClusterJob& job = planned->job;
   const sim::TrainingPlan& plan = planned->plan;
-  if (job.cluster.world() != b.ranks()) {
-    throw InputError(o.scenario + ": the scenario has " + std::to_string(job.cluster.world()) + " GPUs but mpirun started " +
-                     std::to_string(b.ranks()) + " ranks (use mpirun -np " + std::to_string(job.cluster.world()) + ")");
+  const int32_t world_size = job.cluster.world();
+  // Started alone with --backend cuda: this process drives every GPU of the node, a thread each.
+  bool node_mode = false;
+#ifdef BUBBLESIM_HW_NCCL
+  node_mode = o.backend == "cuda" && b.ranks() == 1 && world_size > 1;
+#endif
+  if (!node_mode && world_size != b.ranks()) {
+    throw InputError(o.scenario + ": the scenario has " + std::to_string(world_size) + " GPUs but mpirun started " +
+                     std::to_string(b.ranks()) + " ranks (use mpirun -np " + std::to_string(world_size) +
+                     (o.backend == "cuda" ? "; on one node, start bubblesim-hw alone to drive all its GPUs" : "") + ")");
   }
   const std::vector<sim::DeviceId> device_of = device_of_gpus(job, plan);
   const int warmup = o.warmup < 0 ? 2 : o.warmup;
@@ -405,9 +414,28 @@ int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
 #ifdef BUBBLESIM_HW_NCCL
   // --backend cuda: the whole Program on this rank's GPU, communication over NCCL in the order
   // of a plan every rank builds alike and rank 0 checks before any GPU waits on it.
-  std::optional<CommPlan> comm_plan;
+  std::optional<CommPlan> comm_plan, node_plan;
   int device = 0;
-  if (o.backend == "cuda") {
+  if (node_mode) {
+    if (usable_gpus() < world_size) {
+      throw InputError(o.scenario + ": the scenario has " + std::to_string(world_size) + " GPUs but " + hostname() +
+                       " has " + std::to_string(usable_gpus()) + " (across nodes: mpirun -np " + std::to_string(world_size) +
+                       ", one rank per GPU)");
+    }
+    std::vector<int32_t> all(static_cast<size_t>(world_size));
+    for (int32_t g = 0; g < world_size; ++g) all[static_cast<size_t>(g)] = g;
+    node_plan = plan_communication(job, plan, nccl_order(*planned), all);
+    if (const std::string why = verify(*node_plan, plan.program); !why.empty()) {
+      throw InternalError("the order of NCCL calls would not complete: " + why);
+    }
+    env.erase("blas");
+    env["backend"] = "cuda";
+    env["ranks"] = world_size;
+    env["communication"] = "NCCL " + cuda::nccl_version() + ": " + std::to_string(node_plan->comms.size()) +
+                           " communicators (per Program stream and GPU set), collectives in bf16; one process, a "
+                           "thread per GPU";
+    env["gpu"] = cuda::gpu_environment(0);
+  } else if (o.backend == "cuda") {
     device = local_rank(b) % usable_gpus();
     comm_plan = plan_nccl(*planned, b);
     env.erase("blas");
@@ -446,15 +474,34 @@ int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
   std::unique_ptr<sim::Store> store = open_run(o, info, b, ctx);
 
   const sim::Program& p = plan.program;
-  // One iteration on this rank: the host runner, or the plan on the GPU with NCCL.
+  // One iteration: every GPU's op times (start, end, ...) one after the other on rank 0, and how
+  // many values each GPU gave; from the host runner, the GPU runner of each rank, or this
+  // process's threads driving every GPU of the node.
+  std::function<std::vector<double>(std::vector<int>&)> measure;
   std::function<RankTimes()> iterate;
   std::unique_ptr<Runner> host_runner;
 #ifdef BUBBLESIM_HW_NCCL
   std::unique_ptr<cuda::NcclComm> world;
   std::unique_ptr<cuda::GpuRunner> gpu_runner;
+  std::unique_ptr<cuda::NodeRunner> node;
+  if (node_plan) {
+    node = std::make_unique<cuda::NodeRunner>(p, *node_plan, o.stall_timeout);
+    measure = [&](std::vector<int>& counts) {
+      std::vector<double> all;
+      counts.clear();
+      for (const cuda::ReplayTimes& t : node->run_iteration()) {
+        for (size_t i = 0; i < t.start.size(); ++i) {
+          all.push_back(t.start[i]);
+          all.push_back(t.end[i]);
+        }
+        counts.push_back(static_cast<int>(2 * t.start.size()));
+      }
+      return all;
+    };
+  }
   if (comm_plan) {
     world = join_nccl(b, device, int64_t{4} * b.ranks());
-    gpu_runner = std::make_unique<cuda::GpuRunner>(p, *comm_plan, *world, device);
+    gpu_runner = std::make_unique<cuda::GpuRunner>(p, *comm_plan, 0, *world, device);
     iterate = [&] {
       b.barrier();
       cuda::ReplayTimes t = gpu_runner->run_iteration([&b] { b.check_alive(); }, o.stall_timeout);
@@ -462,9 +509,21 @@ int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
     };
   }
 #endif
-  if (!iterate) {
+  if (!iterate && !measure) {
     host_runner = std::make_unique<Runner>(p, device_of[static_cast<size_t>(b.rank())], b.rank(), b, o.stall_timeout);
     iterate = [&] { return host_runner->run_iteration(); };
+  }
+  if (!measure) {
+    measure = [&](std::vector<int>& counts) {
+      const RankTimes t = iterate();
+      std::vector<double> flat;
+      flat.reserve(2 * t.start.size());
+      for (size_t i = 0; i < t.start.size(); ++i) {
+        flat.push_back(t.start[i]);
+        flat.push_back(t.end[i]);
+      }
+      return b.gather(flat, counts);
+    };
   }
   const Fault fault = injected_fault();
   std::vector<sim::Trace> traces;
@@ -474,22 +533,15 @@ int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
       if (fault.kind == "kill") raise(SIGKILL);
       throw RankFailure("rank " + std::to_string(b.rank()) + ": injected fault in iteration " + std::to_string(it));
     }
-    const RankTimes t = iterate();
-    std::vector<double> flat;
-    flat.reserve(2 * t.start.size());
-    for (size_t i = 0; i < t.start.size(); ++i) {
-      flat.push_back(t.start[i]);
-      flat.push_back(t.end[i]);
-    }
     std::vector<int> counts;
-    const std::vector<double> all = b.gather(flat, counts);
+    const std::vector<double> all = measure(counts);
     if (b.rank() != 0) continue;
     // The representative rank of each device gives its ops' times; every rank counts for the makespan.
     sim::Trace trace;
     trace.records.resize(p.num_ops());
     double makespan = 0;
     size_t offset = 0;
-    for (int r = 0; r < b.ranks(); ++r) {
+    for (int r = 0; r < world_size; ++r) {
       const sim::DeviceId d = device_of[static_cast<size_t>(r)];
       const bool representative = plan.gpu_of_device[d] == r;
       size_t k = 0;

@@ -47,8 +47,8 @@ int rank_in(const Communicator& c, int32_t gpu) {
 
 }  // namespace
 
-GpuRunner::GpuRunner(const sim::Program& p, const CommPlan& plan, NcclComm& world, int cuda_device)
-    : p_(p), plan_(plan.ranks.at(0)), comm_table_(plan.comms), device_(cuda_device), compute_(cuda_device) {
+GpuRunner::GpuRunner(const sim::Program& p, const CommPlan& plan, size_t rank, NcclComm& world, int cuda_device)
+    : p_(p), plan_(plan.ranks.at(rank)), comm_table_(plan.comms), device_(cuda_device), compute_(cuda_device) {
   try {
     BUBBLESIM_CUDA(cudaSetDevice(device_));
     if (world.handle() == nullptr) throw GpuError("GPU runner: the world communicator was aborted");

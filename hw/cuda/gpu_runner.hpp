@@ -26,11 +26,11 @@ class NcclComm;
 
 class GpuRunner {
  public:
-  /// Runs `plan.ranks[0]` (this GPU's plan) on CUDA device `cuda_device`, splitting `world` (every
-  /// GPU of the job, ranked by job GPU index) into the plan's communicators. Every rank of the
-  /// world must construct its runner at the same time (the splits are collective). InputError when
-  /// the communication buffers do not fit in the GPU's free memory.
-  GpuRunner(const sim::Program& p, const CommPlan& plan, NcclComm& world, int cuda_device);
+  /// Runs `plan.ranks[rank]` (this GPU's plan) on CUDA device `cuda_device`, splitting `world`
+  /// (every GPU of the job, ranked by job GPU index) into the plan's communicators. Every rank of
+  /// the world must construct its runner at the same time (the splits are collective). InputError
+  /// when the communication buffers do not fit in the GPU's free memory.
+  GpuRunner(const sim::Program& p, const CommPlan& plan, size_t rank, NcclComm& world, int cuda_device);
   ~GpuRunner();
   GpuRunner(const GpuRunner&) = delete;
   GpuRunner& operator=(const GpuRunner&) = delete;
@@ -41,6 +41,8 @@ class GpuRunner {
   /// The device's ops, stream by stream (the order of the Program device's streams): the order
   /// run_iteration() lists their times, as the host runner does.
   const std::vector<sim::OpId>& ops() const { return ops_; }
+  /// Aborts every communicator of the runner (peers' pending calls then fail); idempotent.
+  void abort() noexcept;
   /// Device memory held for communication buffers.
   int64_t buffer_bytes() const { return 2 * buffer_bytes_; }
 
@@ -48,7 +50,6 @@ class GpuRunner {
   void enqueue(size_t i);
   void wait(const std::function<void()>& alive, double stall_timeout_s);
   std::string describe(size_t i) const;
-  void abort() noexcept;
   void release() noexcept;
 
   const sim::Program& p_;

@@ -47,6 +47,8 @@ class NcclComm {
   NcclComm& operator=(const NcclComm&) = delete;
 
   int rank() const { return rank_; }
+  /// Aborts the communicator and frees its buffers (peers' pending calls then fail); idempotent.
+  void abort() noexcept;
   int ranks() const { return ranks_; }
 
   /// The nccl-tests size S actually moved for a requested `size`: whole fp32 elements, and for
@@ -84,7 +86,6 @@ class NcclComm {
   int device() const { return device_; }
 
  private:
-  void abort() noexcept;
   /// Enqueues `calls` (NCCL calls on stream()) as one group and marks its end; on a failure the
   /// group is closed and the communicator aborted.
   void group(const std::function<void()>& calls);

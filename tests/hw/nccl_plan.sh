@@ -40,4 +40,6 @@ expect_input_error() {
 expect_input_error "plan: which scenario" "$hw" plan
 expect_input_error "pipeline_only" "$hw" plan "$root/scenarios/teaching/naive-2-devices.yaml"
 expect_input_error "no-such.yaml" "$hw" plan "$root/no-such.yaml"
+# A GPU run on a machine without a GPU (or a build without CUDA) says so.
+expect_input_error "no usable CUDA GPU\|built without CUDA" "$hw" run "$base" --backend cuda --db "$(mktemp -u)"
 echo "nccl plans: ok"
