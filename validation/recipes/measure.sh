@@ -60,6 +60,8 @@ step "NCCL benchmarks, $gpus GPUs" \
   "${launch[@]}" "$hw" bench p2p alltoall allreduce allgather reducescatter --backend cuda --sizes 8:1G --db "$db"
 for split in "${splits[@]}"; do
   read -r u r <<<"$split"
+  step "NCCL plan check, ulysses $u x ring $r" "$hw" plan "$usp" "${usp_common[@]}" \
+    --set "parallel.ulysses=$u" --set "parallel.ring=$r"
   step "USP run, ulysses $u x ring $r" "${launch[@]}" "$hw" run "$usp" --backend cuda "${usp_common[@]}" \
     --set "parallel.ulysses=$u" --set "parallel.ring=$r" --warmup 1 --iterations 3 --db "$db"
 done
