@@ -14,28 +14,32 @@ namespace {
 
 constexpr int64_t kBf16 = 2;  // collectives move bf16, as training does
 
-/// Elements and buffer bytes of one step: what it sends from and receives into.
+/// One step's NCCL count (per rank for the split collectives) and the bytes of buffer it needs.
+/// Collectives run in place, as frameworks run them on their own gradient and parameter
+/// buffers (all-to-all, which NCCL cannot run in place, sends from one half and receives into
+/// the other); a group of sends and receives takes each message its own range.
 struct Extent {
-  size_t count = 0;  // the NCCL call's count (per rank for the split collectives)
-  int64_t send = 0, recv = 0;
+  size_t count = 0;
+  int64_t bytes = 0;
 };
 
 Extent extent(const Step& st, int64_t ranks) {
-  Extent e;
-  const int64_t all = std::max<int64_t>(1, st.bytes / kBf16);      // S in elements
-  const int64_t share = std::max<int64_t>(1, all / ranks);          // S / ranks
+  const int64_t all = std::max<int64_t>(1, st.bytes / kBf16);  // S in elements
+  const int64_t share = std::max<int64_t>(1, all / ranks);      // S / ranks
   switch (st.call) {
-    case CommCall::None: break;
-    case CommCall::AllReduce: e = {static_cast<size_t>(all), all * kBf16, all * kBf16}; break;
-    case CommCall::AllGather: e = {static_cast<size_t>(share), share * kBf16, share * ranks * kBf16}; break;
-    case CommCall::ReduceScatter: e = {static_cast<size_t>(share), share * ranks * kBf16, share * kBf16}; break;
-    case CommCall::AllToAll: e = {static_cast<size_t>(share), share * ranks * kBf16, share * ranks * kBf16}; break;
-    case CommCall::SendRecv:
-      for (const PeerBytes& s : st.sends) e.send += s.bytes;
-      for (const PeerBytes& r : st.recvs) e.recv += r.bytes;
-      break;
+    case CommCall::None: return {};
+    case CommCall::AllReduce: return {static_cast<size_t>(all), all * kBf16};
+    case CommCall::AllGather:
+    case CommCall::ReduceScatter: return {static_cast<size_t>(share), share * ranks * kBf16};
+    case CommCall::AllToAll: return {static_cast<size_t>(share), 2 * share * ranks * kBf16};
+    case CommCall::SendRecv: {
+      Extent e;
+      for (const PeerBytes& m : st.sends) e.bytes += m.bytes;
+      for (const PeerBytes& m : st.recvs) e.bytes += m.bytes;
+      return e;
+    }
   }
-  return e;
+  return {};
 }
 
 /// A GPU's rank in a communicator: its position among the communicator's GPUs.
@@ -66,24 +70,23 @@ GpuRunner::GpuRunner(const sim::Program& p, const CommPlan& plan, size_t rank, N
       BUBBLESIM_NCCL(ncclCommSplit(world.handle(), color, key, &made, nullptr), world.handle());
       if (color != NCCL_SPLIT_NOCOLOR) comms_[static_cast<size_t>(color)] = made;
     }
-    // Buffers for the largest call, shared by all (their contents are never read).
+    // One buffer for the largest call, shared by all (its contents are never read).
     for (const Step& st : plan_.steps) {
       if (st.call == CommCall::None) continue;
       const Extent e = extent(st, static_cast<int64_t>(comm_table_[static_cast<size_t>(st.comm)].gpus.size()));
-      buffer_bytes_ = std::max({buffer_bytes_, e.send, e.recv});
+      buffer_bytes_ = std::max(buffer_bytes_, e.bytes);
     }
     size_t free = 0, total = 0;
     BUBBLESIM_CUDA(cudaMemGetInfo(&free, &total));
-    if (2 * buffer_bytes_ > static_cast<int64_t>(free) * 8 / 10) {
-      throw InputError("GPU " + std::to_string(plan_.gpu) + ": the largest communication of this scenario needs 2 x " +
-                       std::to_string(buffer_bytes_ >> 20) + " MiB of buffers, more than 80% of the " +
+    if (buffer_bytes_ > static_cast<int64_t>(free) * 8 / 10) {
+      throw InputError("GPU " + std::to_string(plan_.gpu) + ": the largest communication of this scenario needs " +
+                       std::to_string(buffer_bytes_ >> 20) + " MiB of buffer, more than 80% of the " +
                        std::to_string(free >> 20) + " MiB free on CUDA device " + std::to_string(device_) +
-                       " (fewer layers or a smaller batch keep the shapes smaller)");
+                       " (fewer layers, a smaller batch or more ZeRO sharding keep it smaller)");
     }
     if (buffer_bytes_ > 0) {
-      BUBBLESIM_CUDA(cudaMalloc(&send_, static_cast<size_t>(buffer_bytes_)));
-      BUBBLESIM_CUDA(cudaMalloc(&recv_, static_cast<size_t>(buffer_bytes_)));
-      BUBBLESIM_CUDA(cudaMemset(send_, 0, static_cast<size_t>(buffer_bytes_)));  // NaN-free sums
+      BUBBLESIM_CUDA(cudaMalloc(&buffer_, static_cast<size_t>(buffer_bytes_)));
+      BUBBLESIM_CUDA(cudaMemset(buffer_, 0, static_cast<size_t>(buffer_bytes_)));  // NaN-free sums
     }
     for (size_t l = 0; l < plan_.lanes.size(); ++l) {
       cudaStream_t s = nullptr;
@@ -147,13 +150,12 @@ void GpuRunner::release() noexcept {
   }
   if (origin_ != nullptr) cudaEventDestroy(origin_);
   for (cudaStream_t s : lanes_) cudaStreamDestroy(s);
-  if (send_ != nullptr) cudaFree(send_);
-  if (recv_ != nullptr) cudaFree(recv_);
+  if (buffer_ != nullptr) cudaFree(buffer_);
   start_.clear();
   end_.clear();
   lanes_.clear();
   origin_ = nullptr;
-  send_ = recv_ = nullptr;
+  buffer_ = nullptr;
 }
 
 std::string GpuRunner::describe(size_t i) const {
@@ -184,39 +186,43 @@ void GpuRunner::enqueue(size_t i) {
   if (comm == nullptr) throw GpuError("GPU runner: " + describe(i) + " on a communicator this GPU is not in");
   const auto ranks = static_cast<int64_t>(c.gpus.size());
   const Extent e = extent(st, ranks);
+  const size_t mine = e.count * static_cast<size_t>(rank_in(c, plan_.gpu) * kBf16);  // this rank's share, in place
   switch (st.call) {
     case CommCall::None: break;
     case CommCall::AllReduce:
-      BUBBLESIM_NCCL(ncclAllReduce(send_, recv_, e.count, ncclBfloat16, ncclSum, comm, s), comm);
+      BUBBLESIM_NCCL(ncclAllReduce(buffer_, buffer_, e.count, ncclBfloat16, ncclSum, comm, s), comm);
       break;
-    case CommCall::AllGather: BUBBLESIM_NCCL(ncclAllGather(send_, recv_, e.count, ncclBfloat16, comm, s), comm); break;
+    case CommCall::AllGather:
+      BUBBLESIM_NCCL(ncclAllGather(buffer_ + mine, buffer_, e.count, ncclBfloat16, comm, s), comm);
+      break;
     case CommCall::ReduceScatter:
-      BUBBLESIM_NCCL(ncclReduceScatter(send_, recv_, e.count, ncclBfloat16, ncclSum, comm, s), comm);
+      BUBBLESIM_NCCL(ncclReduceScatter(buffer_, buffer_ + mine, e.count, ncclBfloat16, ncclSum, comm, s), comm);
       break;
-    case CommCall::AllToAll:
+    case CommCall::AllToAll: {
+      char* recv = buffer_ + e.bytes / 2;
 #if NCCL_VERSION_CODE >= 22800
-      BUBBLESIM_NCCL(ncclAlltoAll(send_, recv_, e.count, ncclBfloat16, comm, s), comm);
+      BUBBLESIM_NCCL(ncclAlltoAll(buffer_, recv, e.count, ncclBfloat16, comm, s), comm);
 #else
       BUBBLESIM_NCCL(ncclGroupStart(), comm);
       for (int peer = 0; peer < ranks; ++peer) {
         const size_t at = e.count * static_cast<size_t>(peer * kBf16);
-        BUBBLESIM_NCCL(ncclSend(send_ + at, e.count, ncclBfloat16, peer, comm, s), comm);
-        BUBBLESIM_NCCL(ncclRecv(recv_ + at, e.count, ncclBfloat16, peer, comm, s), comm);
+        BUBBLESIM_NCCL(ncclSend(buffer_ + at, e.count, ncclBfloat16, peer, comm, s), comm);
+        BUBBLESIM_NCCL(ncclRecv(recv + at, e.count, ncclBfloat16, peer, comm, s), comm);
       }
       BUBBLESIM_NCCL(ncclGroupEnd(), comm);
 #endif
       break;
+    }
     case CommCall::SendRecv: {
       BUBBLESIM_NCCL(ncclGroupStart(), comm);
       try {
-        size_t at = 0;
+        size_t at = 0;  // each message its own range of the buffer
         for (const PeerBytes& r : st.recvs) {
-          BUBBLESIM_NCCL(ncclRecv(recv_ + at, static_cast<size_t>(r.bytes), ncclInt8, rank_in(c, r.gpu), comm, s), comm);
+          BUBBLESIM_NCCL(ncclRecv(buffer_ + at, static_cast<size_t>(r.bytes), ncclInt8, rank_in(c, r.gpu), comm, s), comm);
           at += static_cast<size_t>(r.bytes);
         }
-        at = 0;
         for (const PeerBytes& out : st.sends) {
-          BUBBLESIM_NCCL(ncclSend(send_ + at, static_cast<size_t>(out.bytes), ncclInt8, rank_in(c, out.gpu), comm, s), comm);
+          BUBBLESIM_NCCL(ncclSend(buffer_ + at, static_cast<size_t>(out.bytes), ncclInt8, rank_in(c, out.gpu), comm, s), comm);
           at += static_cast<size_t>(out.bytes);
         }
       } catch (...) {

@@ -2,7 +2,8 @@
 // steps of its communication plan (hw/runner/comm_plan) enqueued in the plan's order. Compute ops
 // run their real kernels (GpuCompute) on a CUDA stream per Program stream. Communication runs on a
 // stream per communicator: NCCL's own all-reduce / all-gather / reduce-scatter / all-to-all (bf16)
-// for whole collectives, grouped ncclSend/ncclRecv for ring steps and pipeline activations.
+// for whole collectives (in place on one buffer, as frameworks run them on their gradient and
+// parameter buffers), grouped ncclSend/ncclRecv for ring steps and pipeline activations.
 // Waits between streams are CUDA events. Start and end events around every step, against one
 // origin event per iteration, give the device's op times. The communicators come from splitting
 // the world communicator, one split per round of the plan.
@@ -43,8 +44,8 @@ class GpuRunner {
   const std::vector<sim::OpId>& ops() const { return ops_; }
   /// Aborts every communicator of the runner (peers' pending calls then fail); idempotent.
   void abort() noexcept;
-  /// Device memory held for communication buffers.
-  int64_t buffer_bytes() const { return 2 * buffer_bytes_; }
+  /// Device memory held for communication.
+  int64_t buffer_bytes() const { return buffer_bytes_; }
 
  private:
   void enqueue(size_t i);
@@ -62,9 +63,8 @@ class GpuRunner {
   std::vector<std::vector<size_t>> on_lane_;  // per lane: its steps, in order
   std::vector<CUevent_st*> start_, end_;      // per step
   CUevent_st* origin_ = nullptr;
-  char* send_ = nullptr;
-  char* recv_ = nullptr;
-  int64_t buffer_bytes_ = 0;                  // each of send_ and recv_
+  char* buffer_ = nullptr;                    // every call's data (collectives in place)
+  int64_t buffer_bytes_ = 0;
   std::vector<sim::OpId> ops_;
   std::vector<size_t> step_of_;               // per entry of ops_: its step
 };
