@@ -312,10 +312,17 @@ sim::TrainingPlan build_program(const sim::ClusterJob& job, const sim::Topology&
 }
 
 /// The scenario's training Program, as run and plan build it (members in construction order:
-/// the topology refers to the job's cluster).
+/// the topology refers to the job's cluster). `check` sees the job before the Program is built.
 struct Planned {
-  explicit Planned(const Options& o)
-      : scenario(load_cluster_scenario(o)), job(sim::plan_cluster(scenario)), topo(job.cluster), plan(build_program(job, topo)) {}
+  explicit Planned(const Options& o, const std::function<void(const sim::ClusterJob&)>& check = {})
+      : scenario(load_cluster_scenario(o)),
+        job(checked(sim::plan_cluster(scenario), check)),
+        topo(job.cluster),
+        plan(build_program(job, topo)) {}
+  static sim::ClusterJob checked(sim::ClusterJob job, const std::function<void(const sim::ClusterJob&)>& check) {
+    if (check) check(job);
+    return job;
+  }
   sim::Scenario scenario;
   sim::ClusterJob job;
   sim::Topology topo;
@@ -363,6 +370,11 @@ int plan_command(const Options& o, const MpiBackend& b) {
   return 0;
 }
 
+void report_plan(const CommPlan& plan, int gpus) {
+  std::cerr << "bubblesim-hw: NCCL plan checked: " << plan.comms.size() << " communicators; the calls of all " << gpus
+            << " GPUs meet their peers' and complete under NCCL's rules\n";
+}
+
 #ifdef BUBBLESIM_HW_NCCL
 /// This rank's NCCL plan (hw/runner/comm_plan), ordered by the simulator's trace of the Program.
 /// Every rank must have built the same order (same build, scenario and overrides), and rank 0
@@ -372,41 +384,57 @@ CommPlan plan_nccl(const Planned& s, MpiBackend& b) {
   const sim::Trace order = nccl_order(s);
   const int32_t me[] = {b.rank()};
   CommPlan mine = plan_communication(s.job, s.plan, order, me);
-  const auto fingerprint = static_cast<int64_t>(mine.fingerprint);
-  if (b.sum(b.broadcast(fingerprint) == fingerprint ? 0 : 1) > 0) {
+  const auto order_hash = static_cast<int64_t>(mine.fingerprint);
+  if (b.sum(b.broadcast(order_hash) == order_hash ? 0 : 1) > 0) {
     throw InputError("the ranks planned different orders of NCCL calls: every rank must run the same bubblesim-hw "
                      "build on the same scenario file and --set options");
   }
+  // Each rank's own steps, as rank 0 plans them too (52 bits, exact in a double).
+  constexpr uint64_t kBits = (uint64_t{1} << 52) - 1;
+  const double own[] = {static_cast<double>(fingerprint(mine.ranks[0]) & kBits)};
+  std::vector<int> counts;
+  const std::vector<double> steps_of = b.gather(own, counts);
   std::string why;
   if (b.rank() == 0) {
     std::vector<int32_t> all(static_cast<size_t>(b.ranks()));
     for (int32_t g = 0; g < b.ranks(); ++g) all[static_cast<size_t>(g)] = g;
-    why = verify(plan_communication(s.job, s.plan, order, all), s.plan.program);
+    const CommPlan every = plan_communication(s.job, s.plan, order, all);
+    for (size_t r = 0; r < every.ranks.size() && why.empty(); ++r) {
+      if (static_cast<double>(fingerprint(every.ranks[r]) & kBits) != steps_of[r]) {
+        why = "rank " + std::to_string(r) + " planned other steps than rank 0 plans for it (a different build?)";
+      }
+    }
+    if (why.empty()) why = verify(every, s.plan.program);
   }
   if (b.broadcast(why.empty() ? 0 : 1) != 0) {
     throw InternalError(b.rank() == 0 ? "the order of NCCL calls would not complete: " + why
                                       : "rank 0 found that the order of NCCL calls would not complete (its message says why)");
   }
+  if (b.rank() == 0) report_plan(mine, b.ranks());
   return mine;
 }
 #endif
 
 int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
-  const auto planned = std::make_unique<Planned>(o);
+  // Started alone with --backend cuda: this process drives every GPU of the node, a thread each.
+  bool node_mode = false;
+  const auto planned = std::make_unique<Planned>(o, [&](const sim::ClusterJob& job) {
+    const int32_t world = job.cluster.world();
+#ifdef BUBBLESIM_HW_NCCL
+    node_mode = o.backend == "cuda" && b.ranks() == 1 && world > 1;
+    const char* alone = o.backend == "cuda" ? "; on one node, start bubblesim-hw alone to drive all its GPUs" : "";
+#else
+    const char* alone = "";
+#endif
+    if (!node_mode && world != b.ranks()) {
+      throw InputError(o.scenario + ": the scenario has " + std::to_string(world) + " GPUs but mpirun started " +
+                       std::to_string(b.ranks()) + " ranks (use mpirun -np " + std::to_string(world) + alone + ")");
+    }
+  });
   const sim::Scenario& sc = planned->scenario;
   const sim::ClusterJob& job = planned->job;
   const sim::TrainingPlan& plan = planned->plan;
   const int32_t world_size = job.cluster.world();
-  // Started alone with --backend cuda: this process drives every GPU of the node, a thread each.
-  bool node_mode = false;
-#ifdef BUBBLESIM_HW_NCCL
-  node_mode = o.backend == "cuda" && b.ranks() == 1 && world_size > 1;
-#endif
-  if (!node_mode && world_size != b.ranks()) {
-    throw InputError(o.scenario + ": the scenario has " + std::to_string(world_size) + " GPUs but mpirun started " +
-                     std::to_string(b.ranks()) + " ranks (use mpirun -np " + std::to_string(world_size) +
-                     (o.backend == "cuda" ? "; on one node, start bubblesim-hw alone to drive all its GPUs" : "") + ")");
-  }
   const std::vector<sim::DeviceId> device_of = device_of_gpus(job, plan);
   const int warmup = o.warmup < 0 ? 2 : o.warmup;
   const int iterations = o.iterations < 0 ? 5 : std::max(o.iterations, 1);
@@ -417,16 +445,17 @@ int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
   std::optional<CommPlan> comm_plan, node_plan;
   int device = 0;
   if (node_mode) {
-    if (usable_gpus() < world_size) {
-      throw InputError(o.scenario + ": the scenario has " + std::to_string(world_size) + " GPUs but " + hostname() +
-                       " has " + std::to_string(usable_gpus()) + " (across nodes: mpirun -np " + std::to_string(world_size) +
-                       ", one rank per GPU)");
-    }
     std::vector<int32_t> all(static_cast<size_t>(world_size));
     for (int32_t g = 0; g < world_size; ++g) all[static_cast<size_t>(g)] = g;
     node_plan = plan_communication(job, plan, nccl_order(*planned), all);
     if (const std::string why = verify(*node_plan, plan.program); !why.empty()) {
       throw InternalError("the order of NCCL calls would not complete: " + why);
+    }
+    report_plan(*node_plan, world_size);
+    if (usable_gpus() < world_size) {
+      throw InputError(o.scenario + ": the scenario has " + std::to_string(world_size) + " GPUs but " + hostname() +
+                       " has " + std::to_string(usable_gpus()) + " (across nodes: mpirun -np " + std::to_string(world_size) +
+                       ", one rank per GPU)");
     }
     env.erase("blas");
     env["backend"] = "cuda";
@@ -436,8 +465,8 @@ int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
                            "thread per GPU";
     env["gpu"] = cuda::gpu_environment(0);
   } else if (o.backend == "cuda") {
+    comm_plan = plan_nccl(*planned, b);  // first: every rank takes part, GPU or not
     device = local_rank(b) % usable_gpus();
-    comm_plan = plan_nccl(*planned, b);
     env.erase("blas");
     env["backend"] = "cuda";
     env["communication"] = "NCCL " + cuda::nccl_version() + ": " + std::to_string(comm_plan->comms.size()) +
@@ -501,10 +530,11 @@ int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
   }
   if (comm_plan) {
     world = join_nccl(b, device, int64_t{4} * b.ranks());
-    gpu_runner = std::make_unique<cuda::GpuRunner>(p, *comm_plan, 0, *world, device);
+    gpu_runner = std::make_unique<cuda::GpuRunner>(p, *comm_plan, 0, *world, device, [&b] { b.check_alive(); },
+                                                   o.stall_timeout);
     iterate = [&] {
-      b.barrier();
-      cuda::ReplayTimes t = gpu_runner->run_iteration([&b] { b.check_alive(); }, o.stall_timeout);
+      cuda::ReplayTimes t =
+          gpu_runner->run_iteration([&b] { b.check_alive(); }, o.stall_timeout, [&b] { b.barrier(); });
       return RankTimes{std::move(t.start), std::move(t.end), t.makespan};
     };
   }
@@ -830,6 +860,10 @@ int main(int argc, char** argv) {
   try {
     const Options o = parse(argc, argv);
     ctx.db = o.db;
+    // Before CUDA starts: enough hardware queues that the GPU runner's streams (a Program
+    // stream or communicator each) do not share one, where a wait at the head of one stream
+    // would hold up another's NCCL call. A user's own setting wins.
+    if (o.backend == "cuda") setenv("CUDA_DEVICE_MAX_CONNECTIONS", "32", 0);
     MpiBackend backend(session, o.stall_timeout);
     if (o.command == "check") {
       rc = check_command(o, session, backend);

@@ -126,7 +126,40 @@ nlohmann::json gpu_environment(int device) {
   return env;
 }
 
+int64_t GpuCompute::arena_bytes(const sim::OpWork& w) {
+  const std::string cls = w.op_class;
+  const auto& s = w.shape;
+  if (cls == "gemm") {
+    const int64_t m = s[0], n = s[1], k = s[2], batch = std::max<int64_t>(s[3], 1);
+    if (m <= 0 || n <= 0 || k <= 0) return 0;
+    return aligned(batch * m * k * 2) + aligned(batch * k * n * 2) + aligned(batch * m * n * 2);
+  }
+  if (cls == "attention" || cls == "attention_grad") {
+    const int64_t heads = s[3], q_len = s[1], kv_len = s[2], head_dim = s[4];
+    const int64_t qn = heads * q_len * head_dim, kn = heads * kv_len * head_dim, rows = heads * q_len;
+    const int64_t q_b = aligned(qn * 2), kv_b = aligned(kn * 2), out_b = aligned(qn * 4), lse_b = aligned(rows * 4);
+    const int64_t grad_b = cls == "attention_grad" ? 2 * out_b + aligned(kn * 4) * 2 + lse_b : 0;
+    return q_b + 2 * kv_b + out_b + lse_b + grad_b;
+  }
+  if (cls == "memory") {
+    const auto bytes = static_cast<int64_t>(w.bytes);
+    return bytes < 2 ? 0 : aligned(bytes / 2) * 2;
+  }
+  return 0;
+}
+
+void GpuCompute::prepare(const sim::OpWork& w) {
+  BUBBLESIM_ASSERT(!frozen_, "GpuCompute::prepare after freeze()");
+  buffer(arena_bytes(w));
+  const std::string cls = w.op_class;
+  if (cls == "attention" || cls == "attention_grad") mask(w.shape[1], w.shape[2], w.causal_fraction);
+}
+
 char* GpuCompute::buffer(int64_t bytes) {
+  if (frozen_ && bytes > arena_bytes_) {
+    throw InternalError("GPU compute: an op needs more buffer than prepared (" + std::to_string(bytes) + " > " +
+                        std::to_string(arena_bytes_) + " bytes); growing it now would synchronise the device");
+  }
   if (bytes > max_bytes_) {
     throw InputError("an op needs " + std::to_string(bytes >> 20) + " MiB of GPU buffers, more than the " +
                      std::to_string(max_bytes_ >> 20) + " MiB the GPU backend allows here");
@@ -156,6 +189,7 @@ DeviceMask GpuCompute::mask(int64_t q_len, int64_t kv_len, double fraction) {
   const auto key = std::make_tuple(q_len, kv_len, static_cast<int64_t>(std::llround(fraction * 1e6)));
   auto it = masks_.find(key);
   if (it == masks_.end()) {
+    if (frozen_) throw InternalError("GPU compute: an attention mask was not prepared; making it now would synchronise");
     const AttentionMask m = mask_for(q_len, kv_len, fraction);
     const size_t bytes = m.q_pos.size() * sizeof(int64_t);
     int64_t* pos = nullptr;
@@ -180,7 +214,7 @@ void GpuCompute::run(const sim::OpWork& w, cudaStream_t on) {
     const int64_t m = s[0], n = s[1], k = s[2], batch = std::max<int64_t>(s[3], 1);
     if (m <= 0 || n <= 0 || k <= 0) return;
     const int64_t a_bytes = aligned(batch * m * k * 2), b_bytes = aligned(batch * k * n * 2);
-    char* base = buffer(a_bytes + b_bytes + aligned(batch * m * n * 2));
+    char* base = buffer(arena_bytes(w));
     BUBBLESIM_CUBLAS(cublasSetStream(blas_, stream));
     gemm(blas_, reinterpret_cast<__nv_bfloat16*>(base), reinterpret_cast<__nv_bfloat16*>(base + a_bytes),
          reinterpret_cast<__nv_bfloat16*>(base + a_bytes + b_bytes), m, n, k, batch);
@@ -198,8 +232,7 @@ void GpuCompute::run(const sim::OpWork& w, cudaStream_t on) {
     const int64_t rows = d.heads * d.q_len;
     // bf16 q, k, v; fp32 out, lse (+ dout, dq, dk, dv, delta for the backward)
     const int64_t q_b = aligned(qn * 2), kv_b = aligned(kn * 2), out_b = aligned(qn * 4), lse_b = aligned(rows * 4);
-    const int64_t grad_b = grad ? 2 * out_b + aligned(kn * 4) * 2 + lse_b : 0;
-    char* p = buffer(q_b + 2 * kv_b + out_b + lse_b + grad_b);
+    char* p = buffer(arena_bytes(w));
     auto* q = reinterpret_cast<__nv_bfloat16*>(p);
     auto* k = reinterpret_cast<__nv_bfloat16*>(p + q_b);
     auto* v = reinterpret_cast<__nv_bfloat16*>(p + q_b + kv_b);
@@ -226,7 +259,7 @@ void GpuCompute::run(const sim::OpWork& w, cudaStream_t on) {
   if (cls == "memory") {
     const auto bytes = static_cast<int64_t>(w.bytes);
     if (bytes < 2) return;
-    char* a = buffer(aligned(bytes / 2) * 2);
+    char* a = buffer(arena_bytes(w));
     BUBBLESIM_CUDA(cudaMemcpyAsync(a + aligned(bytes / 2), a, static_cast<size_t>(bytes / 2), cudaMemcpyDeviceToDevice,
                                    stream));
     return;

@@ -35,6 +35,16 @@ class GpuCompute {
   /// (bytes). InputError for another class. Ops on several streams share the arena: their
   /// values are meaningless, their work is real.
   void run(const sim::OpWork& work, cudaStream_t on = nullptr);
+  /// Allocates now what run(work) will need (buffers, attention masks), so that run() never
+  /// allocates: growing the arena synchronises the whole device, which must not happen while
+  /// other streams hold NCCL calls waiting for peers.
+  void prepare(const sim::OpWork& work);
+  /// From here on run() refuses (InternalError) an op that was not prepared.
+  void freeze() { frozen_ = true; }
+  /// Bytes of device memory held for ops' operands.
+  int64_t arena() const { return arena_bytes_; }
+  /// Bytes of arena run(work) uses.
+  static int64_t arena_bytes(const sim::OpWork& work);
   /// Waits for everything enqueued.
   void synchronize();
   /// Runs the op once between two CUDA events on the stream and returns the seconds between them.
@@ -52,6 +62,7 @@ class GpuCompute {
   cublasHandle_t blas_ = nullptr;
   char* arena_ = nullptr;
   int64_t arena_bytes_ = 0;
+  bool frozen_ = false;
   std::map<std::tuple<int64_t, int64_t, int64_t>, int64_t*> masks_;  // (q, kv, fraction in 1e-6) -> q_pos
 };
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <exception>
+#include <set>
 #include <thread>
 
 #include "hw/cuda/nccl_check.hpp"
@@ -51,26 +52,46 @@ int rank_in(const Communicator& c, int32_t gpu) {
 
 }  // namespace
 
-GpuRunner::GpuRunner(const sim::Program& p, const CommPlan& plan, size_t rank, NcclComm& world, int cuda_device)
+GpuRunner::GpuRunner(const sim::Program& p, const CommPlan& plan, size_t rank, NcclComm& world, int cuda_device,
+                     const std::function<void()>& alive, double stall_timeout_s)
     : p_(p), plan_(plan.ranks.at(rank)), comm_table_(plan.comms), device_(cuda_device), compute_(cuda_device) {
   try {
     BUBBLESIM_CUDA(cudaSetDevice(device_));
     if (world.handle() == nullptr) throw GpuError("GPU runner: the world communicator was aborted");
+    // Every buffer and mask the compute ops need, now: growing them later would synchronise
+    // the device while NCCL calls wait for peers.
+    for (const Step& st : plan_.steps) {
+      if (st.op == sim::kNone || p.op(st.op).kind != sim::OpKind::Compute) continue;
+      if (const sim::OpWork* w = p.work(st.op)) compute_.prepare(*w);
+    }
+    compute_.freeze();
     // Communicators: one split of the world per round, each GPU asking for the one it is in.
     comms_.assign(comm_table_.size(), nullptr);
+    size_t largest = 1;
     for (int32_t round = 0; round < plan.rounds; ++round) {
       int color = NCCL_SPLIT_NOCOLOR, key = 0;
       for (size_t c = 0; c < comm_table_.size(); ++c) {
         const Communicator& comm = comm_table_[c];
+        largest = std::max(largest, comm.gpus.size());
         if (comm.round != round || !std::binary_search(comm.gpus.begin(), comm.gpus.end(), plan_.gpu)) continue;
         color = static_cast<int>(c);
         key = rank_in(comm, plan_.gpu);
       }
       ncclComm_t made = nullptr;
       BUBBLESIM_NCCL(ncclCommSplit(world.handle(), color, key, &made, nullptr), world.handle());
-      if (color != NCCL_SPLIT_NOCOLOR) comms_[static_cast<size_t>(color)] = made;
+      if (color == NCCL_SPLIT_NOCOLOR) continue;
+      comms_[static_cast<size_t>(color)] = made;
+      int count = 0, me = 0;
+      BUBBLESIM_NCCL(ncclCommCount(made, &count), made);
+      BUBBLESIM_NCCL(ncclCommUserRank(made, &me), made);
+      if (static_cast<size_t>(count) != comm_table_[static_cast<size_t>(color)].gpus.size() || me != key) {
+        throw GpuError("GPU " + std::to_string(plan_.gpu) + ": NCCL split communicator " + std::to_string(color) + " has " +
+                       std::to_string(count) + " ranks with this GPU as " + std::to_string(me) + ", not " +
+                       std::to_string(comm_table_[static_cast<size_t>(color)].gpus.size()) + " and " + std::to_string(key));
+      }
     }
     // One buffer for the largest call, shared by all (its contents are never read).
+    buffer_bytes_ = static_cast<int64_t>(4 * kBf16 * largest);  // the connection warm-up's calls
     for (const Step& st : plan_.steps) {
       if (st.call == CommCall::None) continue;
       const Extent e = extent(st, static_cast<int64_t>(comm_table_[static_cast<size_t>(st.comm)].gpus.size()));
@@ -81,13 +102,13 @@ GpuRunner::GpuRunner(const sim::Program& p, const CommPlan& plan, size_t rank, N
     if (buffer_bytes_ > static_cast<int64_t>(free) * 8 / 10) {
       throw InputError("GPU " + std::to_string(plan_.gpu) + ": the largest communication of this scenario needs " +
                        std::to_string(buffer_bytes_ >> 20) + " MiB of buffer, more than 80% of the " +
-                       std::to_string(free >> 20) + " MiB free on CUDA device " + std::to_string(device_) +
-                       " (fewer layers, a smaller batch or more ZeRO sharding keep it smaller)");
+                       std::to_string(free >> 20) + " MiB left free on CUDA device " + std::to_string(device_) +
+                       " by the compute ops' " + std::to_string(compute_.arena() >> 20) +
+                       " MiB (fewer layers, a smaller batch or more ZeRO sharding keep them smaller)");
     }
-    if (buffer_bytes_ > 0) {
-      BUBBLESIM_CUDA(cudaMalloc(&buffer_, static_cast<size_t>(buffer_bytes_)));
-      BUBBLESIM_CUDA(cudaMemset(buffer_, 0, static_cast<size_t>(buffer_bytes_)));  // NaN-free sums
-    }
+    BUBBLESIM_CUDA(cudaMalloc(&buffer_, static_cast<size_t>(buffer_bytes_)));
+    // Zeros stay zeros under sums and copies: no NaN or Inf ever reaches a reduction.
+    BUBBLESIM_CUDA(cudaMemset(buffer_, 0, static_cast<size_t>(buffer_bytes_)));
     for (size_t l = 0; l < plan_.lanes.size(); ++l) {
       cudaStream_t s = nullptr;
       BUBBLESIM_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
@@ -111,11 +132,60 @@ GpuRunner::GpuRunner(const sim::Program& p, const CommPlan& plan, size_t rank, N
         step_of_.push_back(step_of_op[op]);
       }
     }
+    connect(alive, stall_timeout_s);
   } catch (...) {
     abort();
     release();
     throw;
   }
+}
+
+void GpuRunner::connect(const std::function<void()>& alive, double stall_timeout_s) {
+  // Per communicator, in the same (index) order on every GPU: one tiny call of each collective
+  // kind it will run, then one group with a byte to and from every peer it will exchange with.
+  // NCCL connects lazily, and a first contact blocks the host until the peer arrives; done here
+  // in one consistent order, no queued iteration waits on a connection being made.
+  std::vector<std::set<CommCall>> kinds(comms_.size());
+  std::vector<std::set<int32_t>> to(comms_.size()), from(comms_.size());
+  for (const Step& st : plan_.steps) {
+    if (st.call == CommCall::None) continue;
+    const auto c = static_cast<size_t>(st.comm);
+    if (st.call != CommCall::SendRecv) kinds[c].insert(st.call);
+    for (const PeerBytes& m : st.sends) to[c].insert(m.gpu);
+    for (const PeerBytes& m : st.recvs) from[c].insert(m.gpu);
+  }
+  std::vector<size_t> warmed;
+  for (size_t c = 0; c < comms_.size(); ++c) {
+    ncclComm_t comm = comms_[c];
+    if (comm == nullptr || (kinds[c].empty() && to[c].empty() && from[c].empty())) continue;
+    const Communicator& set = comm_table_[c];
+    Step tiny;
+    tiny.comm = static_cast<int32_t>(c);
+    tiny.bytes = kBf16 * static_cast<int64_t>(set.gpus.size());  // one element per rank
+    const size_t lane = std::find(plan_.lane_comm.begin(), plan_.lane_comm.end(), static_cast<int32_t>(c)) -
+                        plan_.lane_comm.begin();
+    for (CommCall k : kinds[c]) {
+      tiny.call = k;
+      call(tiny, lanes_[lane]);
+    }
+    tiny.call = CommCall::SendRecv;
+    tiny.sends.clear();
+    tiny.recvs.clear();
+    for (int32_t g : to[c]) tiny.sends.push_back({g, 1});
+    for (int32_t g : from[c]) tiny.recvs.push_back({g, 1});
+    if (!tiny.sends.empty() || !tiny.recvs.empty()) call(tiny, lanes_[lane]);
+    warmed.push_back(lane);
+  }
+  // Wait as an iteration does: one marker per warmed lane.
+  std::vector<std::vector<cudaEvent_t>> marks;
+  for (size_t lane : warmed) {
+    cudaEvent_t e = nullptr;
+    BUBBLESIM_CUDA(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    warm_.push_back(e);
+    BUBBLESIM_CUDA(cudaEventRecord(e, lanes_[lane]));
+    marks.push_back({e});
+  }
+  poll(marks, alive, stall_timeout_s, [&](size_t k, size_t) { return "connecting on " + plan_.lanes[warmed[k]]; });
 }
 
 GpuRunner::~GpuRunner() {
@@ -134,25 +204,32 @@ GpuRunner::~GpuRunner() {
 }
 
 void GpuRunner::abort() noexcept {
+  // All at once, a thread per communicator: aborting one frees memory, which may wait for the
+  // device, where another communicator's kernel may be waiting for a peer that is gone.
+  std::vector<std::thread> threads;
   for (ncclComm*& c : comms_) {
-    if (c != nullptr) ncclCommAbort(c);
+    if (c == nullptr) continue;
+    try {
+      threads.emplace_back([c] { ncclCommAbort(c); });
+    } catch (...) {
+      ncclCommAbort(c);  // no thread to be had: abort it here
+    }
     c = nullptr;
   }
+  for (std::thread& t : threads) t.join();
 }
 
 void GpuRunner::release() noexcept {
   cudaSetDevice(device_);
-  for (cudaEvent_t e : start_) {
-    if (e != nullptr) cudaEventDestroy(e);
-  }
-  for (cudaEvent_t e : end_) {
-    if (e != nullptr) cudaEventDestroy(e);
+  for (auto* list : {&start_, &end_, &warm_}) {
+    for (cudaEvent_t e : *list) {
+      if (e != nullptr) cudaEventDestroy(e);
+    }
+    list->clear();
   }
   if (origin_ != nullptr) cudaEventDestroy(origin_);
   for (cudaStream_t s : lanes_) cudaStreamDestroy(s);
   if (buffer_ != nullptr) cudaFree(buffer_);
-  start_.clear();
-  end_.clear();
   lanes_.clear();
   origin_ = nullptr;
   buffer_ = nullptr;
@@ -165,57 +242,40 @@ std::string GpuRunner::describe(size_t i) const {
   return s;
 }
 
-void GpuRunner::enqueue(size_t i) {
-  const Step& st = plan_.steps[i];
-  cudaStream_t s = lanes_[st.lane];
-  for (uint32_t w : st.waits) BUBBLESIM_CUDA(cudaStreamWaitEvent(s, end_[w], 0));
-  BUBBLESIM_CUDA(cudaEventRecord(start_[i], s));
-  if (st.call == CommCall::None) {
-    if (st.op != sim::kNone && p_.op(st.op).kind == sim::OpKind::Compute) {
-      if (const sim::OpWork* w = p_.work(st.op)) {
-        compute_.run(*w, s);
-      } else if (p_.op(st.op).duration > Time::zero()) {
-        throw InputError(sim::describe(p_, st.op) + " takes time but records no work to run");
-      }
-    }
-    BUBBLESIM_CUDA(cudaEventRecord(end_[i], s));
-    return;
-  }
+void GpuRunner::call(const Step& st, cudaStream_t s) {
   const Communicator& c = comm_table_[static_cast<size_t>(st.comm)];
   ncclComm_t comm = comms_[static_cast<size_t>(st.comm)];
-  if (comm == nullptr) throw GpuError("GPU runner: " + describe(i) + " on a communicator this GPU is not in");
+  if (comm == nullptr) throw GpuError("GPU runner: a call on communicator " + std::to_string(st.comm) + ", which this GPU is not in");
   const auto ranks = static_cast<int64_t>(c.gpus.size());
   const Extent e = extent(st, ranks);
   const size_t mine = e.count * static_cast<size_t>(rank_in(c, plan_.gpu) * kBf16);  // this rank's share, in place
-  switch (st.call) {
-    case CommCall::None: break;
-    case CommCall::AllReduce:
-      BUBBLESIM_NCCL(ncclAllReduce(buffer_, buffer_, e.count, ncclBfloat16, ncclSum, comm, s), comm);
-      break;
-    case CommCall::AllGather:
-      BUBBLESIM_NCCL(ncclAllGather(buffer_ + mine, buffer_, e.count, ncclBfloat16, comm, s), comm);
-      break;
-    case CommCall::ReduceScatter:
-      BUBBLESIM_NCCL(ncclReduceScatter(buffer_, buffer_ + mine, e.count, ncclBfloat16, ncclSum, comm, s), comm);
-      break;
-    case CommCall::AllToAll: {
-      char* recv = buffer_ + e.bytes / 2;
+  BUBBLESIM_NCCL(ncclGroupStart(), comm);
+  try {
+    switch (st.call) {
+      case CommCall::None: break;
+      case CommCall::AllReduce:
+        BUBBLESIM_NCCL(ncclAllReduce(buffer_, buffer_, e.count, ncclBfloat16, ncclSum, comm, s), comm);
+        break;
+      case CommCall::AllGather:
+        BUBBLESIM_NCCL(ncclAllGather(buffer_ + mine, buffer_, e.count, ncclBfloat16, comm, s), comm);
+        break;
+      case CommCall::ReduceScatter:
+        BUBBLESIM_NCCL(ncclReduceScatter(buffer_, buffer_ + mine, e.count, ncclBfloat16, ncclSum, comm, s), comm);
+        break;
+      case CommCall::AllToAll: {
+        char* recv = buffer_ + e.bytes / 2;
 #if NCCL_VERSION_CODE >= 22800
-      BUBBLESIM_NCCL(ncclAlltoAll(buffer_, recv, e.count, ncclBfloat16, comm, s), comm);
+        BUBBLESIM_NCCL(ncclAlltoAll(buffer_, recv, e.count, ncclBfloat16, comm, s), comm);
 #else
-      BUBBLESIM_NCCL(ncclGroupStart(), comm);
-      for (int peer = 0; peer < ranks; ++peer) {
-        const size_t at = e.count * static_cast<size_t>(peer * kBf16);
-        BUBBLESIM_NCCL(ncclSend(buffer_ + at, e.count, ncclBfloat16, peer, comm, s), comm);
-        BUBBLESIM_NCCL(ncclRecv(recv + at, e.count, ncclBfloat16, peer, comm, s), comm);
-      }
-      BUBBLESIM_NCCL(ncclGroupEnd(), comm);
+        for (int peer = 0; peer < ranks; ++peer) {
+          const size_t at = e.count * static_cast<size_t>(peer * kBf16);
+          BUBBLESIM_NCCL(ncclSend(buffer_ + at, e.count, ncclBfloat16, peer, comm, s), comm);
+          BUBBLESIM_NCCL(ncclRecv(recv + at, e.count, ncclBfloat16, peer, comm, s), comm);
+        }
 #endif
-      break;
-    }
-    case CommCall::SendRecv: {
-      BUBBLESIM_NCCL(ncclGroupStart(), comm);
-      try {
+        break;
+      }
+      case CommCall::SendRecv: {
         size_t at = 0;  // each message its own range of the buffer
         for (const PeerBytes& r : st.recvs) {
           BUBBLESIM_NCCL(ncclRecv(buffer_ + at, static_cast<size_t>(r.bytes), ncclInt8, rank_in(c, r.gpu), comm, s), comm);
@@ -225,32 +285,49 @@ void GpuRunner::enqueue(size_t i) {
           BUBBLESIM_NCCL(ncclSend(buffer_ + at, static_cast<size_t>(out.bytes), ncclInt8, rank_in(c, out.gpu), comm, s), comm);
           at += static_cast<size_t>(out.bytes);
         }
-      } catch (...) {
-        ncclGroupEnd();  // closed, so NCCL's cleanup is not deferred into it
-        throw;
+        break;
       }
-      BUBBLESIM_NCCL(ncclGroupEnd(), comm);
-      break;
+    }
+  } catch (...) {
+    ncclGroupEnd();  // closed, so NCCL's cleanup is not deferred into it
+    throw;
+  }
+  BUBBLESIM_NCCL(ncclGroupEnd(), comm);
+}
+
+void GpuRunner::enqueue(size_t i) {
+  const Step& st = plan_.steps[i];
+  cudaStream_t s = lanes_[st.lane];
+  for (uint32_t w : st.waits) BUBBLESIM_CUDA(cudaStreamWaitEvent(s, end_[w], 0));
+  BUBBLESIM_CUDA(cudaEventRecord(start_[i], s));
+  if (st.call != CommCall::None) {
+    call(st, s);
+  } else if (st.op != sim::kNone && p_.op(st.op).kind == sim::OpKind::Compute) {
+    if (const sim::OpWork* w = p_.work(st.op)) {
+      compute_.run(*w, s);
+    } else if (p_.op(st.op).duration > Time::zero()) {
+      throw InputError(sim::describe(p_, st.op) + " takes time but records no work to run");
     }
   }
   BUBBLESIM_CUDA(cudaEventRecord(end_[i], s));
 }
 
-void GpuRunner::wait(const std::function<void()>& alive, double stall_timeout_s) {
-  std::vector<size_t> next(lanes_.size(), 0);  // per lane: its first step not yet seen done
+void GpuRunner::poll(const std::vector<std::vector<cudaEvent_t>>& lists, const std::function<void()>& alive,
+                     double stall_timeout_s, const std::function<std::string(size_t, size_t)>& what) {
+  std::vector<size_t> next(lists.size(), 0);  // per list: its first event not yet seen done
   auto progress = std::chrono::steady_clock::now();
   const auto spin_until = progress + std::chrono::milliseconds(10);
   for (;;) {
     bool all_done = true;
-    for (size_t l = 0; l < lanes_.size(); ++l) {
-      while (next[l] < on_lane_[l].size()) {
-        const cudaError_t e = cudaEventQuery(end_[on_lane_[l][next[l]]]);
+    for (size_t l = 0; l < lists.size(); ++l) {
+      while (next[l] < lists[l].size()) {
+        const cudaError_t e = cudaEventQuery(lists[l][next[l]]);
         if (e == cudaErrorNotReady) break;
         BUBBLESIM_CUDA(e);
         ++next[l];
         progress = std::chrono::steady_clock::now();
       }
-      all_done = all_done && next[l] == on_lane_[l].size();
+      all_done = all_done && next[l] == lists[l].size();
     }
     if (all_done) return;
     for (ncclComm* c : comms_) {
@@ -263,31 +340,32 @@ void GpuRunner::wait(const std::function<void()>& alive, double stall_timeout_s)
     const auto now = std::chrono::steady_clock::now();
     if (std::chrono::duration<double>(now - progress).count() > stall_timeout_s) {
       std::string waiting;
-      for (size_t l = 0; l < lanes_.size(); ++l) {
-        if (next[l] < on_lane_[l].size()) waiting += (waiting.empty() ? "" : "; ") + describe(on_lane_[l][next[l]]);
+      for (size_t l = 0; l < lists.size(); ++l) {
+        if (next[l] < lists[l].size()) waiting += (waiting.empty() ? "" : "; ") + what(l, next[l]);
       }
-      throw GpuError("GPU " + std::to_string(plan_.gpu) + ": no step finished for " +
+      throw GpuError("GPU " + std::to_string(plan_.gpu) + ": nothing finished for " +
                      std::to_string(static_cast<int>(stall_timeout_s)) + " s (a peer stopped or the fabric stalled), " +
-                     "waiting on " + waiting + "; communicators aborted");
+                     "waiting on " + waiting);
     }
     // Spin for the first 10 ms, then yield the core between polls.
     if (now > spin_until) std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
 }
 
-ReplayTimes GpuRunner::run_iteration(const std::function<void()>& alive, double stall_timeout_s) {
-  try {
-    BUBBLESIM_CUDA(cudaSetDevice(device_));
-    BUBBLESIM_CUDA(cudaDeviceSynchronize());
-    // Every lane starts after the origin.
-    BUBBLESIM_CUDA(cudaEventRecord(origin_, lanes_.front()));
-    for (cudaStream_t s : lanes_) BUBBLESIM_CUDA(cudaStreamWaitEvent(s, origin_, 0));
-    for (size_t i = 0; i < plan_.steps.size(); ++i) enqueue(i);
-    wait(alive, stall_timeout_s);
-  } catch (...) {
-    abort();  // peers may wait on calls this GPU never makes
-    throw;
+ReplayTimes GpuRunner::run_iteration(const std::function<void()>& alive, double stall_timeout_s,
+                                     const std::function<void()>& at_start) {
+  BUBBLESIM_CUDA(cudaSetDevice(device_));
+  BUBBLESIM_CUDA(cudaDeviceSynchronize());
+  if (at_start) at_start();
+  // Every lane starts after the origin.
+  BUBBLESIM_CUDA(cudaEventRecord(origin_, lanes_.front()));
+  for (cudaStream_t s : lanes_) BUBBLESIM_CUDA(cudaStreamWaitEvent(s, origin_, 0));
+  for (size_t i = 0; i < plan_.steps.size(); ++i) enqueue(i);
+  std::vector<std::vector<cudaEvent_t>> ends(lanes_.size());
+  for (size_t l = 0; l < lanes_.size(); ++l) {
+    for (size_t i : on_lane_[l]) ends[l].push_back(end_[i]);
   }
+  poll(ends, alive, stall_timeout_s, [&](size_t l, size_t k) { return describe(on_lane_[l][k]); });
   ReplayTimes t;
   t.start.resize(ops_.size());
   t.end.resize(ops_.size());

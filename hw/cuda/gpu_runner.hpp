@@ -31,14 +31,20 @@ class GpuRunner {
   /// (every GPU of the job, ranked by job GPU index) into the plan's communicators. Every rank of
   /// the world must construct its runner at the same time (the splits are collective). InputError
   /// when the communication buffers do not fit in the GPU's free memory.
-  GpuRunner(const sim::Program& p, const CommPlan& plan, size_t rank, NcclComm& world, int cuda_device);
+  /// Before returning it makes every NCCL connection the plan uses (a tiny call of each kind
+  /// per communicator, in the same order on every GPU), waiting as an iteration does.
+  GpuRunner(const sim::Program& p, const CommPlan& plan, size_t rank, NcclComm& world, int cuda_device,
+            const std::function<void()>& alive, double stall_timeout_s);
   ~GpuRunner();
   GpuRunner(const GpuRunner&) = delete;
   GpuRunner& operator=(const GpuRunner&) = delete;
 
-  /// One iteration: every step enqueued, then waited for (calling `alive` between polls, which
-  /// throws to stop). Times of ops() in seconds since the iteration's origin.
-  ReplayTimes run_iteration(const std::function<void()>& alive, double stall_timeout_s);
+  /// One iteration: `at_start` (the GPUs' barrier) once the device is idle, then every step
+  /// enqueued and waited for, calling `alive` between polls (it throws to stop). Times of ops()
+  /// in seconds since the iteration's origin. On an error the caller aborts (abort()): in one
+  /// process the other GPUs must learn of the failure first.
+  ReplayTimes run_iteration(const std::function<void()>& alive, double stall_timeout_s,
+                            const std::function<void()>& at_start = {});
   /// The device's ops, stream by stream (the order of the Program device's streams): the order
   /// run_iteration() lists their times, as the host runner does.
   const std::vector<sim::OpId>& ops() const { return ops_; }
@@ -48,8 +54,16 @@ class GpuRunner {
   int64_t buffer_bytes() const { return buffer_bytes_; }
 
  private:
+  void connect(const std::function<void()>& alive, double stall_timeout_s);
+  /// Enqueues step i on its lane: waits, start event, its work, end event.
   void enqueue(size_t i);
-  void wait(const std::function<void()>& alive, double stall_timeout_s);
+  /// The NCCL call of a communication step, as one NCCL group, on stream `s`.
+  void call(const Step& st, CUstream_st* s);
+  /// Returns once every event of every list has completed (each list in order); between polls
+  /// NCCL's asynchronous errors and `alive` are checked, and nothing completing for
+  /// `stall_timeout_s` is an error naming what(list, event) of each list still waiting.
+  void poll(const std::vector<std::vector<CUevent_st*>>& lists, const std::function<void()>& alive,
+            double stall_timeout_s, const std::function<std::string(size_t, size_t)>& what);
   std::string describe(size_t i) const;
   void release() noexcept;
 
@@ -62,6 +76,7 @@ class GpuRunner {
   std::vector<CUstream_st*> lanes_;           // per plan lane
   std::vector<std::vector<size_t>> on_lane_;  // per lane: its steps, in order
   std::vector<CUevent_st*> start_, end_;      // per step
+  std::vector<CUevent_st*> warm_;             // the connection warm-up's markers
   CUevent_st* origin_ = nullptr;
   char* buffer_ = nullptr;                    // every call's data (collectives in place)
   int64_t buffer_bytes_ = 0;

@@ -1,5 +1,6 @@
 #include "hw/cuda/node_runner.hpp"
 
+#include <chrono>
 #include <condition_variable>
 #include <exception>
 #include <mutex>
@@ -35,33 +36,65 @@ class Agreement {
   bool all_ok_ = true;
 };
 
+/// The GPUs' threads meet before each iteration's origin, so no GPU counts the others' start-up
+/// as waiting. A GPU that failed never arrives: the others then leave with RankFailure.
+class Rendezvous {
+ public:
+  Rendezvous(size_t parties, const std::atomic<bool>& failed) : parties_(parties), failed_(failed) {}
+  void operator()(size_t gpu) {
+    std::unique_lock lock(m_);
+    const uint64_t generation = generation_;
+    if (++arrived_ == parties_) {
+      arrived_ = 0;
+      ++generation_;
+      met_.notify_all();
+      return;
+    }
+    while (generation_ == generation) {
+      if (failed_) throw RankFailure("GPU " + std::to_string(gpu) + " stopped: another GPU of the node failed");
+      met_.wait_for(lock, std::chrono::milliseconds(10));
+    }
+  }
+
+ private:
+  std::mutex m_;
+  std::condition_variable met_;
+  size_t parties_, arrived_ = 0;
+  uint64_t generation_ = 0;
+  const std::atomic<bool>& failed_;
+};
+
 }  // namespace
 
 template <typename Work>
 void NodeRunner::on_each_gpu(Work work) {
   std::vector<std::exception_ptr> errors(gpus_);
-  std::vector<char> secondary(gpus_, 0);  // stopped because another GPU failed
+  std::atomic<int> first{-1};  // the GPU that failed first: its error is the cause
   std::vector<std::thread> threads;
+  const auto run = [&](size_t g) {
+    try {
+      work(g);
+    } catch (...) {
+      errors[g] = std::current_exception();
+      int none = -1;
+      first.compare_exchange_strong(none, static_cast<int>(g));
+      failed_ = true;  // before aborting: the others stop waiting as soon as possible
+      if (runners_[g]) runners_[g]->abort();
+      if (worlds_[g]) worlds_[g]->abort();
+    }
+  };
   for (size_t g = 0; g < gpus_; ++g) {
-    threads.emplace_back([&, g] {
-      try {
-        work(g);
-      } catch (const RankFailure&) {
-        errors[g] = std::current_exception();
-        secondary[g] = 1;
-        failed_ = true;
-      } catch (...) {
-        errors[g] = std::current_exception();
-        failed_ = true;
-      }
-    });
-  }
-  for (std::thread& t : threads) t.join();
-  for (int pass = 0; pass < 2; ++pass) {
-    for (size_t g = 0; g < gpus_; ++g) {
-      if (errors[g] && (pass == 1 || !secondary[g])) std::rethrow_exception(errors[g]);
+    try {
+      threads.emplace_back(run, g);
+    } catch (...) {  // no thread: this GPU fails, and the started ones see it
+      errors[g] = std::current_exception();
+      int none = -1;
+      first.compare_exchange_strong(none, static_cast<int>(g));
+      failed_ = true;
     }
   }
+  for (std::thread& t : threads) t.join();
+  if (first >= 0) std::rethrow_exception(errors[static_cast<size_t>(first.load())]);
 }
 
 NodeRunner::NodeRunner(const sim::Program& p, const CommPlan& plan, double stall_timeout_s)
@@ -73,52 +106,38 @@ NodeRunner::NodeRunner(const sim::Program& p, const CommPlan& plan, double stall
   runners_.resize(gpus_);
   const NcclId id = nccl_unique_id();
   Agreement agree(gpus_);
-  try {
-    on_each_gpu([&](size_t g) {
-      const auto rank = static_cast<int>(g);
-      worlds_[g] = std::make_unique<NcclComm>(id, rank, static_cast<int>(gpus_), rank, int64_t{4} * static_cast<int64_t>(gpus_),
-                                              [&agree](bool ok) { return agree(ok); });
-      runners_[g] = std::make_unique<GpuRunner>(p, plan, g, *worlds_[g], rank);
-    });
-  } catch (...) {
-    for (auto& r : runners_) {
-      if (r) r->abort();
-    }
-    for (auto& w : worlds_) {
-      if (w) w->abort();
-    }
-    throw;
-  }
+  on_each_gpu([&](size_t g) {
+    const auto rank = static_cast<int>(g);
+    worlds_[g] = std::make_unique<NcclComm>(id, rank, static_cast<int>(gpus_), rank, int64_t{4} * static_cast<int64_t>(gpus_),
+                                            [&agree](bool ok) { return agree(ok); });
+    runners_[g] = std::make_unique<GpuRunner>(p, plan, g, *worlds_[g], rank, alive(g), stall_timeout_s_);
+  });
+}
+
+std::function<void()> NodeRunner::alive(size_t gpu) const {
+  return [this, gpu] {
+    if (failed_) throw RankFailure("GPU " + std::to_string(gpu) + " stopped: another GPU of the node failed");
+  };
 }
 
 NodeRunner::~NodeRunner() {
-  // After a failure nothing is waited for: every communicator is aborted. Otherwise each GPU's
+  // After a failure every communicator was aborted by its own GPU's thread. Otherwise each GPU's
   // communicators are destroyed in its own thread, as they were made.
-  if (failed_) {
-    for (auto& r : runners_) {
-      if (r) r->abort();
-    }
-    for (auto& w : worlds_) {
-      if (w) w->abort();
-    }
-  }
   try {
     on_each_gpu([&](size_t g) {
       runners_[g].reset();
       worlds_[g].reset();
     });
   } catch (...) {
-    // Nothing to report from a destructor; whatever is left was aborted above or is freed here.
+    // Nothing to report from a destructor; what failed to be destroyed was aborted.
   }
 }
 
 std::vector<ReplayTimes> NodeRunner::run_iteration() {
   std::vector<ReplayTimes> out(gpus_);
+  Rendezvous start(gpus_, failed_);
   on_each_gpu([&](size_t g) {
-    const auto alive = [this, g] {
-      if (failed_) throw RankFailure("GPU " + std::to_string(g) + " stopped: another GPU of the node failed");
-    };
-    out[g] = runners_[g]->run_iteration(alive, stall_timeout_s_);
+    out[g] = runners_[g]->run_iteration(alive(g), stall_timeout_s_, [&start, g] { start(g); });
   });
   return out;
 }

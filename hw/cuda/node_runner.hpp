@@ -7,6 +7,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -27,10 +28,13 @@ class NodeRunner {
   std::vector<ReplayTimes> run_iteration();
 
  private:
-  /// Runs work(g) for every GPU in a thread each and joins them. If any throws, the others are
-  /// told (failed_), and the first error that is not just "another GPU failed" is rethrown.
+  /// Runs work(g) for every GPU in a thread each and joins them. A GPU whose work throws sets
+  /// failed_ (the others' waits then stop) and aborts its own communicators; the error of the
+  /// GPU that failed first is rethrown.
   template <typename Work>
   void on_each_gpu(Work work);
+  /// What GPU `gpu`'s waits call: throws once another GPU has failed.
+  std::function<void()> alive(size_t gpu) const;
 
   size_t gpus_;
   double stall_timeout_s_;

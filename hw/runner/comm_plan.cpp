@@ -524,6 +524,24 @@ std::string verify(const CommPlan& plan, const sim::Program& p) {
     done[r].assign(ranks[r].steps.size(), 0);
     remaining += ranks[r].steps.size();
   }
+  // Conservatively, a call ends only once every call it is transitively joined to has started:
+  // the sends and receives of one NCCL group may wait for each other (a peer's send can wait
+  // until that peer's other exchanges are under way).
+  std::vector<size_t> base(ranks.size() + 1, 0);
+  for (uint32_t r = 0; r < ranks.size(); ++r) base[r + 1] = base[r] + ranks[r].steps.size();
+  std::vector<size_t> parent(base.back());
+  for (size_t k = 0; k < parent.size(); ++k) parent[k] = k;
+  const auto root = [&](size_t x) {
+    while (parent[x] != x) x = parent[x] = parent[parent[x]];
+    return x;
+  };
+  for (uint32_t r = 0; r < ranks.size(); ++r) {
+    for (uint32_t i = 0; i < ranks[r].steps.size(); ++i) {
+      for (Ref o : partners[r][i]) parent[root(base[r] + i)] = root(base[o.rank] + o.step);
+    }
+  }
+  std::vector<size_t> members(parent.size(), 0), arrived(parent.size(), 0);
+  for (size_t k = 0; k < parent.size(); ++k) ++members[root(k)];
   for (bool moved = true; moved && remaining > 0;) {
     moved = false;
     for (uint32_t r = 0; r < ranks.size(); ++r) {
@@ -531,15 +549,14 @@ std::string verify(const CommPlan& plan, const sim::Program& p) {
         while (head[r][l] < lanes[r][l].size()) {
           const uint32_t i = lanes[r][l][head[r][l]];
           const Step& st = ranks[r].steps[i];
+          const size_t joined = root(base[r] + i);
           if (!started[r][i]) {
             if (!std::all_of(st.waits.begin(), st.waits.end(), [&](uint32_t w) { return done[r][w] != 0; })) break;
             started[r][i] = 1;
+            ++arrived[joined];
             moved = true;
           }
-          if (!std::all_of(partners[r][i].begin(), partners[r][i].end(),
-                           [&](Ref o) { return started[o.rank][o.step] != 0; })) {
-            break;
-          }
+          if (arrived[joined] < members[joined]) break;
           done[r][i] = 1;
           ++head[r][l];
           --remaining;
@@ -566,9 +583,25 @@ std::string verify(const CommPlan& plan, const sim::Program& p) {
           break;
         }
       }
+      if (arrived[root(base[r] + i)] < members[root(base[r] + i)]) out += " (its calls and their peers' are not all under way)";
     }
   }
   return out;
+}
+
+uint64_t fingerprint(const RankPlan& r) {
+  uint64_t h = mix(0, static_cast<uint64_t>(r.gpu));
+  for (const Step& st : r.steps) {
+    for (uint64_t v : {uint64_t{st.op}, uint64_t{st.group}, uint64_t(st.call), uint64_t(st.comm), uint64_t{st.lane},
+                       static_cast<uint64_t>(st.bytes)}) {
+      h = mix(h, v);
+    }
+    for (const auto* list : {&st.sends, &st.recvs}) {
+      for (const PeerBytes& m : *list) h = mix(mix(h, static_cast<uint64_t>(m.gpu)), static_cast<uint64_t>(m.bytes));
+    }
+    for (uint32_t w : st.waits) h = mix(h, w);
+  }
+  return h;
 }
 
 CommPlan plan_communication(const sim::ClusterJob& job, const sim::TrainingPlan& plan, const sim::Trace& order,

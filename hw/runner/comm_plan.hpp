@@ -81,11 +81,15 @@ struct CommPlan {
 CommPlan plan_communication(const sim::ClusterJob& job, const sim::TrainingPlan& plan, const sim::Trace& order,
                             std::span<const int32_t> gpus);
 
+/// Hash of a GPU's steps in order (what it calls, where, with whom, after what): the plan rank 0
+/// checks is the one each rank runs when the hashes agree.
+uint64_t fingerprint(const RankPlan& r);
+
 /// Runs the plans of every GPU of the job (plan.ranks must hold them all) as NCCL would: a lane
 /// runs its steps in order, a step starts once its waits are done, a collective completes when
 /// every member of its communicator has reached it, a group of sends and receives when each
 /// peer has reached the matching call (the n-th send from A to B on a communicator meets B's
-/// n-th receive from A there). Returns "" when every step completes and every pair agrees on
+/// n-th receive from A there) and, conservatively, every call joined to those has started too. Returns "" when every step completes and every pair agrees on
 /// sizes; otherwise what is wrong (sizes that differ, calls that never meet, or the steps that
 /// wait forever and on whom).
 std::string verify(const CommPlan& plan, const sim::Program& p);
