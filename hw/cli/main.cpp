@@ -863,7 +863,12 @@ int main(int argc, char** argv) {
     // Before CUDA starts: enough hardware queues that the GPU runner's streams (a Program
     // stream or communicator each) do not share one, where a wait at the head of one stream
     // would hold up another's NCCL call. A user's own setting wins.
-    if (o.backend == "cuda") setenv("CUDA_DEVICE_MAX_CONNECTIONS", "32", 0);
+    // NCCL connects every algorithm when a communicator is made, not at its first use inside an
+    // iteration (where a first contact blocks the host until the peer arrives).
+    if (o.backend == "cuda") {
+      setenv("CUDA_DEVICE_MAX_CONNECTIONS", "32", 0);
+      setenv("NCCL_RUNTIME_CONNECT", "0", 0);
+    }
     MpiBackend backend(session, o.stall_timeout);
     if (o.command == "check") {
       rc = check_command(o, session, backend);
