@@ -394,6 +394,9 @@ CommPlan plan_nccl(const Planned& s, MpiBackend& b) {
   const double own[] = {static_cast<double>(fingerprint(mine.ranks[0]) & kBits)};
   std::vector<int> counts;
   const std::vector<double> steps_of = b.gather(own, counts);
+  // Rank 0 plans and checks every GPU (about 30 s for 1024 GPUs); the others wait that long.
+  const double stall = b.set_stall_timeout(0);
+  b.set_stall_timeout(stall + 0.25 * b.ranks());
   std::string why;
   if (b.rank() == 0) {
     std::vector<int32_t> all(static_cast<size_t>(b.ranks()));
@@ -406,7 +409,9 @@ CommPlan plan_nccl(const Planned& s, MpiBackend& b) {
     }
     if (why.empty()) why = verify(every, s.plan.program);
   }
-  if (b.broadcast(why.empty() ? 0 : 1) != 0) {
+  const int64_t verdict = b.broadcast(why.empty() ? 0 : 1);
+  b.set_stall_timeout(stall);
+  if (verdict != 0) {
     throw InternalError(b.rank() == 0 ? "the order of NCCL calls would not complete: " + why
                                       : "rank 0 found that the order of NCCL calls would not complete (its message says why)");
   }

@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "hw/backend/backend.hpp"
@@ -43,6 +44,8 @@ class MpiBackend final : public Backend {
  public:
   /// `stall_timeout_s`: a wait that sees no progress for this long throws RankFailure.
   explicit MpiBackend(const MpiSession& session, double stall_timeout_s = 120);
+  /// Sets the stall timeout (e.g. while rank 0 alone does a long check); returns the old one.
+  double set_stall_timeout(double seconds) { return std::exchange(stall_timeout_s_, seconds); }
   int rank() const override { return rank_; }
   int ranks() const override { return size_; }
   double now() const override;
