@@ -33,12 +33,6 @@ bool native(const sim::Group& g) { return g.collective_size.value > 0 && native_
 
 uint64_t mix(uint64_t h, uint64_t v) { return h ^ (v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2)); }
 
-std::vector<PeerBytes> by_peer(const std::map<int32_t, int64_t>& m) {
-  std::vector<PeerBytes> out;
-  for (const auto& [gpu, bytes] : m) out.push_back({gpu, bytes});
-  return out;
-}
-
 /// The connected sets of GPUs a group's transfers join (each ascending), in order of their
 /// smallest GPU.
 std::vector<std::vector<int32_t>> components(std::span<const sim::Transfer> transfers) {
@@ -231,19 +225,13 @@ class Planner {
       st.bytes = grp.collective_size.value;
       return;
     }
-    const bool sends = o.kind == OpKind::Send || o.kind == OpKind::Collective;
-    const bool receives = o.kind == OpKind::Recv || o.kind == OpKind::Collective;
-    std::map<int32_t, int64_t> out, in;
-    for (const sim::Transfer& t : p_.transfers(o.group)) {
-      if (t.from_gpu == t.to_gpu) continue;
-      if (sends && t.from_gpu == gpu) out[t.to_gpu] += t.bytes.value;
-      if (receives && t.to_gpu == gpu) in[t.from_gpu] += t.bytes.value;
-    }
-    if (out.empty() && in.empty()) return;
+    GroupTraffic x = traffic_of(p_, o.group, gpu, o.kind == OpKind::Send || o.kind == OpKind::Collective,
+                                o.kind == OpKind::Recv || o.kind == OpKind::Collective);
+    if (x.out.empty() && x.in.empty()) return;
     st.call = CommCall::SendRecv;
     st.comm = p2p_comm_[o.group];
-    st.sends = by_peer(out);
-    st.recvs = by_peer(in);
+    st.sends = std::move(x.out);
+    st.recvs = std::move(x.in);
   }
 
   RankPlan plan_rank(int32_t gpu) {
@@ -296,15 +284,11 @@ class Planner {
       }
     }
     for (GroupId g : sends_of_[static_cast<size_t>(gpu)]) {
-      std::map<int32_t, int64_t> out;
-      for (const sim::Transfer& t : p_.transfers(g)) {
-        if (t.from_gpu == gpu && t.to_gpu != gpu) out[t.to_gpu] += t.bytes.value;
-      }
       Step st;
       st.group = g;
       st.call = CommCall::SendRecv;
       st.comm = p2p_comm_[g];
-      st.sends = by_peer(out);
+      st.sends = traffic_of(p_, g, gpu, true, false).out;
       st.lane = lane_of(st.comm);
       std::vector<uint32_t> triggers;
       Time t;

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "hw/runner/rank_map.hpp"
 #include "sim/exec/trace.hpp"
 #include "sim/ir/program.hpp"
 #include "sim/sched/training.hpp"
@@ -34,11 +35,6 @@ struct Communicator {
   std::string channel;        // the Program stream whose traffic it carries ("p2p", "dp", ...)
   std::vector<int32_t> gpus;  // ascending; a GPU's rank in the communicator is its position
   int32_t round = 0;          // communicators of one round are disjoint: one split of the world
-};
-
-struct PeerBytes {
-  int32_t gpu;
-  int64_t bytes;
 };
 
 /// One call of a GPU's plan.

@@ -1,5 +1,6 @@
 #include "hw/runner/rank_map.hpp"
 
+#include <algorithm>
 #include <map>
 
 #include "sim/core/error.hpp"
@@ -40,6 +41,20 @@ std::vector<sim::DeviceId> device_of_gpus(const sim::ClusterJob& job, const sim:
     out[static_cast<size_t>(g)] = it->second;
   }
   return out;
+}
+
+GroupTraffic traffic_of(const sim::Program& p, sim::GroupId g, int32_t gpu, bool sends, bool receives) {
+  std::map<int32_t, int64_t> out, in;
+  GroupTraffic x;
+  for (const sim::Transfer& t : p.transfers(g)) {
+    if (t.from_gpu == t.to_gpu) continue;
+    if (sends && t.from_gpu == gpu) out[t.to_gpu] += t.bytes.value;
+    if (receives && t.to_gpu == gpu) in[t.from_gpu] += t.bytes.value;
+    if (t.from_gpu == gpu || t.to_gpu == gpu) x.hops = std::max(x.hops, t.hops);
+  }
+  for (const auto& [peer, bytes] : out) x.out.push_back({peer, bytes});
+  for (const auto& [peer, bytes] : in) x.in.push_back({peer, bytes});
+  return x;
 }
 
 }  // namespace bubblesim::hw

@@ -24,8 +24,6 @@ int64_t chunk(int64_t bytes, int32_t hops, int32_t hop) {
   return hop + 1 == hops ? bytes - base * (hops - 1) : base;
 }
 
-/// Per peer, the sum of the transfers' bytes.
-std::vector<std::pair<int32_t, int64_t>> by_peer(const std::map<int32_t, int64_t>& m) { return {m.begin(), m.end()}; }
 
 }  // namespace
 
@@ -55,17 +53,11 @@ Runner::Runner(const sim::Program& p, sim::DeviceId device, int32_t gpu, Backend
   // One-sided transfers this rank sends: when the receiving op's dependencies here are done.
   for (sim::GroupId g = 0; g < p.groups().size(); ++g) {
     if (p.groups()[g].kind != GroupKind::Transfer) continue;
-    std::map<int32_t, int64_t> out;
-    int32_t hops = 1;
-    for (const sim::Transfer& t : p.transfers(g)) {
-      if (t.from_gpu != gpu_ || t.to_gpu == gpu_) continue;
-      out[t.to_gpu] += t.bytes.value;
-      hops = std::max(hops, t.hops);
-    }
-    if (out.empty()) continue;
+    GroupTraffic own = traffic_of(p, g, gpu_, true, false);
+    if (own.out.empty()) continue;
     Exchange x;
-    for (const auto& [peer, bytes] : by_peer(out)) x.out.push_back({peer, bytes});
-    x.hops = hops;
+    x.out = std::move(own.out);
+    x.hops = own.hops;
     x.kind = GroupKind::Transfer;
     x.group = g;
     const auto send = static_cast<uint32_t>(sends_.size());
@@ -90,21 +82,15 @@ Runner::Exchange Runner::exchange_of(sim::OpId op) const {
   x.kind = g.kind;
   x.group = o.group;
   x.synchronous = g.kind == GroupKind::SendRecv || g.kind == GroupKind::RingSendRecv;
-  const bool sends = o.kind == OpKind::Send || o.kind == OpKind::Collective;
-  const bool receives = o.kind == OpKind::Recv || o.kind == OpKind::Collective;
-  std::map<int32_t, int64_t> out, in;
-  for (const sim::Transfer& t : p_.transfers(o.group)) {
-    if (t.from_gpu == t.to_gpu) continue;
-    if (sends && t.from_gpu == gpu_) out[t.to_gpu] += t.bytes.value;
-    if (receives && t.to_gpu == gpu_) in[t.from_gpu] += t.bytes.value;
-    if (t.from_gpu == gpu_ || t.to_gpu == gpu_) x.hops = std::max(x.hops, t.hops);
-  }
+  GroupTraffic own = traffic_of(p_, o.group, gpu_, o.kind == OpKind::Send || o.kind == OpKind::Collective,
+                                o.kind == OpKind::Recv || o.kind == OpKind::Collective);
+  x.hops = own.hops;
   if (x.hops >= kMaxHops) {
     throw InputError(sim::describe(p_, op) + ": " + std::to_string(x.hops) + " hops in one group; the host backend runs at most " +
                      std::to_string(kMaxHops - 1));
   }
-  for (const auto& [peer, bytes] : by_peer(out)) x.out.push_back({peer, bytes});
-  for (const auto& [peer, bytes] : by_peer(in)) x.in.push_back({peer, bytes});
+  x.out = std::move(own.out);
+  x.in = std::move(own.in);
   return x;
 }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "hw/backend/backend.hpp"
+#include "hw/runner/rank_map.hpp"
 #include "sim/ir/program.hpp"
 
 namespace bubblesim::hw {
@@ -32,10 +33,7 @@ class Runner {
   const std::vector<sim::OpId>& ops() const { return ops_; }
 
  private:
-  struct Peer {
-    int32_t gpu;
-    int64_t bytes;
-  };
+  using Peer = PeerBytes;
   /// One op's (or one-sided send's) messages: `hops` rounds of bytes / hops to and from each peer.
   struct Exchange {
     std::vector<Peer> out, in;
