@@ -166,3 +166,29 @@ TEST_CASE("every GPU planning alone builds the communicators and order the other
   CHECK(alone.ranks[0].steps.size() == all.plan.ranks[5].steps.size());
   CHECK(alone.comms.size() == all.plan.comms.size());
 }
+
+TEST_CASE("a GPU's buffer holds its largest call: collectives in place, all-to-all twice, messages side by side",
+          "[comm_plan]") {
+  Step st;
+  st.call = CommCall::AllGather;
+  st.bytes = 1000;  // 500 bf16 over 4 ranks: 125 each
+  CHECK(call_extent(st, 4).count == 125);
+  CHECK(call_extent(st, 4).bytes == 1000);
+  st.call = CommCall::AllToAll;
+  CHECK(call_extent(st, 4).bytes == 2000);
+  st.call = CommCall::AllReduce;
+  CHECK(call_extent(st, 4).count == 500);
+  st.call = CommCall::SendRecv;
+  st.sends = {{1, 300}, {2, 100}};
+  st.recvs = {{3, 50}};
+  CHECK(call_extent(st, 16).bytes == 450);
+  const Planned p = plan_all(scenario(8, "{tp: 2, dp: 4, zero: 1}"));
+  const sim::Program& prog = p.run->plan.program;
+  int64_t largest = 0;
+  for (const Step& s : p.plan.ranks[0].steps) {  // no all-to-all and no sends here: every call is in place
+    if (s.call != CommCall::None) largest = std::max(largest, prog.groups()[s.group].collective_size.value);
+  }
+  CHECK(largest > 0);
+  CHECK(buffer_bytes(p.plan, 0) >= largest);
+  CHECK(buffer_bytes(p.plan, 0) < largest + 64);  // rounding to whole elements only
+}

@@ -352,14 +352,15 @@ int plan_command(const Options& o, const MpiBackend& b) {
   for (const auto& [key, n] : sets) {
     std::printf("  stream %-10s %3d x %3zu GPUs\n", key.first.c_str(), n, key.second);
   }
-  std::printf("%5s %7s %7s %10s %10s %14s %10s %10s\n", "GPU", "device", "steps", "send/recv", "all-reduce", "reduce-scatter",
-              "all-gather", "all-to-all");
-  for (const RankPlan& r : plan.ranks) {
+  std::printf("%5s %7s %7s %10s %10s %14s %10s %10s %12s\n", "GPU", "device", "steps", "send/recv", "all-reduce",
+              "reduce-scatter", "all-gather", "all-to-all", "buffer MiB");
+  for (size_t k = 0; k < plan.ranks.size(); ++k) {
+    const RankPlan& r = plan.ranks[k];
     std::map<CommCall, int> calls;
     for (const Step& st : r.steps) ++calls[st.call];
-    std::printf("%5d %7u %7zu %10d %10d %14d %10d %10d\n", r.gpu, r.device, r.steps.size(), calls[CommCall::SendRecv],
-                calls[CommCall::AllReduce], calls[CommCall::ReduceScatter], calls[CommCall::AllGather],
-                calls[CommCall::AllToAll]);
+    std::printf("%5d %7u %7zu %10d %10d %14d %10d %10d %12.1f\n", r.gpu, r.device, r.steps.size(),
+                calls[CommCall::SendRecv], calls[CommCall::AllReduce], calls[CommCall::ReduceScatter],
+                calls[CommCall::AllGather], calls[CommCall::AllToAll], static_cast<double>(buffer_bytes(plan, k)) / (1 << 20));
   }
   const std::string why = verify(plan, s->plan.program);
   if (!why.empty()) {

@@ -13,35 +13,7 @@
 namespace bubblesim::hw::cuda {
 namespace {
 
-constexpr int64_t kBf16 = 2;  // collectives move bf16, as training does
-
-/// One step's NCCL count (per rank for the split collectives) and the bytes of buffer it needs.
-/// Collectives run in place, as frameworks run them on their own gradient and parameter
-/// buffers (all-to-all, which NCCL cannot run in place, sends from one half and receives into
-/// the other); a group of sends and receives takes each message its own range.
-struct Extent {
-  size_t count = 0;
-  int64_t bytes = 0;
-};
-
-Extent extent(const Step& st, int64_t ranks) {
-  const int64_t all = std::max<int64_t>(1, st.bytes / kBf16);  // S in elements
-  const int64_t share = std::max<int64_t>(1, all / ranks);      // S / ranks
-  switch (st.call) {
-    case CommCall::None: return {};
-    case CommCall::AllReduce: return {static_cast<size_t>(all), all * kBf16};
-    case CommCall::AllGather:
-    case CommCall::ReduceScatter: return {static_cast<size_t>(share), share * ranks * kBf16};
-    case CommCall::AllToAll: return {static_cast<size_t>(share), 2 * share * ranks * kBf16};
-    case CommCall::SendRecv: {
-      Extent e;
-      for (const PeerBytes& m : st.sends) e.bytes += m.bytes;
-      for (const PeerBytes& m : st.recvs) e.bytes += m.bytes;
-      return e;
-    }
-  }
-  return {};
-}
+constexpr int64_t kBf16 = kCollectiveElement;
 
 /// A GPU's rank in a communicator: its position among the communicator's GPUs.
 int rank_in(const Communicator& c, int32_t gpu) {
@@ -67,12 +39,10 @@ GpuRunner::GpuRunner(const sim::Program& p, const CommPlan& plan, size_t rank, N
     compute_.freeze();
     // Communicators: one split of the world per round, each GPU asking for the one it is in.
     comms_.assign(comm_table_.size(), nullptr);
-    size_t largest = 1;
     for (int32_t round = 0; round < plan.rounds; ++round) {
       int color = NCCL_SPLIT_NOCOLOR, key = 0;
       for (size_t c = 0; c < comm_table_.size(); ++c) {
         const Communicator& comm = comm_table_[c];
-        largest = std::max(largest, comm.gpus.size());
         if (comm.round != round || !std::binary_search(comm.gpus.begin(), comm.gpus.end(), plan_.gpu)) continue;
         color = static_cast<int>(c);
         key = rank_in(comm, plan_.gpu);
@@ -91,12 +61,7 @@ GpuRunner::GpuRunner(const sim::Program& p, const CommPlan& plan, size_t rank, N
       }
     }
     // One buffer for the largest call, shared by all (its contents are never read).
-    buffer_bytes_ = static_cast<int64_t>(4 * kBf16 * largest);  // the connection warm-up's calls
-    for (const Step& st : plan_.steps) {
-      if (st.call == CommCall::None) continue;
-      const Extent e = extent(st, static_cast<int64_t>(comm_table_[static_cast<size_t>(st.comm)].gpus.size()));
-      buffer_bytes_ = std::max(buffer_bytes_, e.bytes);
-    }
+    buffer_bytes_ = hw::buffer_bytes(plan, rank);
     size_t free = 0, total = 0;
     BUBBLESIM_CUDA(cudaMemGetInfo(&free, &total));
     if (buffer_bytes_ > static_cast<int64_t>(free) * 8 / 10) {
@@ -247,7 +212,7 @@ void GpuRunner::call(const Step& st, cudaStream_t s) {
   ncclComm_t comm = comms_[static_cast<size_t>(st.comm)];
   if (comm == nullptr) throw GpuError("GPU runner: a call on communicator " + std::to_string(st.comm) + ", which this GPU is not in");
   const auto ranks = static_cast<int64_t>(c.gpus.size());
-  const Extent e = extent(st, ranks);
+  const CallExtent e = call_extent(st, ranks);
   const size_t mine = e.count * static_cast<size_t>(rank_in(c, plan_.gpu) * kBf16);  // this rank's share, in place
   BUBBLESIM_NCCL(ncclGroupStart(), comm);
   try {

@@ -573,6 +573,38 @@ std::string verify(const CommPlan& plan, const sim::Program& p) {
   return out;
 }
 
+CallExtent call_extent(const Step& st, int64_t ranks) {
+  constexpr int64_t e = kCollectiveElement;
+  const int64_t all = std::max<int64_t>(1, st.bytes / e);  // S in elements
+  const int64_t share = std::max<int64_t>(1, all / ranks);  // S / ranks
+  switch (st.call) {
+    case CommCall::None: return {};
+    case CommCall::AllReduce: return {static_cast<size_t>(all), all * e};
+    case CommCall::AllGather:
+    case CommCall::ReduceScatter: return {static_cast<size_t>(share), share * ranks * e};
+    case CommCall::AllToAll: return {static_cast<size_t>(share), 2 * share * ranks * e};
+    case CommCall::SendRecv: {
+      CallExtent x;
+      for (const PeerBytes& m : st.sends) x.bytes += m.bytes;
+      for (const PeerBytes& m : st.recvs) x.bytes += m.bytes;
+      return x;
+    }
+  }
+  return {};
+}
+
+int64_t buffer_bytes(const CommPlan& plan, size_t rank) {
+  size_t largest = 1;
+  for (const Communicator& c : plan.comms) largest = std::max(largest, c.gpus.size());
+  int64_t bytes = 4 * kCollectiveElement * static_cast<int64_t>(largest);  // the connections' tiny calls
+  for (const Step& st : plan.ranks.at(rank).steps) {
+    if (st.call == CommCall::None) continue;
+    const auto ranks = static_cast<int64_t>(plan.comms[static_cast<size_t>(st.comm)].gpus.size());
+    bytes = std::max(bytes, call_extent(st, ranks).bytes);
+  }
+  return bytes;
+}
+
 uint64_t fingerprint(const RankPlan& r) {
   uint64_t h = mix(0, static_cast<uint64_t>(r.gpu));
   for (const Step& st : r.steps) {

@@ -77,6 +77,25 @@ struct CommPlan {
 CommPlan plan_communication(const sim::ClusterJob& job, const sim::TrainingPlan& plan, const sim::Trace& order,
                             std::span<const int32_t> gpus);
 
+/// Collectives move bf16 elements, as training does.
+inline constexpr int64_t kCollectiveElement = 2;
+
+/// What one call moves on the GPU: NCCL's count (elements per rank for the split collectives,
+/// per peer for all-to-all; 0 for a group of sends and receives, which count bytes) and the
+/// bytes of device buffer it needs. Collectives run in place, as frameworks run them on their
+/// own gradient and parameter buffers; all-to-all, which NCCL cannot run in place, sends from one
+/// half and receives into the other; a group of sends and receives gives each message its own
+/// range.
+struct CallExtent {
+  size_t count = 0;
+  int64_t bytes = 0;
+};
+CallExtent call_extent(const Step& st, int64_t ranks);
+
+/// The device buffer GPU `plan.ranks[rank]` needs for all its calls (one buffer, shared: its
+/// contents are never read), including the tiny calls that make its connections.
+int64_t buffer_bytes(const CommPlan& plan, size_t rank);
+
 /// Hash of a GPU's steps in order (what it calls, where, with whom, after what): the plan rank 0
 /// checks is the one each rank runs when the hashes agree.
 uint64_t fingerprint(const RankPlan& r);
