@@ -24,17 +24,19 @@ fi
   nvidia-smi topo -m 2>&1 | head -20
 } >"$out/gpu_environment.txt"
 cat "$out/gpu_environment.txt"
-"$test_binary" 2>&1 | tee "$out/gpu_kernels_test.txt"
+# Each binary gets 5 minutes: a hang must not use up a lent machine's time.
+run() { timeout -k 10 300 "$@"; }
+run "$test_binary" 2>&1 | tee "$out/gpu_kernels_test.txt"
 rc=${PIPESTATUS[0]}
 echo "gpu_kernels_test exit status $rc" | tee -a "$out/gpu_kernels_test.txt"
 if [ -x "$build/tests/nccl_test" ]; then
-  "$build/tests/nccl_test" 2>&1 | tee "$out/nccl_test.txt"
+  run "$build/tests/nccl_test" 2>&1 | tee "$out/nccl_test.txt"
   nccl_rc=${PIPESTATUS[0]}
   echo "nccl_test exit status $nccl_rc" | tee -a "$out/nccl_test.txt"
   [ "$rc" -eq 0 ] && rc=$nccl_rc
 fi
 if [ -x "$build/tests/gpu_runner_test" ]; then
-  "$build/tests/gpu_runner_test" 2>&1 | tee "$out/gpu_runner_test.txt"
+  run "$build/tests/gpu_runner_test" 2>&1 | tee "$out/gpu_runner_test.txt"
   runner_rc=${PIPESTATUS[0]}
   echo "gpu_runner_test exit status $runner_rc" | tee -a "$out/gpu_runner_test.txt"
   [ "$rc" -eq 0 ] && rc=$runner_rc

@@ -371,12 +371,12 @@ int plan_command(const Options& o, const MpiBackend& b) {
   return 0;
 }
 
+#ifdef BUBBLESIM_HW_NCCL
 void report_plan(const CommPlan& plan, int gpus) {
   std::cerr << "bubblesim-hw: NCCL plan checked: " << plan.comms.size() << " communicators; the calls of all " << gpus
             << " GPUs meet their peers' and complete under NCCL's rules\n";
 }
 
-#ifdef BUBBLESIM_HW_NCCL
 /// This rank's NCCL plan (hw/runner/comm_plan), ordered by the simulator's trace of the Program.
 /// Every rank must have built the same order (same build, scenario and overrides), and rank 0
 /// runs every GPU's plan under NCCL's rules first: a mismatch or a hang found here stops all
@@ -536,8 +536,9 @@ int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
   }
   if (comm_plan) {
     world = join_nccl(b, device, int64_t{4} * b.ranks());
-    gpu_runner = std::make_unique<cuda::GpuRunner>(p, *comm_plan, 0, *world, device, [&b] { b.check_alive(); },
-                                                   o.stall_timeout);
+    gpu_runner = std::make_unique<cuda::GpuRunner>(
+        p, *comm_plan, 0, *world, device, [&b](bool ok) { return b.sum(ok ? 0 : 1) == 0; }, [&b] { b.check_alive(); },
+        o.stall_timeout);
     iterate = [&] {
       cuda::ReplayTimes t =
           gpu_runner->run_iteration([&b] { b.check_alive(); }, o.stall_timeout, [&b] { b.barrier(); });
@@ -564,6 +565,20 @@ int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
   const Fault fault = injected_fault();
   std::vector<sim::Trace> traces;
   std::vector<double> makespans;
+#ifdef BUBBLESIM_HW_NCCL
+  // A rank that fails leaves its communicators as they are: the process ends (MPI_Abort) and
+  // the driver frees them, while an orderly teardown could wait for peers that cannot know yet.
+  struct LeaveOnFailure {
+    std::unique_ptr<cuda::GpuRunner>& runner;
+    std::unique_ptr<cuda::NcclComm>& world;
+    ~LeaveOnFailure() {
+      if (std::uncaught_exceptions() > 0 && runner) {
+        (void)runner.release();
+        (void)world.release();
+      }
+    }
+  } leave{gpu_runner, world};
+#endif
   for (int it = 0; it < warmup + iterations; ++it) {
     if (fault.rank == b.rank() && fault.iteration == it) {
       if (fault.kind == "kill") raise(SIGKILL);
@@ -858,6 +873,9 @@ void mark_failed(const RunContext& ctx, const std::string& message) noexcept {
 int main(int argc, char** argv) {
   using namespace bubblesim;
   using namespace bubblesim::hw;
+#ifdef BUBBLESIM_HW_NCCL
+  cuda::set_run_environment();  // before MPI, which may start CUDA
+#endif
   MpiSession session(argc, argv);
   MpiBackend::install_signal_handlers();
   init_blas_single_thread();
@@ -866,15 +884,6 @@ int main(int argc, char** argv) {
   try {
     const Options o = parse(argc, argv);
     ctx.db = o.db;
-    // Before CUDA starts: enough hardware queues that the GPU runner's streams (a Program
-    // stream or communicator each) do not share one, where a wait at the head of one stream
-    // would hold up another's NCCL call. A user's own setting wins.
-    // NCCL connects every algorithm when a communicator is made, not at its first use inside an
-    // iteration (where a first contact blocks the host until the peer arrives).
-    if (o.backend == "cuda") {
-      setenv("CUDA_DEVICE_MAX_CONNECTIONS", "32", 0);
-      setenv("NCCL_RUNTIME_CONNECT", "0", 0);
-    }
     MpiBackend backend(session, o.stall_timeout);
     if (o.command == "check") {
       rc = check_command(o, session, backend);

@@ -2,8 +2,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <exception>
+#include <array>
+#include <cmath>
 #include <set>
+#include <tuple>
 #include <thread>
 
 #include "hw/cuda/nccl_check.hpp"
@@ -14,6 +18,7 @@ namespace bubblesim::hw::cuda {
 namespace {
 
 constexpr int64_t kBf16 = kCollectiveElement;
+constexpr size_t kInFlight = 1024;  // steps enqueued ahead of the oldest not yet done
 
 /// A GPU's rank in a communicator: its position among the communicator's GPUs.
 int rank_in(const Communicator& c, int32_t gpu) {
@@ -24,84 +29,120 @@ int rank_in(const Communicator& c, int32_t gpu) {
 
 }  // namespace
 
+void set_run_environment() {
+  setenv("CUDA_DEVICE_MAX_CONNECTIONS", "32", 0);
+  setenv("NCCL_RUNTIME_CONNECT", "0", 0);
+}
+
 GpuRunner::GpuRunner(const sim::Program& p, const CommPlan& plan, size_t rank, NcclComm& world, int cuda_device,
-                     const std::function<void()>& alive, double stall_timeout_s)
+                     const std::function<bool(bool)>& agree, const std::function<void()>& alive, double stall_timeout_s)
     : p_(p), plan_(plan.ranks.at(rank)), comm_table_(plan.comms), device_(cuda_device), compute_(cuda_device) {
+  // First everything local that can fail; then the GPUs agree that each succeeded before any
+  // waits on another in NCCL's splits and connections.
+  std::exception_ptr failed;
   try {
-    BUBBLESIM_CUDA(cudaSetDevice(device_));
+    setup_local(plan, rank);
+  } catch (...) {
+    failed = std::current_exception();
+  }
+  const bool everyone = agree ? agree(!failed) : !failed;
+  if (failed || !everyone) {
+    release();
+    if (failed) std::rethrow_exception(failed);
+    throw GpuError("GPU " + std::to_string(plan_.gpu) + ": another GPU could not set up its run; not joining NCCL");
+  }
+  try {
     if (world.handle() == nullptr) throw GpuError("GPU runner: the world communicator was aborted");
-    // Every buffer and mask the compute ops need, now: growing them later would synchronise
-    // the device while NCCL calls wait for peers.
-    for (const Step& st : plan_.steps) {
-      if (st.op == sim::kNone || p.op(st.op).kind != sim::OpKind::Compute) continue;
-      if (const sim::OpWork* w = p.work(st.op)) compute_.prepare(*w);
-    }
-    compute_.freeze();
-    // Communicators: one split of the world per round, each GPU asking for the one it is in.
-    comms_.assign(comm_table_.size(), nullptr);
-    for (int32_t round = 0; round < plan.rounds; ++round) {
-      int color = NCCL_SPLIT_NOCOLOR, key = 0;
-      for (size_t c = 0; c < comm_table_.size(); ++c) {
-        const Communicator& comm = comm_table_[c];
-        if (comm.round != round || !std::binary_search(comm.gpus.begin(), comm.gpus.end(), plan_.gpu)) continue;
-        color = static_cast<int>(c);
-        key = rank_in(comm, plan_.gpu);
-      }
-      ncclComm_t made = nullptr;
-      BUBBLESIM_NCCL(ncclCommSplit(world.handle(), color, key, &made, nullptr), world.handle());
-      if (color == NCCL_SPLIT_NOCOLOR) continue;
-      comms_[static_cast<size_t>(color)] = made;
-      int count = 0, me = 0;
-      BUBBLESIM_NCCL(ncclCommCount(made, &count), made);
-      BUBBLESIM_NCCL(ncclCommUserRank(made, &me), made);
-      if (static_cast<size_t>(count) != comm_table_[static_cast<size_t>(color)].gpus.size() || me != key) {
-        throw GpuError("GPU " + std::to_string(plan_.gpu) + ": NCCL split communicator " + std::to_string(color) + " has " +
-                       std::to_string(count) + " ranks with this GPU as " + std::to_string(me) + ", not " +
-                       std::to_string(comm_table_[static_cast<size_t>(color)].gpus.size()) + " and " + std::to_string(key));
-      }
-    }
-    // One buffer for the largest call, shared by all (its contents are never read).
-    buffer_bytes_ = hw::buffer_bytes(plan, rank);
-    size_t free = 0, total = 0;
-    BUBBLESIM_CUDA(cudaMemGetInfo(&free, &total));
-    if (buffer_bytes_ > static_cast<int64_t>(free) * 8 / 10) {
-      throw InputError("GPU " + std::to_string(plan_.gpu) + ": the largest communication of this scenario needs " +
-                       std::to_string(buffer_bytes_ >> 20) + " MiB of buffer, more than 80% of the " +
-                       std::to_string(free >> 20) + " MiB left free on CUDA device " + std::to_string(device_) +
-                       " by the compute ops' " + std::to_string(compute_.arena() >> 20) +
-                       " MiB (fewer layers, a smaller batch or more ZeRO sharding keep them smaller)");
-    }
-    BUBBLESIM_CUDA(cudaMalloc(&buffer_, static_cast<size_t>(buffer_bytes_)));
-    // Zeros stay zeros under sums and copies: no NaN or Inf ever reaches a reduction.
-    BUBBLESIM_CUDA(cudaMemset(buffer_, 0, static_cast<size_t>(buffer_bytes_)));
-    for (size_t l = 0; l < plan_.lanes.size(); ++l) {
-      cudaStream_t s = nullptr;
-      BUBBLESIM_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-      lanes_.push_back(s);
-    }
-    on_lane_.resize(lanes_.size());
-    start_.assign(plan_.steps.size(), nullptr);
-    end_.assign(plan_.steps.size(), nullptr);
-    std::vector<size_t> step_of_op(p.num_ops(), plan_.steps.size());
-    for (size_t i = 0; i < plan_.steps.size(); ++i) {
-      on_lane_[plan_.steps[i].lane].push_back(i);
-      BUBBLESIM_CUDA(cudaEventCreate(&start_[i]));
-      BUBBLESIM_CUDA(cudaEventCreate(&end_[i]));
-      if (plan_.steps[i].op != sim::kNone) step_of_op[plan_.steps[i].op] = i;
-    }
-    BUBBLESIM_CUDA(cudaEventCreate(&origin_));
-    for (sim::StreamId s : p.devices()[plan_.device].streams) {
-      for (sim::OpId op : p.stream(s).ops) {
-        BUBBLESIM_ASSERT(step_of_op[op] < plan_.steps.size(), "an op of the device has no step in its plan");
-        ops_.push_back(op);
-        step_of_.push_back(step_of_op[op]);
-      }
-    }
+    split(plan, world);
     connect(alive, stall_timeout_s);
   } catch (...) {
     abort();
     release();
     throw;
+  }
+}
+
+void GpuRunner::setup_local(const CommPlan& plan, size_t rank) {
+  BUBBLESIM_CUDA(cudaSetDevice(device_));
+  // Every buffer and mask the compute ops need, and every kernel loaded and run once (CUDA loads
+  // kernels at first launch, which may wait for the whole device): later, either would stall
+  // behind NCCL calls that wait for peers.
+  std::set<std::tuple<std::string, std::array<int64_t, 5>, int64_t>> seen;
+  std::vector<const sim::OpWork*> distinct;
+  for (const Step& st : plan_.steps) {
+    if (st.op == sim::kNone || p_.op(st.op).kind != sim::OpKind::Compute) continue;
+    const sim::OpWork* w = p_.work(st.op);
+    if (w == nullptr) continue;
+    if (seen.emplace(w->op_class, w->shape, std::llround(w->causal_fraction * 1e6) + static_cast<int64_t>(w->bytes)).second) {
+      distinct.push_back(w);
+    }
+  }
+  for (const sim::OpWork* w : distinct) compute_.prepare(*w);
+  for (const sim::OpWork* w : distinct) compute_.run(*w);
+  compute_.synchronize();
+  compute_.freeze();
+  // One buffer for the largest call, shared by all (its contents are never read).
+  buffer_bytes_ = hw::buffer_bytes(plan, rank);
+  size_t free = 0, total = 0;
+  BUBBLESIM_CUDA(cudaMemGetInfo(&free, &total));
+  if (buffer_bytes_ > static_cast<int64_t>(free) * 8 / 10) {
+    throw InputError("GPU " + std::to_string(plan_.gpu) + ": the largest communication of this scenario needs " +
+                     std::to_string(buffer_bytes_ >> 20) + " MiB of buffer, more than 80% of the " +
+                     std::to_string(free >> 20) + " MiB left free on CUDA device " + std::to_string(device_) +
+                     " by the compute ops' " + std::to_string(compute_.arena() >> 20) +
+                     " MiB (fewer layers, a smaller batch or more ZeRO sharding keep them smaller)");
+  }
+  BUBBLESIM_CUDA(cudaMalloc(&buffer_, static_cast<size_t>(buffer_bytes_)));
+  // Zeros stay zeros under sums and copies: no NaN or Inf ever reaches a reduction.
+  BUBBLESIM_CUDA(cudaMemset(buffer_, 0, static_cast<size_t>(buffer_bytes_)));
+  for (size_t l = 0; l < plan_.lanes.size(); ++l) {
+    cudaStream_t s = nullptr;
+    BUBBLESIM_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    lanes_.push_back(s);
+  }
+  on_lane_.resize(lanes_.size());
+  start_.assign(plan_.steps.size(), nullptr);
+  end_.assign(plan_.steps.size(), nullptr);
+  std::vector<size_t> step_of_op(p_.num_ops(), plan_.steps.size());
+  for (size_t i = 0; i < plan_.steps.size(); ++i) {
+    on_lane_[plan_.steps[i].lane].push_back(i);
+    BUBBLESIM_CUDA(cudaEventCreate(&start_[i]));
+    BUBBLESIM_CUDA(cudaEventCreate(&end_[i]));
+    if (plan_.steps[i].op != sim::kNone) step_of_op[plan_.steps[i].op] = i;
+  }
+  BUBBLESIM_CUDA(cudaEventCreate(&origin_));
+  for (sim::StreamId s : p_.devices()[plan_.device].streams) {
+    for (sim::OpId op : p_.stream(s).ops) {
+      BUBBLESIM_ASSERT(step_of_op[op] < plan_.steps.size(), "an op of the device has no step in its plan");
+      ops_.push_back(op);
+      step_of_.push_back(step_of_op[op]);
+    }
+  }
+}
+
+void GpuRunner::split(const CommPlan& plan, NcclComm& world) {
+  // Communicators: one split of the world per round, each GPU asking for the one it is in.
+  comms_.assign(comm_table_.size(), nullptr);
+  for (int32_t round = 0; round < plan.rounds; ++round) {
+    int color = NCCL_SPLIT_NOCOLOR, key = 0;
+    for (size_t c = 0; c < comm_table_.size(); ++c) {
+      const Communicator& comm = comm_table_[c];
+      if (comm.round != round || !std::binary_search(comm.gpus.begin(), comm.gpus.end(), plan_.gpu)) continue;
+      color = static_cast<int>(c);
+      key = rank_in(comm, plan_.gpu);
+    }
+    ncclComm_t made = nullptr;
+    BUBBLESIM_NCCL(ncclCommSplit(world.handle(), color, key, &made, nullptr), world.handle());
+    if (color == NCCL_SPLIT_NOCOLOR) continue;
+    comms_[static_cast<size_t>(color)] = made;
+    int count = 0, me = 0;
+    BUBBLESIM_NCCL(ncclCommCount(made, &count), made);
+    BUBBLESIM_NCCL(ncclCommUserRank(made, &me), made);
+    if (static_cast<size_t>(count) != comm_table_[static_cast<size_t>(color)].gpus.size() || me != key) {
+      throw GpuError("GPU " + std::to_string(plan_.gpu) + ": NCCL split communicator " + std::to_string(color) + " has " +
+                     std::to_string(count) + " ranks with this GPU as " + std::to_string(me) + ", not " +
+                     std::to_string(comm_table_[static_cast<size_t>(color)].gpus.size()) + " and " + std::to_string(key));
+    }
   }
 }
 
@@ -142,15 +183,26 @@ void GpuRunner::connect(const std::function<void()>& alive, double stall_timeout
     warmed.push_back(lane);
   }
   // Wait as an iteration does: one marker per warmed lane.
-  std::vector<std::vector<cudaEvent_t>> marks;
   for (size_t lane : warmed) {
     cudaEvent_t e = nullptr;
     BUBBLESIM_CUDA(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
     warm_.push_back(e);
     BUBBLESIM_CUDA(cudaEventRecord(e, lanes_[lane]));
-    marks.push_back({e});
   }
-  poll(marks, alive, stall_timeout_s, [&](size_t k, size_t) { return "connecting on " + plan_.lanes[warmed[k]]; });
+  size_t done = 0;
+  poll(
+      [&] {
+        const size_t before = done;
+        while (done < warm_.size()) {
+          const cudaError_t e = cudaEventQuery(warm_[done]);
+          if (e == cudaErrorNotReady) break;
+          BUBBLESIM_CUDA(e);
+          ++done;
+        }
+        return done > before;
+      },
+      [&] { return done == warm_.size(); }, [&] { return "connecting on " + plan_.lanes[warmed[done]]; }, alive,
+      stall_timeout_s);
 }
 
 GpuRunner::~GpuRunner() {
@@ -160,7 +212,7 @@ GpuRunner::~GpuRunner() {
     cudaSetDevice(device_);
     cudaDeviceSynchronize();
     for (ncclComm*& c : comms_) {
-      if (c != nullptr && ncclCommDestroy(c) != ncclSuccess) ncclCommAbort(c);
+      if (c != nullptr) ncclCommDestroy(c);  // on failure NCCL keeps no promise about the handle
       c = nullptr;
     }
   }
@@ -277,24 +329,14 @@ void GpuRunner::enqueue(size_t i) {
   BUBBLESIM_CUDA(cudaEventRecord(end_[i], s));
 }
 
-void GpuRunner::poll(const std::vector<std::vector<cudaEvent_t>>& lists, const std::function<void()>& alive,
-                     double stall_timeout_s, const std::function<std::string(size_t, size_t)>& what) {
-  std::vector<size_t> next(lists.size(), 0);  // per list: its first event not yet seen done
+void GpuRunner::poll(const std::function<bool()>& reap, const std::function<bool()>& finished,
+                     const std::function<std::string()>& waiting, const std::function<void()>& alive,
+                     double stall_timeout_s) {
   auto progress = std::chrono::steady_clock::now();
   const auto spin_until = progress + std::chrono::milliseconds(10);
   for (;;) {
-    bool all_done = true;
-    for (size_t l = 0; l < lists.size(); ++l) {
-      while (next[l] < lists[l].size()) {
-        const cudaError_t e = cudaEventQuery(lists[l][next[l]]);
-        if (e == cudaErrorNotReady) break;
-        BUBBLESIM_CUDA(e);
-        ++next[l];
-        progress = std::chrono::steady_clock::now();
-      }
-      all_done = all_done && next[l] == lists[l].size();
-    }
-    if (all_done) return;
+    if (reap()) progress = std::chrono::steady_clock::now();
+    if (finished()) return;
     for (ncclComm* c : comms_) {
       if (c == nullptr) continue;
       ncclResult_t async = ncclSuccess;
@@ -304,13 +346,9 @@ void GpuRunner::poll(const std::vector<std::vector<cudaEvent_t>>& lists, const s
     if (alive) alive();
     const auto now = std::chrono::steady_clock::now();
     if (std::chrono::duration<double>(now - progress).count() > stall_timeout_s) {
-      std::string waiting;
-      for (size_t l = 0; l < lists.size(); ++l) {
-        if (next[l] < lists[l].size()) waiting += (waiting.empty() ? "" : "; ") + what(l, next[l]);
-      }
       throw GpuError("GPU " + std::to_string(plan_.gpu) + ": nothing finished for " +
                      std::to_string(static_cast<int>(stall_timeout_s)) + " s (a peer stopped or the fabric stalled), " +
-                     "waiting on " + waiting);
+                     "waiting on " + waiting());
     }
     // Spin for the first 10 ms, then yield the core between polls.
     if (now > spin_until) std::this_thread::sleep_for(std::chrono::microseconds(50));
@@ -325,12 +363,39 @@ ReplayTimes GpuRunner::run_iteration(const std::function<void()>& alive, double 
   // Every lane starts after the origin.
   BUBBLESIM_CUDA(cudaEventRecord(origin_, lanes_.front()));
   for (cudaStream_t s : lanes_) BUBBLESIM_CUDA(cudaStreamWaitEvent(s, origin_, 0));
-  for (size_t i = 0; i < plan_.steps.size(); ++i) enqueue(i);
-  std::vector<std::vector<cudaEvent_t>> ends(lanes_.size());
-  for (size_t l = 0; l < lanes_.size(); ++l) {
-    for (size_t i : on_lane_[l]) ends[l].push_back(end_[i]);
+  // Steps go in the plan's order, at most kInFlight ahead of those done: CUDA's and NCCL's
+  // queues are bounded, and a host thread blocked in a full queue could not see a failure.
+  std::vector<size_t> issued(lanes_.size(), 0), next(lanes_.size(), 0);  // per lane: enqueued; seen done
+  size_t completed = 0;
+  const auto reap = [&] {
+    const size_t before = completed;
+    for (size_t l = 0; l < lanes_.size(); ++l) {
+      while (next[l] < issued[l]) {
+        const cudaError_t e = cudaEventQuery(end_[on_lane_[l][next[l]]]);
+        if (e == cudaErrorNotReady) break;
+        BUBBLESIM_CUDA(e);
+        ++next[l];
+        ++completed;
+      }
+    }
+    return completed > before;
+  };
+  const auto waiting = [&] {
+    std::string what;
+    for (size_t l = 0; l < lanes_.size(); ++l) {
+      if (next[l] < issued[l]) what += (what.empty() ? "" : "; ") + describe(on_lane_[l][next[l]]);
+    }
+    return what;
+  };
+  for (size_t i = 0; i < plan_.steps.size(); ++i) {
+    if (i - completed >= kInFlight) {
+      const size_t target = completed + 1;
+      poll(reap, [&] { return completed >= target; }, waiting, alive, stall_timeout_s);
+    }
+    enqueue(i);
+    ++issued[plan_.steps[i].lane];
   }
-  poll(ends, alive, stall_timeout_s, [&](size_t l, size_t k) { return describe(on_lane_[l][k]); });
+  poll(reap, [&] { return completed == plan_.steps.size(); }, waiting, alive, stall_timeout_s);
   ReplayTimes t;
   t.start.resize(ops_.size());
   t.end.resize(ops_.size());

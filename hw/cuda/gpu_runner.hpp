@@ -25,22 +25,33 @@ namespace bubblesim::hw::cuda {
 
 class NcclComm;
 
+/// What a GPU run needs set before CUDA starts (a user's own settings win): 32 hardware queues
+/// (CUDA_DEVICE_MAX_CONNECTIONS), so the runner's streams do not share one where a wait at the
+/// head of one would hold up another's NCCL call; and NCCL connecting every algorithm when a
+/// communicator is made (NCCL_RUNTIME_CONNECT=0), not at a first use inside an iteration, where
+/// a first contact blocks the host until the peer arrives.
+void set_run_environment();
+
 class GpuRunner {
  public:
   /// Runs `plan.ranks[rank]` (this GPU's plan) on CUDA device `cuda_device`, splitting `world`
   /// (every GPU of the job, ranked by job GPU index) into the plan's communicators. Every rank of
-  /// the world must construct its runner at the same time (the splits are collective). InputError
-  /// when the communication buffers do not fit in the GPU's free memory.
-  /// Before returning it makes every NCCL connection the plan uses (a tiny call of each kind
-  /// per communicator, in the same order on every GPU), waiting as an iteration does.
+  /// the world must construct its runner at the same time (the splits are collective).
+  /// First everything local: compute buffers, masks and kernels (each distinct op run once),
+  /// the communication buffer (InputError when it does not fit in the GPU's free memory),
+  /// streams and events. Then `agree(ok)` (every GPU's, like NcclComm's) says whether all GPUs
+  /// got that far, so none waits in NCCL for one that failed. Then the splits, and every NCCL
+  /// connection the plan uses (a tiny call of each kind per communicator, in the same order on
+  /// every GPU), waited for as an iteration is.
   GpuRunner(const sim::Program& p, const CommPlan& plan, size_t rank, NcclComm& world, int cuda_device,
-            const std::function<void()>& alive, double stall_timeout_s);
+            const std::function<bool(bool)>& agree, const std::function<void()>& alive, double stall_timeout_s);
   ~GpuRunner();
   GpuRunner(const GpuRunner&) = delete;
   GpuRunner& operator=(const GpuRunner&) = delete;
 
   /// One iteration: `at_start` (the GPUs' barrier) once the device is idle, then every step
-  /// enqueued and waited for, calling `alive` between polls (it throws to stop). Times of ops()
+  /// enqueued (at most 1024 ahead of those done) and waited for, calling `alive` between polls
+  /// (it throws to stop). Times of ops()
   /// in seconds since the iteration's origin. On an error the caller aborts (abort()): in one
   /// process the other GPUs must learn of the failure first.
   ReplayTimes run_iteration(const std::function<void()>& alive, double stall_timeout_s,
@@ -54,16 +65,18 @@ class GpuRunner {
   int64_t buffer_bytes() const { return buffer_bytes_; }
 
  private:
+  void setup_local(const CommPlan& plan, size_t rank);
+  void split(const CommPlan& plan, NcclComm& world);
   void connect(const std::function<void()>& alive, double stall_timeout_s);
   /// Enqueues step i on its lane: waits, start event, its work, end event.
   void enqueue(size_t i);
   /// The NCCL call of a communication step, as one NCCL group, on stream `s`.
   void call(const Step& st, CUstream_st* s);
-  /// Returns once every event of every list has completed (each list in order); between polls
-  /// NCCL's asynchronous errors and `alive` are checked, and nothing completing for
-  /// `stall_timeout_s` is an error naming what(list, event) of each list still waiting.
-  void poll(const std::vector<std::vector<CUevent_st*>>& lists, const std::function<void()>& alive,
-            double stall_timeout_s, const std::function<std::string(size_t, size_t)>& what);
+  /// Calls `reap` (which notes finished work and says whether any finished) until `finished`;
+  /// between polls NCCL's asynchronous errors and `alive` are checked, and nothing finishing for
+  /// `stall_timeout_s` is an error naming `waiting()`.
+  void poll(const std::function<bool()>& reap, const std::function<bool()>& finished,
+            const std::function<std::string()>& waiting, const std::function<void()>& alive, double stall_timeout_s);
   std::string describe(size_t i) const;
   void release() noexcept;
 

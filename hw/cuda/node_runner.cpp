@@ -15,16 +15,20 @@ namespace {
 
 /// Every GPU's thread says whether its setup worked; all learn whether every one did (what
 /// NcclComm needs before NCCL's bootstrap, which would wait forever for a thread that failed).
+/// Used once per setup stage; a GPU whose thread failed before it arrived counts as failed.
 class Agreement {
  public:
-  explicit Agreement(size_t parties) : parties_(parties) {}
+  Agreement(size_t parties, const std::atomic<bool>& failed) : parties_(parties), failed_(failed) {}
   bool operator()(bool ok) {
     std::unique_lock lock(m_);
     all_ok_ = all_ok_ && ok;
     if (++arrived_ == parties_) {
       done_.notify_all();
-    } else {
-      done_.wait(lock, [&] { return arrived_ == parties_; });
+      return all_ok_;
+    }
+    while (arrived_ < parties_) {
+      if (failed_) return false;
+      done_.wait_for(lock, std::chrono::milliseconds(10));
     }
     return all_ok_;
   }
@@ -34,6 +38,7 @@ class Agreement {
   std::condition_variable done_;
   size_t parties_, arrived_ = 0;
   bool all_ok_ = true;
+  const std::atomic<bool>& failed_;
 };
 
 /// The GPUs' threads meet before each iteration's origin, so no GPU counts the others' start-up
@@ -78,9 +83,7 @@ void NodeRunner::on_each_gpu(Work work) {
       errors[g] = std::current_exception();
       int none = -1;
       first.compare_exchange_strong(none, static_cast<int>(g));
-      failed_ = true;  // before aborting: the others stop waiting as soon as possible
-      if (runners_[g]) runners_[g]->abort();
-      if (worlds_[g]) worlds_[g]->abort();
+      failed_ = true;  // the others' waits stop; aborting waits until every thread is back
     }
   };
   for (size_t g = 0; g < gpus_; ++g) {
@@ -94,7 +97,26 @@ void NodeRunner::on_each_gpu(Work work) {
     }
   }
   for (std::thread& t : threads) t.join();
+  if (failed_) abort_all();
   if (first >= 0) std::rethrow_exception(errors[static_cast<size_t>(first.load())]);
+}
+
+void NodeRunner::abort_all() noexcept {
+  // Every GPU's communicators at once, a thread per GPU (NCCL may wait for the other GPUs of
+  // the node to abort theirs too).
+  std::vector<std::thread> threads;
+  for (size_t g = 0; g < gpus_; ++g) {
+    const auto one = [this, g] {
+      if (runners_[g]) runners_[g]->abort();
+      if (worlds_[g]) worlds_[g]->abort();
+    };
+    try {
+      threads.emplace_back(one);
+    } catch (...) {
+      one();
+    }
+  }
+  for (std::thread& t : threads) t.join();
 }
 
 NodeRunner::NodeRunner(const sim::Program& p, const CommPlan& plan, double stall_timeout_s)
@@ -105,12 +127,13 @@ NodeRunner::NodeRunner(const sim::Program& p, const CommPlan& plan, double stall
   worlds_.resize(gpus_);
   runners_.resize(gpus_);
   const NcclId id = nccl_unique_id();
-  Agreement agree(gpus_);
+  Agreement buffers(gpus_, failed_), runs(gpus_, failed_);
   on_each_gpu([&](size_t g) {
     const auto rank = static_cast<int>(g);
     worlds_[g] = std::make_unique<NcclComm>(id, rank, static_cast<int>(gpus_), rank, int64_t{4} * static_cast<int64_t>(gpus_),
-                                            [&agree](bool ok) { return agree(ok); });
-    runners_[g] = std::make_unique<GpuRunner>(p, plan, g, *worlds_[g], rank, alive(g), stall_timeout_s_);
+                                            [&buffers](bool ok) { return buffers(ok); });
+    runners_[g] = std::make_unique<GpuRunner>(p, plan, g, *worlds_[g], rank, [&runs](bool ok) { return runs(ok); },
+                                              alive(g), stall_timeout_s_);
   });
 }
 
@@ -121,7 +144,7 @@ std::function<void()> NodeRunner::alive(size_t gpu) const {
 }
 
 NodeRunner::~NodeRunner() {
-  // After a failure every communicator was aborted by its own GPU's thread. Otherwise each GPU's
+  // After a failure every communicator was aborted (on_each_gpu). Otherwise each GPU's
   // communicators are destroyed in its own thread, as they were made.
   try {
     on_each_gpu([&](size_t g) {

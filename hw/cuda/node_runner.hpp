@@ -29,10 +29,12 @@ class NodeRunner {
 
  private:
   /// Runs work(g) for every GPU in a thread each and joins them. A GPU whose work throws sets
-  /// failed_ (the others' waits then stop) and aborts its own communicators; the error of the
-  /// GPU that failed first is rethrown.
+  /// failed_ (the others' waits then stop); once all are back every communicator is aborted and
+  /// the error of the GPU that failed first is rethrown.
   template <typename Work>
   void on_each_gpu(Work work);
+  /// Aborts every GPU's communicators at once (after a failure).
+  void abort_all() noexcept;
   /// What GPU `gpu`'s waits call: throws once another GPU has failed.
   std::function<void()> alive(size_t gpu) const;
 

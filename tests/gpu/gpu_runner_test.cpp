@@ -104,6 +104,7 @@ void run(const char* what, int gpus, const std::string& parallel) {
 }  // namespace
 
 int main() {
+  hw::cuda::set_run_environment();  // as bubblesim-hw does, before CUDA starts
   std::string why;
   const int visible = hw::cuda::device_count(&why);
   if (visible == 0) {

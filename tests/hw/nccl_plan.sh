@@ -42,6 +42,8 @@ expect_input_error "pipeline_only" "$hw" plan "$root/scenarios/teaching/naive-2-
 expect_input_error "no-such.yaml" "$hw" plan "$root/no-such.yaml"
 # A GPU run on a machine without a GPU (or a build without CUDA, or without NCCL, which needs one
 # rank per GPU) says so.
+# (No GPU visible, even on a machine that has some.)
+export CUDA_VISIBLE_DEVICES=
 expect_input_error "no usable CUDA GPU\|built without CUDA\|mpirun started 1 ranks" "$hw" run "$base" --backend cuda --db "$(mktemp -u)"
 if grep -q "no usable CUDA GPU" <<<"$err"; then  # (a build with NCCL) the plan was checked first
   grep -q "NCCL plan checked: 9 communicators; the calls of all 8 GPUs" <<<"$err" || fail "node mode: no plan check in: $err"
@@ -49,7 +51,7 @@ fi
 # Under mpirun every rank plans, the ranks compare their plans and rank 0 checks them all; only
 # then does the missing GPU stop the run.
 expect_input_error "no usable CUDA GPU\|built without CUDA\|built without NCCL" \
-  "$mpiexec" --oversubscribe -np 4 "$hw" run "$root/scenarios/cluster/llama2-7b-8xa100-tp2-pp2-dp2.yaml" \
+  "$mpiexec" --oversubscribe -x CUDA_VISIBLE_DEVICES -np 4 "$hw" run "$root/scenarios/cluster/llama2-7b-8xa100-tp2-pp2-dp2.yaml" \
   --set cluster.gpus_per_node=4 --set parallel.dp=1 --backend cuda --db "$(mktemp -u)"
 if grep -q "no usable CUDA GPU" <<<"$err"; then
   grep -q "NCCL plan checked: .* communicators; the calls of all 4 GPUs" <<<"$err" || fail "mpirun: no plan check in: $err"
