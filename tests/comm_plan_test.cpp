@@ -192,3 +192,27 @@ TEST_CASE("a GPU's buffer holds its largest call: collectives in place, all-to-a
   CHECK(buffer_bytes(p.plan, 0) >= largest);
   CHECK(buffer_bytes(p.plan, 0) < largest + 64);  // rounding to whole elements only
 }
+
+TEST_CASE("a twin runs its own copy of a group that carries only its representative's transfers", "[comm_plan]") {
+  // tp 2 inside a node: the Program's tensor-parallel groups hold GPUs 0 and 1 only.
+  const Planned p = plan_all(scenario(8, "{tp: 2, dp: 4}"));
+  const sim::Program& prog = p.run->plan.program;
+  const Twins twins(p.run->job, p.run->plan);
+  sim::GroupId tp_group = sim::kNone;
+  for (sim::GroupId g = 0; g < prog.groups().size() && tp_group == sim::kNone; ++g) {
+    if (prog.op(prog.members(g)[0]).label.traffic == sim::Traffic::TensorParallel) tp_group = g;
+  }
+  REQUIRE(tp_group != sim::kNone);
+  for (const sim::Transfer& t : prog.transfers(tp_group)) CHECK(t.from_gpu < 2);
+  // GPU 5 (tp rank 1 of replica 2) runs the same ring between GPUs 4 and 5, bytes unchanged.
+  const std::vector<sim::Transfer> own = twins.transfers(prog, tp_group, 5);
+  REQUIRE(own.size() == prog.transfers(tp_group).size());
+  for (size_t i = 0; i < own.size(); ++i) {
+    CHECK(own[i].from_gpu == prog.transfers(tp_group)[i].from_gpu + 4);
+    CHECK(own[i].to_gpu == prog.transfers(tp_group)[i].to_gpu + 4);
+    CHECK(own[i].bytes == prog.transfers(tp_group)[i].bytes);
+  }
+  // A GPU in the group keeps the group's own transfers.
+  CHECK(twins.transfers(prog, tp_group, 1).size() == prog.transfers(tp_group).size());
+  CHECK(twins.moved(std::vector<int32_t>{0, 1}, 6) == std::vector<int32_t>{6, 7});
+}

@@ -1,6 +1,8 @@
 // The transformer workload (FLOPs of algorithms.md 5.5) and the training Program built from it.
 #include <catch2/catch.hpp>
 
+#include <set>
+
 #include "sim/exec/executor.hpp"
 #include "sim/ir/validate.hpp"
 #include "sim/model/network.hpp"
@@ -228,4 +230,31 @@ TEST_CASE("DualPipe's two model copies all-reduce their gradients pairwise befor
   const ClusterJob one = job(1, 2, 4, 1, "1f1b", 1, 16);
   const TrainingPlan plain = build_training(one, topo, compute);
   for (const Stream& s : plain.program.streams()) CHECK(s.name != "copies");
+}
+
+TEST_CASE("tensor-parallel groups across nodes carry every replica's transfers; inside a node only their own",
+          "[training]") {
+  // tp 16 over two nodes, dp 2 placed innermost: both replicas' rings cross the same NICs.
+  auto tp_transfers = [](int gpus_per_node, const char* placement) {
+    const std::string text = "cluster: {gpu: a100-sxm4-80gb, nodes: " + std::to_string(32 / gpus_per_node) +
+                             ", gpus_per_node: " + std::to_string(gpus_per_node) +
+                             "}\nmodel: {layers: 2, hidden: 2048, heads: 16, kv_heads: 16, ffn_hidden: 8192, vocab: 32000}\n"
+                             "training: {seq_len: 2048, global_batch_size: 2}\n"
+                             "parallel: {tp: 16, dp: 2, placement: " + placement + "}\n";
+    const ClusterJob j = plan_cluster(parse_scenario(text, "t.yaml"));
+    const Topology topo(j.cluster);
+    const RooflineCompute compute(*j.cluster.gpu);
+    const TrainingPlan plan = build_training(j, topo, compute);
+    std::set<int32_t> gpus;
+    size_t groups = 0;
+    for (GroupId g = 0; g < plan.program.groups().size(); ++g) {
+      if (plan.program.op(plan.program.members(g)[0]).label.traffic != Traffic::TensorParallel) continue;
+      ++groups;
+      for (const Transfer& t : plan.program.transfers(g)) gpus.insert(t.from_gpu);
+    }
+    REQUIRE(groups > 0);
+    return gpus.size();
+  };
+  CHECK(tp_transfers(8, "[dp, tp, ulysses, ring, pp]") == 32);  // spans nodes: both replicas' rings
+  CHECK(tp_transfers(16, "[tp, dp, ulysses, ring, pp]") == 16);  // one node each: the representative's only
 }

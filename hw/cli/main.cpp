@@ -514,6 +514,7 @@ int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
   // process's threads driving every GPU of the node.
   std::function<std::vector<double>(std::vector<int>&)> measure;
   std::function<RankTimes()> iterate;
+  std::unique_ptr<Twins> twins;
   std::unique_ptr<Runner> host_runner;
 #ifdef BUBBLESIM_HW_NCCL
   std::unique_ptr<cuda::NcclComm> world;
@@ -547,7 +548,9 @@ int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
   }
 #endif
   if (!iterate && !measure) {
-    host_runner = std::make_unique<Runner>(p, device_of[static_cast<size_t>(b.rank())], b.rank(), b, o.stall_timeout);
+    twins = std::make_unique<Twins>(job, plan);
+    host_runner =
+        std::make_unique<Runner>(p, device_of[static_cast<size_t>(b.rank())], b.rank(), b, o.stall_timeout, twins.get());
     iterate = [&] { return host_runner->run_iteration(); };
   }
   if (!measure) {

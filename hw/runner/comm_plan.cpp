@@ -33,34 +33,11 @@ bool native(const sim::Group& g) { return g.collective_size.value > 0 && native_
 
 uint64_t mix(uint64_t h, uint64_t v) { return h ^ (v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2)); }
 
-/// The connected sets of GPUs a group's transfers join (each ascending), in order of their
-/// smallest GPU.
-std::vector<std::vector<int32_t>> components(std::span<const sim::Transfer> transfers) {
-  std::map<int32_t, int32_t> parent;
-  const std::function<int32_t(int32_t)> root = [&](int32_t x) {
-    while (parent[x] != x) x = parent[x] = parent[parent[x]];
-    return x;
-  };
-  for (const sim::Transfer& t : transfers) {
-    if (t.from_gpu == t.to_gpu) continue;
-    parent.try_emplace(t.from_gpu, t.from_gpu);
-    parent.try_emplace(t.to_gpu, t.to_gpu);
-    const int32_t a = root(t.from_gpu), b = root(t.to_gpu);
-    if (a != b) parent[std::max(a, b)] = std::min(a, b);
-  }
-  std::map<int32_t, std::vector<int32_t>> sets;
-  for (const auto& [gpu, up] : parent) sets[root(gpu)].push_back(gpu);
-  std::vector<std::vector<int32_t>> out;
-  for (auto& [r, gpus] : sets) out.push_back(std::move(gpus));
-  return out;
-}
-
 /// What every GPU's plan shares: the order of the groups and the communicators.
 class Planner {
  public:
   Planner(const sim::ClusterJob& job, const sim::TrainingPlan& plan, const sim::Trace& order)
-      : p_(plan.program), gpu_of_device_(plan.gpu_of_device), device_of_(device_of_gpus(job, plan)),
-        coords_(coords_of_gpus(job)), place_(job), trace_(order), world_(job.cluster.world()) {
+      : p_(plan.program), twins_(job, plan), trace_(order), world_(job.cluster.world()) {
     BUBBLESIM_ASSERT(p_.finalized(), "a communication plan needs a finalized Program");
     BUBBLESIM_ASSERT(order.records.size() == p_.num_ops(), "the order trace must have a record per op");
     order_groups();
@@ -129,7 +106,7 @@ class Planner {
       }
       if (native(grp)) {
         auto& comm_of = native_comm_[g];
-        for (std::vector<int32_t>& set : components(transfers)) {
+        for (std::vector<int32_t>& set : connected_sets(transfers)) {
           const int32_t c = intern(channel(g), set);
           for (int32_t gpu : set) comm_of.push_back({gpu, c});
         }
@@ -164,25 +141,27 @@ class Planner {
   }
 
   /// Every GPU that plays a member's device but is in none of the group's sets runs the set of
-  /// its representative's GPU moved to its own coordinates along the dimensions the set does
-  /// not span (the same tensor-parallel group in its data-parallel replica).
+  /// its representative's GPU moved to it (Twins: the same tensor-parallel group in its
+  /// data-parallel replica).
   void add_twins(GroupId g, std::vector<std::pair<int32_t, int32_t>>& comm_of) {
     std::vector<std::pair<int32_t, int32_t>> added;
     for (OpId m : p_.members(g)) {
       const sim::DeviceId d = p_.op(m).device;
-      const int32_t rep = gpu_of_device_[d];
+      const int32_t rep = twins_.representative(d);
       const auto found = std::lower_bound(comm_of.begin(), comm_of.end(), std::pair{rep, -1});
       if (found == comm_of.end() || found->first != rep) continue;
       const int32_t set = found->second;  // an index: interning twins grows comms_
       for (int32_t x = 0; x < world_; ++x) {
-        if (device_of_[static_cast<size_t>(x)] != d) continue;
+        if (twins_.device(x) != d) continue;
         const auto mine = std::lower_bound(comm_of.begin(), comm_of.end(), std::pair{x, -1});
         if (mine != comm_of.end() && mine->first == x) continue;
         const auto [it, fresh] = twin_.try_emplace({set, x}, -1);
         if (fresh) {
           const Communicator& c = comms_[static_cast<size_t>(set)];
           std::string name = c.channel;
-          it->second = intern(name, twin_set(c.gpus, x));
+          std::vector<int32_t> moved = twins_.moved(c.gpus, x);
+          std::sort(moved.begin(), moved.end());
+          it->second = intern(name, std::move(moved));
         }
         added.emplace_back(x, it->second);
       }
@@ -190,24 +169,6 @@ class Planner {
     comm_of.insert(comm_of.end(), added.begin(), added.end());
     std::sort(comm_of.begin(), comm_of.end());
     comm_of.erase(std::unique(comm_of.begin(), comm_of.end()), comm_of.end());
-  }
-
-  std::vector<int32_t> twin_set(const std::vector<int32_t>& gpus, int32_t x) const {
-    const sim::Coord& at = coords_[static_cast<size_t>(x)];
-    std::vector<int32_t> out;
-    for (int32_t gpu : gpus) {
-      sim::Coord c = coords_[static_cast<size_t>(gpu)];
-      for (int k = 0; k < 5; ++k) {
-        const bool spans = std::any_of(gpus.begin(), gpus.end(), [&](int32_t o) {
-          return coords_[static_cast<size_t>(o)].at[k] != coords_[static_cast<size_t>(gpus[0])].at[k];
-        });
-        if (!spans) c.at[k] = at.at[k];
-      }
-      out.push_back(place_.gpu(c));
-    }
-    std::sort(out.begin(), out.end());
-    BUBBLESIM_ASSERT(std::binary_search(out.begin(), out.end(), x), "a twin's group does not hold the twin");
-    return out;
   }
 
   /// The communication part of op `op` on GPU `gpu` (call None when it moves nothing there).
@@ -235,7 +196,7 @@ class Planner {
   }
 
   RankPlan plan_rank(int32_t gpu) {
-    const sim::DeviceId d = device_of_[static_cast<size_t>(gpu)];
+    const sim::DeviceId d = twins_.device(gpu);
     BUBBLESIM_ASSERT(d < p_.devices().size(), "GPU plays a device the Program does not have");
     RankPlan rp;
     rp.gpu = gpu;
@@ -365,10 +326,7 @@ class Planner {
   }
 
   const sim::Program& p_;
-  const std::vector<int32_t>& gpu_of_device_;
-  std::vector<sim::DeviceId> device_of_;
-  std::vector<sim::Coord> coords_;
-  sim::RankPlacement place_;
+  Twins twins_;
   const sim::Trace& trace_;
   int32_t world_;
   std::vector<uint32_t> position_;  // group -> place in the common order

@@ -27,8 +27,9 @@ int64_t chunk(int64_t bytes, int32_t hops, int32_t hop) {
 
 }  // namespace
 
-Runner::Runner(const sim::Program& p, sim::DeviceId device, int32_t gpu, Backend& backend, double stall_timeout_s)
-    : p_(p), device_(device), gpu_(gpu), b_(backend), stall_timeout_s_(stall_timeout_s) {
+Runner::Runner(const sim::Program& p, sim::DeviceId device, int32_t gpu, Backend& backend, double stall_timeout_s,
+               const Twins* twins)
+    : p_(p), device_(device), gpu_(gpu), b_(backend), stall_timeout_s_(stall_timeout_s), twins_(twins) {
   BUBBLESIM_ASSERT(p.finalized(), "the runner needs a finalized Program");
   BUBBLESIM_ASSERT(device < p.devices().size(), "rank plays a device the Program does not have");
   local_.assign(p.num_ops(), kNone);
@@ -82,7 +83,10 @@ Runner::Exchange Runner::exchange_of(sim::OpId op) const {
   x.kind = g.kind;
   x.group = o.group;
   x.synchronous = g.kind == GroupKind::SendRecv || g.kind == GroupKind::RingSendRecv;
-  GroupTraffic own = traffic_of(p_, o.group, gpu_, o.kind == OpKind::Send || o.kind == OpKind::Collective,
+  const std::vector<sim::Transfer> transfers =
+      twins_ != nullptr ? twins_->transfers(p_, o.group, gpu_)
+                        : std::vector<sim::Transfer>(p_.transfers(o.group).begin(), p_.transfers(o.group).end());
+  GroupTraffic own = traffic_of(transfers, gpu_, o.kind == OpKind::Send || o.kind == OpKind::Collective,
                                 o.kind == OpKind::Recv || o.kind == OpKind::Collective);
   x.hops = own.hops;
   if (x.hops >= kMaxHops) {

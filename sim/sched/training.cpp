@@ -232,6 +232,12 @@ class Builder {
     if (cache.size() <= d) cache.resize(d + 1);
     if (!cache[d]) {
       auto [gpus, twins] = group_with_twins(d, dim, twin_dims);
+      // A tensor-parallel group inside a node has NVLink to itself: its twins' identical
+      // transfers would change nothing and cost time. Across nodes they share NICs and fabric.
+      if (dim == Dim::Tp) {
+        const std::vector<int32_t> nodes = nodes_of(gpus);
+        if (std::all_of(nodes.begin(), nodes.end(), [&](int32_t n) { return n == nodes.front(); })) twins.clear();
+      }
       cache[d] = std::make_unique<CollectiveSpec>(
           CollectiveSpec{kind, CollectiveAlgo::Ring, bytes, std::move(gpus), {}, {}, std::move(twins), true, {}});
       cache[d]->streams.assign(cache[d]->gpus.size(), kNone);
@@ -251,12 +257,14 @@ class Builder {
   /// Appends one op of the workload to device d's compute stream; returns the last op added.
   OpId add(DeviceId d, const LayerOp& op, Label label) {
     switch (op.kind) {
+      // Every Ulysses rank and dp replica runs its own tensor-parallel collective at the same
+      // moment; group_collective carries their transfers where the group spans nodes.
       case LayerOpKind::TpAllGather:
-        return group_collective(d, CollectiveOp::AllGather, Dim::Tp, op.bytes, label, {});
+        return group_collective(d, CollectiveOp::AllGather, Dim::Tp, op.bytes, label, {Dim::Ulysses, Dim::Dp});
       case LayerOpKind::TpReduceScatter:
-        return group_collective(d, CollectiveOp::ReduceScatter, Dim::Tp, op.bytes, label, {});
+        return group_collective(d, CollectiveOp::ReduceScatter, Dim::Tp, op.bytes, label, {Dim::Ulysses, Dim::Dp});
       case LayerOpKind::TpAllReduce:
-        return group_collective(d, CollectiveOp::AllReduce, Dim::Tp, op.bytes, label, {});
+        return group_collective(d, CollectiveOp::AllReduce, Dim::Tp, op.bytes, label, {Dim::Ulysses, Dim::Dp});
       case LayerOpKind::UlyssesAllToAll:
         // Every tp rank and dp replica runs its own Ulysses all-to-all at the same moment.
         return group_collective(d, CollectiveOp::AllToAll, Dim::Ulysses, op.bytes, label, {Dim::Tp, Dim::Dp},
