@@ -1,7 +1,6 @@
 #include "hw/runner/comm_plan.hpp"
 
 #include <algorithm>
-#include <functional>
 #include <map>
 #include <queue>
 #include <tuple>
