@@ -420,8 +420,10 @@ std::string verify(const CommPlan& plan, const sim::Program& p) {
         errors.push_back(what(p, ranks[m.rank], m.step) + " of " + std::to_string(step(m).bytes) + " bytes meets " +
                          what(p, ranks[members[0].rank], members[0].step) + " of " + std::to_string(first.bytes));
       }
-      for (Ref o : members) {
-        if (o.rank != m.rank) partners[m.rank][m.step].push_back(o);
+      // Joined as a star around the first member (all pairs would cost n^2 on large groups).
+      if (m.rank != members[0].rank) {
+        partners[m.rank][m.step].push_back(members[0]);
+        partners[members[0].rank][members[0].step].push_back(m);
       }
     }
   }
