@@ -898,8 +898,13 @@ int main(int argc, char** argv) {
                                    : bench_command(o, backend, ctx);
     }
   } catch (const InputError& e) {
-    // Every rank sees the same input and fails the same way; rank 0 speaks.
-    if (session.rank() == 0) std::cerr << "bubblesim-hw: " << e.what() << "\n";
+    // Every rank sees the same input and fails the same way; rank 0 speaks. Once the run has
+    // started a rank may fail alone (its GPU's memory, say): it names itself.
+    if (session.rank() == 0 && ctx.run == 0) {
+      std::cerr << "bubblesim-hw: " << e.what() << "\n";
+    } else if (ctx.run != 0) {
+      std::cerr << "bubblesim-hw: rank " << session.rank() << ": " << e.what() << "\n";
+    }
     mark_failed(ctx, e.what());
     // Before the run starts every rank reads the same input and stops alike; after, a rank
     // alone may have failed, so all are stopped.
