@@ -1,14 +1,14 @@
 #include "hw/cuda/gpu_runner.hpp"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <exception>
-#include <array>
-#include <cmath>
 #include <set>
-#include <tuple>
 #include <thread>
+#include <tuple>
 
 #include "hw/cuda/nccl_check.hpp"
 #include "hw/cuda/nccl_comm.hpp"
