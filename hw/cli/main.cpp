@@ -553,9 +553,11 @@ int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
         std::make_unique<Runner>(p, device_of[static_cast<size_t>(b.rank())], b.rank(), b, o.stall_timeout, twins.get());
     iterate = [&] { return host_runner->run_iteration(); };
   }
+  int64_t bytes_sent = -1;  // per iteration, the host runner's messages from this rank
   if (!measure) {
     measure = [&](std::vector<int>& counts) {
       const RankTimes t = iterate();
+      if (host_runner) bytes_sent = t.bytes_sent;
       std::vector<double> flat;
       flat.reserve(2 * t.start.size());
       for (size_t i = 0; i < t.start.size(); ++i) {
@@ -617,6 +619,10 @@ int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
       makespans.push_back(makespan);
     }
   }
+  // What each rank sent per iteration (the host runner's messages), for the record.
+  std::vector<int> counts;
+  const double sent[] = {static_cast<double>(bytes_sent)};
+  const std::vector<double> sent_by_rank = b.gather(sent, counts);
   if (b.rank() != 0) return 0;
   // The iteration with the median makespan is the run's measured timeline.
   std::vector<size_t> order(makespans.size());
@@ -631,6 +637,11 @@ int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
                          {"iteration_max_s", *std::max_element(makespans.begin(), makespans.end())},
                          {"idle_fraction", m.idle_fraction},
                          {"tokens", plan.tokens}};
+  if (host_runner) {
+    std::vector<int64_t> per_rank;
+    for (double v : sent_by_rank) per_rank.push_back(static_cast<int64_t>(v));
+    summary["bytes_sent_per_rank"] = per_rank;
+  }
   store->finish_run(ctx.run, "complete", summary.dump());
   std::printf("%s: measured iteration %.4f s (median of %d; min %.4f, max %.4f), idle %.1f%%; stored as run %lld in %s\n",
               sc.name.c_str(), chosen.makespan.seconds(), iterations, summary["iteration_min_s"].get<double>(),

@@ -104,6 +104,7 @@ void Runner::post(Active& a) {
   for (const Peer& peer : x.in) a.pending.push_back(b_.irecv(peer.gpu, chunk(peer.bytes, x.hops, a.hop), tag));
   for (const Peer& peer : x.out) {
     a.pending.push_back(b_.isend(peer.gpu, chunk(peer.bytes, x.hops, a.hop), tag, x.synchronous));
+    times_.bytes_sent += chunk(peer.bytes, x.hops, a.hop);
   }
 }
 
@@ -158,7 +159,7 @@ std::string Runner::waiting_on(const std::vector<int32_t>& remaining) const {
 
 RankTimes Runner::run_iteration() {
   const size_t n = ops_.size();
-  times_ = {std::vector<double>(n, -1), std::vector<double>(n, -1), 0};
+  times_ = {std::vector<double>(n, -1), std::vector<double>(n, -1), 0, 0};
   std::vector<int32_t> remaining = local_deps_;
   send_remaining_ = send_deps_;
   std::vector<size_t> head(streams_.size(), 0);

@@ -21,6 +21,7 @@ namespace bubblesim::hw {
 struct RankTimes {
   std::vector<double> start, end;
   double makespan = 0;
+  int64_t bytes_sent = 0;  // this rank's messages in the iteration (host runner)
 };
 
 class Runner {
