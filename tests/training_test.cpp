@@ -234,13 +234,15 @@ TEST_CASE("DualPipe's two model copies all-reduce their gradients pairwise befor
 
 TEST_CASE("tensor-parallel groups across nodes carry every replica's transfers; inside a node only their own",
           "[training]") {
-  // tp 16 over two nodes, dp 2 placed innermost: both replicas' rings cross the same NICs.
-  auto tp_transfers = [](int gpus_per_node, const char* placement) {
-    const std::string text = "cluster: {gpu: a100-sxm4-80gb, nodes: " + std::to_string(32 / gpus_per_node) +
+  // tp 16 over four nodes of 8, dp 2 placed innermost: both replicas' rings cross the same NICs.
+  auto tp_transfers = [](int gpus_per_node, const char* placement, int tp = 16, int dp = 2) {
+    const int world = tp * dp;
+    const std::string text = "cluster: {gpu: a100-sxm4-80gb, nodes: " + std::to_string(world / gpus_per_node) +
                              ", gpus_per_node: " + std::to_string(gpus_per_node) +
                              "}\nmodel: {layers: 2, hidden: 2048, heads: 16, kv_heads: 16, ffn_hidden: 8192, vocab: 32000}\n"
-                             "training: {seq_len: 2048, global_batch_size: 2}\n"
-                             "parallel: {tp: 16, dp: 2, placement: " + placement + "}\n";
+                             "training: {seq_len: 2048, global_batch_size: " + std::to_string(dp) + "}\n"
+                             "parallel: {tp: " + std::to_string(tp) + ", dp: " + std::to_string(dp) +
+                             ", placement: " + placement + "}\n";
     const ClusterJob j = plan_cluster(parse_scenario(text, "t.yaml"));
     const Topology topo(j.cluster);
     const RooflineCompute compute(*j.cluster.gpu);
@@ -257,4 +259,6 @@ TEST_CASE("tensor-parallel groups across nodes carry every replica's transfers; 
   };
   CHECK(tp_transfers(8, "[dp, tp, ulysses, ring, pp]") == 32);  // spans nodes: both replicas' rings
   CHECK(tp_transfers(16, "[tp, dp, ulysses, ring, pp]") == 16);  // one node each: the representative's only
+  // tp 4 on nodes of 6: the representative's group fits node 0, replica 1's spans nodes 0 and 1.
+  CHECK(tp_transfers(6, "[tp, dp, ulysses, ring, pp]", 4, 3) == 12);
 }

@@ -189,16 +189,40 @@ int usable_gpus() {
 }
 #endif
 
+/// Runs `check` (an input check that may fail on some ranks only, e.g. a node without a GPU)
+/// on every rank, and then all stop alike if any failed: rank 0 says why when it failed itself,
+/// otherwise each failing rank does; nobody waits for a rank that has already left.
+void check_on_every_rank(MpiBackend& b, const std::function<void()>& check) {
+  std::string mine;
+  try {
+    check();
+  } catch (const InputError& e) {
+    mine = e.what();
+  }
+  const int64_t failed = b.sum(mine.empty() ? 0 : 1);
+  if (failed == 0) return;
+  const bool rank0_failed = b.broadcast(mine.empty() ? 0 : 1) != 0;
+  if (!rank0_failed && !mine.empty()) std::cerr << "bubblesim-hw: rank " << b.rank() << ": " << mine << "\n";
+  throw InputError(rank0_failed && b.rank() == 0 ? mine
+                                                 : std::to_string(failed) + " of " + std::to_string(b.ranks()) +
+                                                       " ranks could not start (their messages say why)");
+}
+
 #ifdef BUBBLESIM_HW_NCCL
+/// InputError unless this rank has a GPU of its own on its node (by local rank).
+void require_own_gpu(const MpiBackend& b) {
+  if (local_rank(b) >= usable_gpus()) {
+    throw InputError("--backend cuda: NCCL needs a GPU of its own per rank, but " + hostname() + " has " +
+                     std::to_string(usable_gpus()) + " and this is its rank " + std::to_string(local_rank(b)) +
+                     " (start at most that many ranks per node)");
+  }
+}
+
 /// Every rank joins one NCCL communicator on GPU `device` (rank 0's id broadcast over MPI), with
 /// buffers of `bytes`; the ranks agree their buffers are there before NCCL's bootstrap, which
 /// would wait forever for a rank that failed.
 std::unique_ptr<cuda::NcclComm> join_nccl(MpiBackend& b, int device, int64_t bytes) {
-  if (local_rank(b) >= usable_gpus()) {
-    throw InputError("--backend cuda: NCCL needs a GPU of its own per rank, but this node has " +
-                     std::to_string(usable_gpus()) + " and this is its rank " + std::to_string(local_rank(b)) +
-                     " (start at most that many ranks per node)");
-  }
+  check_on_every_rank(b, [&] { require_own_gpu(b); });
   cuda::NcclId id{};
   if (b.rank() == 0) id = cuda::nccl_unique_id();
   b.broadcast_bytes(std::span<char>(id.data(), id.size()));
@@ -472,7 +496,8 @@ int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
     env["gpu"] = cuda::gpu_environment(0);
   } else if (o.backend == "cuda") {
     comm_plan = plan_nccl(*planned, b);  // first: every rank takes part, GPU or not
-    device = local_rank(b) % usable_gpus();
+    check_on_every_rank(b, [&] { require_own_gpu(b); });
+    device = local_rank(b);
     env.erase("blas");
     env["backend"] = "cuda";
     env["communication"] = "NCCL " + cuda::nccl_version() + ": " + std::to_string(comm_plan->comms.size()) +
@@ -497,6 +522,20 @@ int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
   }
 #endif
 
+  // The host runner is built before the run is recorded: its input checks (the same on every
+  // rank) then stop all ranks alike, with one message.
+  std::unique_ptr<Twins> twins;
+  std::unique_ptr<Runner> host_runner;
+  bool gpu_path = false;
+#ifdef BUBBLESIM_HW_NCCL
+  gpu_path = comm_plan.has_value() || node_plan.has_value();
+#endif
+  if (!gpu_path) {
+    twins = std::make_unique<Twins>(job, plan);
+    host_runner = std::make_unique<Runner>(plan.program, device_of[static_cast<size_t>(b.rank())], b.rank(), b,
+                                           o.stall_timeout, twins.get());
+  }
+
   sim::RunInfo info;
   info.kind = "hw";
   info.scenario_name = sc.name;
@@ -514,8 +553,6 @@ int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
   // process's threads driving every GPU of the node.
   std::function<std::vector<double>(std::vector<int>&)> measure;
   std::function<RankTimes()> iterate;
-  std::unique_ptr<Twins> twins;
-  std::unique_ptr<Runner> host_runner;
 #ifdef BUBBLESIM_HW_NCCL
   std::unique_ptr<cuda::NcclComm> world;
   std::unique_ptr<cuda::GpuRunner> gpu_runner;
@@ -543,16 +580,11 @@ int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
     iterate = [&] {
       cuda::ReplayTimes t =
           gpu_runner->run_iteration([&b] { b.check_alive(); }, o.stall_timeout, [&b] { b.barrier(); });
-      return RankTimes{std::move(t.start), std::move(t.end), t.makespan};
+      return RankTimes{std::move(t.start), std::move(t.end), t.makespan, 0};
     };
   }
 #endif
-  if (!iterate && !measure) {
-    twins = std::make_unique<Twins>(job, plan);
-    host_runner =
-        std::make_unique<Runner>(p, device_of[static_cast<size_t>(b.rank())], b.rank(), b, o.stall_timeout, twins.get());
-    iterate = [&] { return host_runner->run_iteration(); };
-  }
+  if (host_runner) iterate = [&] { return host_runner->run_iteration(); };
   int64_t bytes_sent = -1;  // per iteration, the host runner's messages from this rank
   if (!measure) {
     measure = [&](std::vector<int>& counts) {

@@ -185,7 +185,8 @@ class Planner {
       st.bytes = grp.collective_size.value;
       return;
     }
-    GroupTraffic x = traffic_of(p_, o.group, gpu, o.kind == OpKind::Send || o.kind == OpKind::Collective,
+    GroupTraffic x = traffic_of(twins_.transfers(p_, o.group, gpu), gpu,
+                                o.kind == OpKind::Send || o.kind == OpKind::Collective,
                                 o.kind == OpKind::Recv || o.kind == OpKind::Collective);
     if (x.out.empty() && x.in.empty()) return;
     st.call = CommCall::SendRecv;

@@ -81,6 +81,7 @@ Twins::Twins(const sim::ClusterJob& job, const sim::TrainingPlan& plan)
     : gpu_of_device_(plan.gpu_of_device), device_of_(device_of_gpus(job, plan)), coords_(coords_of_gpus(job)), place_(job) {}
 
 std::vector<int32_t> Twins::moved(std::span<const int32_t> gpus, int32_t twin) const {
+  if (gpus.empty()) return {};
   const sim::Coord& at = coords_[static_cast<size_t>(twin)];
   bool spans[5] = {};
   for (int32_t g : gpus) {

@@ -54,7 +54,9 @@ Runner::Runner(const sim::Program& p, sim::DeviceId device, int32_t gpu, Backend
   // One-sided transfers this rank sends: when the receiving op's dependencies here are done.
   for (sim::GroupId g = 0; g < p.groups().size(); ++g) {
     if (p.groups()[g].kind != GroupKind::Transfer) continue;
-    GroupTraffic own = traffic_of(p, g, gpu_, true, false);
+    GroupTraffic own = traffic_of(twins_ != nullptr ? twins_->transfers(p, g, gpu_)
+                                                    : std::vector<sim::Transfer>(p.transfers(g).begin(), p.transfers(g).end()),
+                                  gpu_, true, false);
     if (own.out.empty()) continue;
     Exchange x;
     x.out = std::move(own.out);

@@ -1,9 +1,10 @@
 // Runs one rank's part of a Program on a Backend: the ops of the Program device this rank plays,
 // each stream in order, an op starting once it heads its stream and its dependencies on this
 // device are done (a dependency on another device is met by the data arriving). Communication
-// ops move this rank's own transfers of their group (a representative's group carries its twins'
-// transfers, so a twin rank finds its own there), in the group's hops; a one-sided transfer is
-// sent when the receiving op's dependencies on the sender's device are done.
+// ops move this rank's own transfers of their group (most groups carry their twins' transfers;
+// where one carries only its representative's, Twins gives the twin its own copy), in the
+// group's hops; a one-sided transfer is sent when the receiving op's dependencies on the
+// sender's device are done.
 // Not a simulator: times are read from the backend's clock against a barrier-aligned start.
 #pragma once
 

@@ -232,11 +232,15 @@ class Builder {
     if (cache.size() <= d) cache.resize(d + 1);
     if (!cache[d]) {
       auto [gpus, twins] = group_with_twins(d, dim, twin_dims);
-      // A tensor-parallel group inside a node has NVLink to itself: its twins' identical
-      // transfers would change nothing and cost time. Across nodes they share NICs and fabric.
+      // Tensor-parallel groups that each stay inside a node have NVLink to themselves: the
+      // twins' identical transfers would change nothing and cost time. Where any of them spans
+      // nodes (tp not aligned with the node size), they share NICs and fabric: all are carried.
       if (dim == Dim::Tp) {
-        const std::vector<int32_t> nodes = nodes_of(gpus);
-        if (std::all_of(nodes.begin(), nodes.end(), [&](int32_t n) { return n == nodes.front(); })) twins.clear();
+        const auto inside_a_node = [&](const std::vector<int32_t>& set) {
+          const std::vector<int32_t> nodes = nodes_of(set);
+          return std::all_of(nodes.begin(), nodes.end(), [&](int32_t n) { return n == nodes.front(); });
+        };
+        if (inside_a_node(gpus) && std::all_of(twins.begin(), twins.end(), inside_a_node)) twins.clear();
       }
       cache[d] = std::make_unique<CollectiveSpec>(
           CollectiveSpec{kind, CollectiveAlgo::Ring, bytes, std::move(gpus), {}, {}, std::move(twins), true, {}});
