@@ -39,18 +39,8 @@ GpuRunner::GpuRunner(const sim::Program& p, const CommPlan& plan, size_t rank, N
     : p_(p), plan_(plan.ranks.at(rank)), comm_table_(plan.comms), device_(cuda_device), compute_(cuda_device) {
   // First everything local that can fail; then the GPUs agree that each succeeded before any
   // waits on another in NCCL's splits and connections.
-  std::exception_ptr failed;
-  try {
-    setup_local(plan, rank);
-  } catch (...) {
-    failed = std::current_exception();
-  }
-  const bool everyone = agree ? agree(!failed) : !failed;
-  if (failed || !everyone) {
-    release();
-    if (failed) std::rethrow_exception(failed);
-    throw GpuError("GPU " + std::to_string(plan_.gpu) + ": another GPU could not set up its run; not joining NCCL");
-  }
+  setup_agreed([&] { setup_local(plan, rank); }, agree, [&] { release(); },
+               "GPU " + std::to_string(plan_.gpu) + ": another GPU could not set up its run; not joining NCCL");
   try {
     if (world.handle() == nullptr) throw GpuError("GPU runner: the world communicator was aborted");
     split(plan, world);

@@ -60,24 +60,17 @@ NcclComm::NcclComm(const NcclId& id, int rank, int ranks, int device, int64_t ma
   if (max_bytes < kElement * ranks) {
     throw InputError("NCCL communicator: buffers of " + std::to_string(max_bytes) + " bytes hold less than one fp32 per rank");
   }
-  std::exception_ptr failed;
-  try {
-    BUBBLESIM_CUDA(cudaSetDevice(device));
-    BUBBLESIM_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    BUBBLESIM_CUDA(cudaMalloc(&send_, static_cast<size_t>(max_bytes)));
-    BUBBLESIM_CUDA(cudaMalloc(&recv_, static_cast<size_t>(max_bytes)));
-    // Defined contents: NaN-free sums in all-reduce and reduce-scatter.
-    BUBBLESIM_CUDA(cudaMemsetAsync(send_, 0, static_cast<size_t>(max_bytes), stream_));
-    BUBBLESIM_CUDA(cudaStreamSynchronize(stream_));
-  } catch (...) {
-    failed = std::current_exception();
-  }
-  const bool everyone = agree ? agree(!failed) : !failed;
-  if (failed || !everyone) {
-    abort();
-    if (failed) std::rethrow_exception(failed);
-    throw GpuError("NCCL communicator: another rank could not set up its GPU buffers; not joining");
-  }
+  setup_agreed(
+      [&] {
+        BUBBLESIM_CUDA(cudaSetDevice(device));
+        BUBBLESIM_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+        BUBBLESIM_CUDA(cudaMalloc(&send_, static_cast<size_t>(max_bytes)));
+        BUBBLESIM_CUDA(cudaMalloc(&recv_, static_cast<size_t>(max_bytes)));
+        // Defined contents: NaN-free sums in all-reduce and reduce-scatter.
+        BUBBLESIM_CUDA(cudaMemsetAsync(send_, 0, static_cast<size_t>(max_bytes), stream_));
+        BUBBLESIM_CUDA(cudaStreamSynchronize(stream_));
+      },
+      agree, [&] { abort(); }, "NCCL communicator: another rank could not set up its GPU buffers; not joining");
   try {
     ncclUniqueId uid;
     std::memcpy(uid.internal, id.data(), id.size());
