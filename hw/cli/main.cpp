@@ -9,7 +9,8 @@
 //   mpirun -np GPUS bubblesim-hw bench ... --backend cuda [...]   (one GPU per rank; communication over NCCL)
 //   bubblesim-hw replay SCENARIO --backend cuda [--device D] [--db FILE] [--set k=v]... [--iterations N]
 //   mpirun -np 2 bubblesim-hw check attention [--layout contiguous|zigzag|striped|ulysses|all] [--seq N] [--backend cuda]
-//   bubblesim-hw plan SCENARIO [--set k=v]...   (every GPU's NCCL calls for run --backend cuda, checked; no GPU)
+//   bubblesim-hw plan SCENARIO [--set k=v]... [--format text|json]   (every GPU's NCCL calls for
+//                               run --backend cuda, checked; no GPU)
 // Exit status: 0 ok, 2 bad input, 3 a rank failed, 5 a correctness check failed.
 // Not the simulator: `bubblesim` predicts; this measures.
 #include <sys/types.h>
@@ -69,6 +70,7 @@ constexpr int kExitMismatch = 5;
 struct Options {
   std::string command, scenario, backend = "host", db = "bubblesim.db", sizes = "1K:16M", shapes_from;
   std::string layout = "all";
+  std::string format = "text";  // plan: text or json
   int seq = 512;
   int device = 0;  // replay: the Program device
   std::vector<std::string> overrides, benches;
@@ -112,6 +114,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--layout") o.layout = value();
     else if (a == "--seq") o.seq = to_int(value(), a);
     else if (a == "--device") o.device = to_int(value(), a);
+    else if (a == "--format" && o.command == "plan") o.format = value();
     else if (a.rfind("--", 0) == 0) throw InputError("unknown option " + a);
     else if ((o.command == "run" || o.command == "replay" || o.command == "plan") && o.scenario.empty()) o.scenario = a;
     else if (o.command == "bench") o.benches.push_back(a);
@@ -133,6 +136,9 @@ Options parse(int argc, char** argv) {
   }
   if (o.command == "run" && o.scenario.empty()) throw InputError("run: which scenario? (bubblesim-hw run SCENARIO)");
   if (o.command == "plan" && o.scenario.empty()) throw InputError("plan: which scenario? (bubblesim-hw plan SCENARIO)");
+  if (o.format != "text" && o.format != "json") {
+    throw InputError("--format: unknown format \"" + o.format + "\" (valid: text, json)");
+  }
   if (o.command == "replay") {
     if (o.scenario.empty()) throw InputError("replay: which scenario? (bubblesim-hw replay SCENARIO --backend cuda)");
     if (o.backend != "cuda") {
@@ -369,6 +375,31 @@ int plan_command(const Options& o, const MpiBackend& b) {
   std::vector<int32_t> all(static_cast<size_t>(world));
   for (int32_t g = 0; g < world; ++g) all[static_cast<size_t>(g)] = g;
   const CommPlan plan = plan_communication(s->job, s->plan, nccl_order(*s), all);
+  const std::string why = verify(plan, s->plan.program);
+  if (o.format == "json") {
+    nlohmann::json comms = nlohmann::json::array(), ranks = nlohmann::json::array();
+    for (const Communicator& c : plan.comms) comms.push_back({{"stream", c.channel}, {"gpus", c.gpus}, {"split", c.round}});
+    for (size_t k = 0; k < plan.ranks.size(); ++k) {
+      const RankPlan& r = plan.ranks[k];
+      std::map<std::string, int> calls;
+      for (const Step& st : r.steps) {
+        if (st.call != CommCall::None) ++calls[to_string(st.call)];
+      }
+      ranks.push_back({{"gpu", r.gpu},
+                       {"device", r.device},
+                       {"steps", r.steps.size()},
+                       {"calls", calls},
+                       {"buffer_bytes", buffer_bytes(plan, k)}});
+    }
+    std::cout << nlohmann::json{{"scenario", s->scenario.name}, {"gpus", world},    {"splits", plan.rounds},
+                                {"communicators", comms},      {"ranks", ranks},    {"ok", why.empty()},
+                                {"check", why.empty() ? "every GPU's calls meet their peers' with equal sizes and run "
+                                                        "to the end under NCCL's rules"
+                                                      : why}}
+                     .dump(2)
+              << "\n";
+    return why.empty() ? 0 : kExitFailure;
+  }
   std::map<std::pair<std::string, size_t>, int> sets;  // (channel, GPUs) -> communicators
   for (const Communicator& c : plan.comms) ++sets[{c.channel, c.gpus.size()}];
   std::printf("%s: %d GPUs, %zu NCCL communicators made in %d splits of the world:\n", s->scenario.name.c_str(), world,
@@ -386,7 +417,6 @@ int plan_command(const Options& o, const MpiBackend& b) {
                 calls[CommCall::SendRecv], calls[CommCall::AllReduce], calls[CommCall::ReduceScatter],
                 calls[CommCall::AllGather], calls[CommCall::AllToAll], static_cast<double>(buffer_bytes(plan, k)) / (1 << 20));
   }
-  const std::string why = verify(plan, s->plan.program);
   if (!why.empty()) {
     std::printf("check: FAILED: %s\n", why.c_str());
     return kExitFailure;

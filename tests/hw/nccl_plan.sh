@@ -15,6 +15,14 @@ for s in cluster/llama2-7b-8xa100-tp2-pp2-dp2 cluster/usp-llama3-8b-2x8-a800-208
   grep -q "^check: every GPU's calls meet their peers'" <<<"$out" || fail "$s: $out"
   echo "$s: $(head -1 <<<"$out")"
 done
+# The same as JSON, for scripts.
+"$hw" plan "$root/scenarios/usp/llama3-8b-2x8-a800.yaml" --format json | /usr/bin/python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+assert r["ok"] and r["gpus"] == 16 and len(r["ranks"]) == 16, r["check"]
+assert {c["stream"] for c in r["communicators"]} == {"compute", "dp", "ring"}, r["communicators"]
+assert all(g["buffer_bytes"] > 0 and g["calls"]["all-to-all"] > 0 for g in r["ranks"])
+print("json: ok")'
 # Every schedule family and the other parallelisms through --set.
 base=$root/scenarios/cluster/llama2-7b-8xa100-tp2-pp2-dp2.yaml
 for sets in "parallel.schedule=interleaved-1f1b parallel.virtual_stages=2" "parallel.schedule=zb-h2" \
@@ -38,6 +46,7 @@ expect_input_error() {
   grep -q -- "$want" <<<"$err" || fail "$*: expected '$want' in: $err"
 }
 expect_input_error "plan: which scenario" "$hw" plan
+expect_input_error "unknown format" "$hw" plan "$base" --format yaml
 expect_input_error "pipeline_only" "$hw" plan "$root/scenarios/teaching/naive-2-devices.yaml"
 expect_input_error "no-such.yaml" "$hw" plan "$root/no-such.yaml"
 # A GPU run on a machine without a GPU (or a build without CUDA, or without NCCL, which needs one
