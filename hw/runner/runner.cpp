@@ -24,7 +24,6 @@ int64_t chunk(int64_t bytes, int32_t hops, int32_t hop) {
   return hop + 1 == hops ? bytes - base * (hops - 1) : base;
 }
 
-
 }  // namespace
 
 Runner::Runner(const sim::Program& p, sim::DeviceId device, int32_t gpu, Backend& backend, double stall_timeout_s,
