@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <thread>
-#include <map>
 #include <string>
 
 #include "sim/core/error.hpp"
