@@ -42,14 +42,7 @@ std::string nccl_version() {
   return std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." + std::to_string(v % 100);
 }
 
-CommOp parse_comm_op(std::string_view name) {
-  std::string valid;
-  for (const auto& [op, n] : kNames) {
-    if (n == name) return op;
-    valid += (valid.empty() ? "" : ", ") + std::string(n);
-  }
-  throw InputError("unknown communication benchmark \"" + std::string(name) + "\" (valid: " + valid + ")");
-}
+CommOp parse_comm_op(std::string_view name) { return from_name(kNames, name, "unknown communication benchmark"); }
 
 NcclComm::NcclComm(const NcclId& id, int rank, int ranks, int device, int64_t max_bytes,
                    const std::function<bool(bool)>& agree)

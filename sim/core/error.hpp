@@ -3,8 +3,11 @@
 // This is not a logging facility: errors end the operation that raised them.
 #pragma once
 
+#include <cstddef>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <utility>
 
 namespace bubblesim {
 
@@ -29,6 +32,18 @@ class InternalError : public std::logic_error {
 };
 
 [[noreturn]] void fail_assertion(const char* expr, const char* file, int line, const std::string& msg);
+
+/// The value named `name` in `table` ({value, name} pairs); otherwise InputError
+/// "<what> \"name\" (valid: a, b, ...)".
+template <typename T, size_t N>
+T from_name(const std::pair<T, std::string_view> (&table)[N], std::string_view name, const std::string& what) {
+  std::string valid;
+  for (const auto& [value, n] : table) {
+    if (n == name) return value;
+    valid += (valid.empty() ? "" : ", ") + std::string(n);
+  }
+  throw InputError(what + " \"" + std::string(name) + "\" (valid: " + valid + ")");
+}
 
 }  // namespace bubblesim
 

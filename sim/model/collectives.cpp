@@ -113,14 +113,7 @@ const char* to_string(CollectiveOp op) {
   return "?";
 }
 
-CollectiveOp parse_collective(std::string_view name) {
-  std::string valid;
-  for (const auto& [o, n] : kNames) {
-    if (n == name) return o;
-    valid += (valid.empty() ? "" : ", ") + std::string(n);
-  }
-  throw InputError("--op: unknown collective \"" + std::string(name) + "\" (valid: " + valid + ")");
-}
+CollectiveOp parse_collective(std::string_view name) { return from_name(kNames, name, "--op: unknown collective"); }
 
 CollectiveAlgo parse_algorithm(std::string_view name) {
   if (name == "ring") return CollectiveAlgo::Ring;
