@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <array>
-#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <exception>
@@ -322,27 +321,11 @@ void GpuRunner::enqueue(size_t i) {
 void GpuRunner::poll(const std::function<bool()>& reap, const std::function<bool()>& finished,
                      const std::function<std::string()>& waiting, const std::function<void()>& alive,
                      double stall_timeout_s) {
-  auto progress = std::chrono::steady_clock::now();
-  const auto spin_until = progress + std::chrono::milliseconds(10);
-  for (;;) {
-    if (reap()) progress = std::chrono::steady_clock::now();
-    if (finished()) return;
-    for (ncclComm* c : comms_) {
-      if (c == nullptr) continue;
-      ncclResult_t async = ncclSuccess;
-      BUBBLESIM_NCCL(ncclCommGetAsyncError(c, &async), c);
-      BUBBLESIM_NCCL(async, c);
-    }
-    if (alive) alive();
-    const auto now = std::chrono::steady_clock::now();
-    if (std::chrono::duration<double>(now - progress).count() > stall_timeout_s) {
-      throw GpuError("GPU " + std::to_string(plan_.gpu) + ": nothing finished for " +
-                     std::to_string(static_cast<int>(stall_timeout_s)) + " s (a peer stopped or the fabric stalled), " +
-                     "waiting on " + waiting());
-    }
-    // Spin for the first 10 ms, then yield the core between polls.
-    if (now > spin_until) std::this_thread::sleep_for(std::chrono::microseconds(50));
-  }
+  poll_until(reap, finished, comms_, alive, stall_timeout_s, [&] {
+    return "GPU " + std::to_string(plan_.gpu) + ": nothing finished for " +
+           std::to_string(static_cast<int>(stall_timeout_s)) + " s (a peer stopped or the fabric stalled), waiting on " +
+           waiting();
+  });
 }
 
 ReplayTimes GpuRunner::run_iteration(const std::function<void()>& alive, double stall_timeout_s,

@@ -1,10 +1,8 @@
 #include "hw/cuda/nccl_comm.hpp"
 
 #include <algorithm>
-#include <chrono>
 #include <cstring>
 #include <exception>
-#include <thread>
 #include <vector>
 
 #include "hw/cuda/nccl_check.hpp"
@@ -258,37 +256,29 @@ void NcclComm::gather(const void* send, void* recv, int64_t bytes, const std::fu
 
 void NcclComm::wait(const std::function<void()>& alive, double stall_timeout_s) {
   if (comm_ == nullptr) throw GpuError("NCCL communicator: used after it was aborted");
-  auto progress = std::chrono::steady_clock::now();
-  const auto spin_until = progress + std::chrono::milliseconds(10);
   try {
-    for (;;) {
-      // Retire the operations done so far, in order; each one is progress.
-      while (done_ < marked_) {
-        const cudaError_t e = cudaEventQuery(events_[done_]);
-        if (e == cudaErrorNotReady) break;
-        BUBBLESIM_CUDA(e);
-        ++done_;
-        progress = std::chrono::steady_clock::now();
-      }
-      const cudaError_t e = cudaStreamQuery(stream_);
-      if (e == cudaSuccess) {
-        done_ = marked_ = 0;
-        return;
-      }
-      if (e != cudaErrorNotReady) BUBBLESIM_CUDA(e);
-      ncclResult_t async = ncclSuccess;
-      BUBBLESIM_NCCL(ncclCommGetAsyncError(comm_, &async), comm_);
-      BUBBLESIM_NCCL(async, comm_);
-      if (alive) alive();
-      const auto now = std::chrono::steady_clock::now();
-      if (std::chrono::duration<double>(now - progress).count() > stall_timeout_s) {
-        throw GpuError("NCCL rank " + std::to_string(rank_) + ": no progress for " + std::to_string(stall_timeout_s) +
-                       " s (a peer stopped or the fabric stalled); communicator aborted");
-      }
-      // Spin for the first 10 ms (small messages finish in microseconds, and timing them must
-      // not include a sleep), then yield the core between polls.
-      if (now > spin_until) std::this_thread::sleep_for(std::chrono::microseconds(50));
-    }
+    poll_until(
+        [&] {  // retire the operations done so far, in order; each one is progress
+          const size_t before = done_;
+          while (done_ < marked_) {
+            const cudaError_t e = cudaEventQuery(events_[done_]);
+            if (e == cudaErrorNotReady) break;
+            BUBBLESIM_CUDA(e);
+            ++done_;
+          }
+          return done_ > before;
+        },
+        [&] {
+          const cudaError_t e = cudaStreamQuery(stream_);
+          if (e == cudaErrorNotReady) return false;
+          BUBBLESIM_CUDA(e);
+          done_ = marked_ = 0;
+          return true;
+        },
+        std::span<ncclComm_t const>(&comm_, 1), alive, stall_timeout_s, [&] {
+          return "NCCL rank " + std::to_string(rank_) + ": no progress for " + std::to_string(stall_timeout_s) +
+                 " s (a peer stopped or the fabric stalled); communicator aborted";
+        });
   } catch (...) {
     abort();
     throw;
