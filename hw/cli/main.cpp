@@ -439,7 +439,7 @@ CommPlan plan_nccl(const Planned& s, MpiBackend& b) {
   const sim::Trace order = nccl_order(s);
   const int32_t me[] = {b.rank()};
   CommPlan mine = plan_communication(s.job, s.plan, order, me);
-  const auto order_hash = static_cast<int64_t>(mine.fingerprint);
+  const auto order_hash = static_cast<int64_t>(mine.order_hash);
   if (b.sum(b.broadcast(order_hash) == order_hash ? 0 : 1) > 0) {
     throw InputError("the ranks planned different orders of NCCL calls: every rank must run the same bubblesim-hw "
                      "build on the same scenario file and --set options");

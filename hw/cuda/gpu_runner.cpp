@@ -103,7 +103,6 @@ void GpuRunner::setup_local(const CommPlan& plan, size_t rank) {
   for (sim::StreamId s : p_.devices()[plan_.device].streams) {
     for (sim::OpId op : p_.stream(s).ops) {
       BUBBLESIM_ASSERT(step_of_op[op] < plan_.steps.size(), "an op of the device has no step in its plan");
-      ops_.push_back(op);
       step_of_.push_back(step_of_op[op]);
     }
   }
@@ -370,9 +369,9 @@ ReplayTimes GpuRunner::run_iteration(const std::function<void()>& alive, double 
   }
   poll(reap, [&] { return completed == plan_.steps.size(); }, waiting, alive, stall_timeout_s);
   ReplayTimes t;
-  t.start.resize(ops_.size());
-  t.end.resize(ops_.size());
-  for (size_t k = 0; k < ops_.size(); ++k) {
+  t.start.resize(step_of_.size());
+  t.end.resize(step_of_.size());
+  for (size_t k = 0; k < step_of_.size(); ++k) {
     float a = 0, b = 0;
     BUBBLESIM_CUDA(cudaEventElapsedTime(&a, origin_, start_[step_of_[k]]));
     BUBBLESIM_CUDA(cudaEventElapsedTime(&b, origin_, end_[step_of_[k]]));

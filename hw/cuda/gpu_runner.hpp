@@ -51,18 +51,14 @@ class GpuRunner {
 
   /// One iteration: `at_start` (the GPUs' barrier) once the device is idle, then every step
   /// enqueued (at most 1024 ahead of those done) and waited for, calling `alive` between polls
-  /// (it throws to stop). Times of ops()
-  /// in seconds since the iteration's origin. On an error the caller aborts (abort()): in one
-  /// process the other GPUs must learn of the failure first.
+  /// (it throws to stop). Times of the device's ops, stream by stream (the order of the Program
+  /// device's streams, as the host runner lists them), in seconds since the iteration's origin.
+  /// On an error the caller aborts (abort()): in one process the other GPUs must learn of the
+  /// failure first.
   ReplayTimes run_iteration(const std::function<void()>& alive, double stall_timeout_s,
                             const std::function<void()>& at_start = {});
-  /// The device's ops, stream by stream (the order of the Program device's streams): the order
-  /// run_iteration() lists their times, as the host runner does.
-  const std::vector<sim::OpId>& ops() const { return ops_; }
   /// Aborts every communicator of the runner (peers' pending calls then fail); idempotent.
   void abort() noexcept;
-  /// Device memory held for communication.
-  int64_t buffer_bytes() const { return buffer_bytes_; }
 
  private:
   void setup_local(const CommPlan& plan, size_t rank);
@@ -93,8 +89,7 @@ class GpuRunner {
   CUevent_st* origin_ = nullptr;
   char* buffer_ = nullptr;                    // every call's data (collectives in place)
   int64_t buffer_bytes_ = 0;
-  std::vector<sim::OpId> ops_;
-  std::vector<size_t> step_of_;               // per entry of ops_: its step
+  std::vector<size_t> step_of_;               // per op of the device, stream by stream: its step
 };
 
 }  // namespace bubblesim::hw::cuda

@@ -83,7 +83,6 @@ class NcclComm {
   CUstream_st* stream() const { return stream_; }
   /// The NCCL communicator itself (to split it); null once aborted.
   ncclComm* handle() const { return comm_; }
-  int device() const { return device_; }
 
  private:
   /// Enqueues `calls` (NCCL calls on stream()) as one group and marks its end; on a failure the

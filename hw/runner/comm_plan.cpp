@@ -47,7 +47,7 @@ class Planner {
     CommPlan out;
     out.comms = comms_;
     out.rounds = rounds_;
-    out.fingerprint = fingerprint_;
+    out.order_hash = order_hash_;
     for (int32_t gpu : gpus) {
       if (gpu < 0 || gpu >= world_) throw InputError("communication plan: GPU " + std::to_string(gpu) + " is not in the job");
       out.ranks.push_back(plan_rank(gpu));
@@ -76,7 +76,7 @@ class Planner {
     for (size_t i = 0; i < n; ++i) {
       const GroupId g = std::get<2>(keys[i]);
       position_[g] = static_cast<uint32_t>(i);
-      fingerprint_ = mix(fingerprint_, g);
+      order_hash_ = mix(order_hash_, g);
     }
   }
 
@@ -133,8 +133,8 @@ class Planner {
       if (r == used.size()) used.emplace_back(static_cast<size_t>(world_), 0);
       for (int32_t g : c.gpus) used[r][static_cast<size_t>(g)] = 1;
       c.round = static_cast<int32_t>(r);
-      fingerprint_ = mix(fingerprint_, std::hash<std::string>{}(c.channel));
-      for (int32_t g : c.gpus) fingerprint_ = mix(fingerprint_, static_cast<uint64_t>(g));
+      order_hash_ = mix(order_hash_, std::hash<std::string>{}(c.channel));
+      for (int32_t g : c.gpus) order_hash_ = mix(order_hash_, static_cast<uint64_t>(g));
     }
     rounds_ = static_cast<int32_t>(used.size());
   }
@@ -337,7 +337,7 @@ class Planner {
   std::vector<std::vector<GroupId>> sends_of_;                         // gpu -> one-sided groups it sends in
   std::map<std::pair<int32_t, int32_t>, int32_t> twin_;                // (communicator, gpu) -> its twin
   int32_t rounds_ = 0;
-  uint64_t fingerprint_ = 0;
+  uint64_t order_hash_ = 0;
 };
 
 }  // namespace

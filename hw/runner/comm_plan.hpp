@@ -65,7 +65,7 @@ struct CommPlan {
   std::vector<RankPlan> ranks;      // the GPUs asked for, in that order
   /// Hash of the communicators and of the order of every group: equal on every GPU that built
   /// the same Program and trace (checked across ranks before any NCCL call).
-  uint64_t fingerprint = 0;
+  uint64_t order_hash = 0;
 };
 
 /// Plans GPUs `gpus` of `job`, each playing its device of `plan` (rank_map), ordering
