@@ -293,12 +293,34 @@ TEST_CASE("4.2 million ops (1F1B, p=512, m=4096) simulate within 1 GiB", "[cli][
   CHECK_THAT(r.err, Catch::Contains("4194304 ops"));
 }
 
-/// bubblesim collective's CSV with the mode column emptied, to compare flow and analytic rows.
-std::string without_mode(std::string csv) {
-  for (const char* m : {",flow,", ",analytic,"}) {
-    for (size_t pos; (pos = csv.find(m)) != std::string::npos;) csv.replace(pos, std::strlen(m), ",");
+/// The rows of bubblesim collective's CSV output, split at commas, without the header.
+std::vector<std::vector<std::string>> csv_rows(const std::string& csv) {
+  std::vector<std::vector<std::string>> rows;
+  std::istringstream lines(csv);
+  std::string line;
+  std::getline(lines, line);  // header
+  while (std::getline(lines, line)) {
+    rows.emplace_back();
+    std::istringstream row(line);
+    for (std::string cell; std::getline(row, cell, ',');) rows.back().push_back(cell);
   }
-  return csv;
+  return rows;
+}
+
+/// Flow and analytic rows of the same sweep agree: every column but the mode, the times within
+/// a millionth or the printed 0.0001 us (the flow model moves whole bytes).
+void check_modes_agree(const std::string& flow, const std::string& analytic) {
+  const auto f = csv_rows(flow), a = csv_rows(analytic);
+  REQUIRE(f.size() == a.size());
+  for (size_t i = 0; i < f.size(); ++i) {
+    INFO(i);
+    REQUIRE(f[i].size() == 10);
+    REQUIRE(a[i].size() == 10);
+    CHECK(f[i][3] == "flow");
+    CHECK(a[i][3] == "analytic");
+    for (size_t c : {0, 1, 2, 4, 5, 9}) CHECK(f[i][c] == a[i][c]);
+    CHECK(std::stod(f[i][6]) == Approx(std::stod(a[i][6])).epsilon(1e-6).margin(1e-4));
+  }
 }
 
 TEST_CASE("bubblesim collective prints nccl-tests columns, flow and analytic agreeing inside a node", "[cli][collective]") {
@@ -311,15 +333,15 @@ TEST_CASE("bubblesim collective prints nccl-tests columns, flow and analytic agr
     REQUIRE(flow.code == 0);
     REQUIRE(analytic.code == 0);
     CHECK(std::count(flow.out.begin(), flow.out.end(), '\n') == 8);  // header + 1M..64M
-    // Same numbers but for the mode column.
-    CHECK(without_mode(flow.out) == without_mode(analytic.out));
+    check_modes_agree(flow.out, analytic.out);
   }
   const Result big = cli("collective scenarios/cluster/usp-llama3-8b-2x8-a800-208k.yaml --group intra --sizes 1G");
   REQUIRE(big.code == 0);
   CHECK_THAT(big.out, Catch::Contains("busbw(GB/s)") && Catch::Contains("1073741824"));
   // A800 NVLink as NCCL achieves it: 160 GB/s, of which a 1 GB all-reduce reaches 0.974 (the
-  // A100 sweep's share at 128 MiB per step) less its 14 hop latencies: 155 GB/s busbw.
-  CHECK_THAT(big.out, Catch::Contains("  155.2"));
+  // A100 sweep's share at 128 MiB per step) less the Simple protocol's base latency and its 14
+  // hop latencies: 155 GB/s busbw.
+  CHECK_THAT(big.out, Catch::Contains("  155.12  Simple"));
 }
 
 TEST_CASE("bubblesim collective across nodes runs a channel per rail, flow and analytic agreeing", "[cli][collective]") {
@@ -333,17 +355,48 @@ TEST_CASE("bubblesim collective across nodes runs a channel per rail, flow and a
     const Result analytic = cli(base + op + " --mode analytic");
     REQUIRE(flow.code == 0);
     REQUIRE(analytic.code == 0);
-    CHECK(without_mode(flow.out) == without_mode(analytic.out));
-    const double busbw = std::stod(flow.out.substr(flow.out.rfind(',') + 1));
+    check_modes_agree(flow.out, analytic.out);
+    const double busbw = std::stod(csv_rows(flow.out).back().at(8));
     CHECK(busbw > 175);
     CHECK(busbw < 200);
   }
   const Result one = cli("collective validation/megatron/gpt-selene.yaml --ranks 32 --sizes 1G --channels 1");
   REQUIRE(one.code == 0);
   CHECK_THAT(one.out, !Catch::Contains("channels, one NIC each"));
-  const double single = std::stod(one.out.substr(one.out.find_last_of(' ', one.out.size() - 2)));
+  const Result one_csv = cli("collective validation/megatron/gpt-selene.yaml --ranks 32 --sizes 1G --channels 1 --format csv");
+  REQUIRE(one_csv.code == 0);
+  const double single = std::stod(csv_rows(one_csv.out).at(0).at(8));
   CHECK(single < 25);  // one NIC carries every node crossing
   expect_input_error("collective validation/megatron/gpt-selene.yaml --channels -1", "negative");
+}
+
+TEST_CASE("bubblesim collective runs NCCL's protocols, its own choice by default or NCCL_PROTO's", "[cli][collective]") {
+  // 2 x 8 A800: an 8-byte all-reduce under LL pays NCCL's 6.6 us base and the ring's slowest run
+  // of 30 hops, 27 NVLink hops at 1.08 us and 3 NIC hops at 0.96 us: 38.6 us, not 30 x 5 us.
+  const std::string s = "collective scenarios/cluster/usp-llama3-8b-2x8-a800-208k.yaml --op all-reduce --format csv";
+  const Result tiny = cli(s + " --sizes 8");
+  REQUIRE(tiny.code == 0);
+  const auto row = csv_rows(tiny.out).at(0);
+  CHECK(row.at(9) == "LL");
+  CHECK(std::stod(row.at(6)) == Approx(38.65).epsilon(1e-3));
+  for (const char* mode : {"flow", "analytic"}) {
+    const Result simple = cli(s + " --sizes 8 --protocol simple --mode " + mode);
+    REQUIRE(simple.code == 0);
+    const auto cells = csv_rows(simple.out).at(0);
+    CHECK(cells.at(9) == "Simple");
+    // 8.4 us base, the longest run of 30 hops: 4 NIC hops of 5 us and 26 NVLink hops of 3.4.
+    CHECK(std::stod(cells.at(6)) == Approx(8.4 + 4 * 5 + 26 * 3.4).epsilon(1e-3));
+  }
+  const Result sweep = cli(s + " --sizes 8:1G");
+  REQUIRE(sweep.code == 0);
+  std::vector<std::string> seen;
+  for (const auto& cells : csv_rows(sweep.out)) {
+    if (seen.empty() || seen.back() != cells.at(9)) seen.push_back(cells.at(9));
+  }
+  CHECK(seen == std::vector<std::string>{"LL", "LL128", "Simple"});
+  expect_input_error(s + " --protocol tree", "valid: auto, LL, LL128, Simple");
+  expect_input_error("collective scenarios/cluster/usp-llama3-8b-2x8-a800-208k.yaml --op all-to-all --protocol LL",
+                     "--protocol applies to ring");
 }
 
 TEST_CASE("bubblesim collective follows NCCL's measured 8 x A100 all-reduce sweep", "[cli][collective]") {
@@ -352,15 +405,7 @@ TEST_CASE("bubblesim collective follows NCCL's measured 8 x A100 all-reduce swee
                        "--sizes 8M:1G --format csv");
   REQUIRE(r.code == 0);
   std::map<long long, double> busbw;
-  std::istringstream lines(r.out);
-  std::string line;
-  std::getline(lines, line);  // header
-  while (std::getline(lines, line)) {
-    std::vector<std::string> cells;
-    std::istringstream row(line);
-    for (std::string cell; std::getline(row, cell, ',');) cells.push_back(cell);
-    busbw[std::stoll(cells[4])] = std::stod(cells[8]);
-  }
+  for (const auto& cells : csv_rows(r.out)) busbw[std::stoll(cells[4])] = std::stod(cells[8]);
   CHECK(busbw.at(8 << 20) == Approx(110).epsilon(0.02));
   CHECK(busbw.at(128 << 20) == Approx(177).epsilon(0.02));
   CHECK(busbw.at(512 << 20) == Approx(223).epsilon(0.02));

@@ -2,6 +2,7 @@
 // algorithms against the closed forms and exact values of algorithms.md 3 and 5.6.
 #include <catch2/catch.hpp>
 
+#include <optional>
 #include <set>
 
 #include "sim/exec/executor.hpp"
@@ -274,4 +275,73 @@ TEST_CASE("an oversubscribed fabric narrows a node's uplink", "[topo]") {
   CHECK(flow_time(t, CollectiveOp::AllReduce, CollectiveAlgo::TwoLevel, kS, first(16)) >
         flow_time(Topology(cluster(2, 8, 300, 50, 1, 8)), CollectiveOp::AllReduce, CollectiveAlgo::TwoLevel, kS,
                   first(16)));
+}
+
+namespace {
+
+/// One fused ring collective over `gpus` of `topo`, run as NCCL runs it (protocol, pipelined
+/// latency): its simulated time in s, and NCCL's choice for it.
+std::pair<double, ProtocolChoice> nccl_ring(const Topology& topo, const GpuPreset& gpu, CollectiveOp op, int64_t size,
+                                            const std::vector<int>& gpus,
+                                            std::optional<NcclProtocol> forced = std::nullopt) {
+  Program p;
+  CollectiveSpec spec{op, CollectiveAlgo::Ring, Bytes{size}, {}, {}, {}, {}, true, {}};
+  spec.topology = &topo;
+  spec.gpu = &gpu;
+  spec.protocol = forced;
+  for (int g : gpus) {
+    spec.gpus.push_back(g);
+    spec.streams.push_back(p.add_stream(p.add_device("gpu " + std::to_string(g)), StreamKind::Comm, "comm"));
+    spec.node_of.push_back(topo.node_of(g));
+  }
+  REQUIRE(runs_protocol(spec));
+  const ProtocolChoice choice = ring_protocol(spec);
+  expand_collective(p, spec);
+  p.finalize();
+  REQUIRE(validate(p).empty());
+  FlowNetwork net(topo);
+  return {simulate(p, GivenTimes{}, &net).makespan.seconds(), choice};
+}
+
+}  // namespace
+
+TEST_CASE("a ring crossing nodes pays each slow hop only as often as a chunk crosses it", "[network][collective]") {
+  // 2 x 8 GPUs, NVLink hops 3.4 us, NIC hops 5 us (Simple). An all-reduce's 30 steps over 8
+  // channels of 16 hops, 2 of them between nodes: the longest run of 30 hops crosses 4 times.
+  ResolvedCluster c = cluster(2, 8, 150, 25, 3.4, 8, "a800-sxm4-80gb");
+  c.inter_latency = Time::from_seconds(5e-6);
+  const Topology t(c);
+  const auto [simple, choice] = nccl_ring(t, *c.gpu, CollectiveOp::AllReduce, 16, first(16), NcclProtocol::Simple);
+  CHECK(choice.latency == Time::from_seconds((8.4 + 4 * 5 + 26 * 3.4) * 1e-6));
+  CHECK(simple == Approx(choice.seconds).epsilon(1e-6));
+  // In lockstep (no topology given) every step waits for its slowest hop: 30 x 5 us.
+  CHECK(flow_time(t, CollectiveOp::AllReduce, CollectiveAlgo::Ring, 16, first(16)) == Approx(150e-6).epsilon(1e-3));
+  // NCCL's own choice for 16 bytes is LL: 6.6 us base; a NIC hop costs 5 x 2.7 / 14 = 0.96 us
+  // and an NVLink hop 0.6 x 1.8 = 1.08 us (LL's intra-node hops when the ring spans nodes), so
+  // the slowest run of 30 hops is the one crossing least: 3 times.
+  const auto [ll, auto_choice] = nccl_ring(t, *c.gpu, CollectiveOp::AllReduce, 16, first(16));
+  CHECK(auto_choice.protocol == NcclProtocol::LL);
+  CHECK(ll == Approx((6.6 + 3 * 5 * 2.7 / 14 + 27 * 0.6 * 1.8) * 1e-6).epsilon(1e-4));
+}
+
+TEST_CASE("NCCL's protocol choice sets a ring's time, the simulated one agreeing with the closed form", "[network][collective]") {
+  const GpuPreset& a100 = find_gpu("a100-sxm4-80gb", "test");
+  const Topology one(cluster(1, 8, 240, 25, 3.4, 8, "a100-sxm4-80gb"));
+  ResolvedCluster two_nodes = cluster(4, 8, 240, 25, 3.4, 8, "a100-sxm4-80gb");
+  two_nodes.inter_latency = Time::from_seconds(5e-6);
+  const Topology four(two_nodes);
+  for (CollectiveOp op : {CollectiveOp::AllReduce, CollectiveOp::AllGather, CollectiveOp::ReduceScatter}) {
+    for (int64_t size : {int64_t{64}, int64_t{1} << 20, int64_t{8} << 20, int64_t{1} << 30}) {
+      for (const auto* t : {&one, &four}) {
+        const int n = t == &one ? 8 : 32;
+        INFO(to_string(op) << " size " << size << " ranks " << n);
+        const auto [simulated, choice] = nccl_ring(*t, a100, op, size * n / 8, first(n));
+        CHECK(simulated == Approx(choice.seconds).epsilon(1e-6));
+        if (size == 64) CHECK(choice.protocol == NcclProtocol::LL);
+        if (size == int64_t{1} << 30) CHECK(choice.protocol == NcclProtocol::Simple);
+      }
+    }
+  }
+  // Inside the node: 8 bytes under LL take NCCL's 6.6 us base and 14 hops of 0.6 us.
+  CHECK(nccl_ring(one, a100, CollectiveOp::AllReduce, 8, first(8)).first == Approx(15e-6).epsilon(1e-3));
 }

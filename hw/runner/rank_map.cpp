@@ -112,7 +112,10 @@ std::vector<sim::Transfer> Twins::transfers(const sim::Program& p, sim::GroupId 
     std::vector<sim::Transfer> out;
     for (const sim::Transfer& t : all) {
       if (t.from_gpu != t.to_gpu && std::binary_search(set.begin(), set.end(), t.from_gpu)) {
-        out.push_back({at(t.from_gpu), at(t.to_gpu), t.bytes, t.hops});
+        sim::Transfer moved_copy = t;
+        moved_copy.from_gpu = at(t.from_gpu);
+        moved_copy.to_gpu = at(t.to_gpu);
+        out.push_back(moved_copy);
       }
     }
     return out;

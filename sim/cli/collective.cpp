@@ -61,15 +61,10 @@ std::vector<int> choose_gpus(const CollectiveOptions& opt, const ResolvedCluster
   return gpus;
 }
 
-double flow_seconds(const Topology& topo, const CollectiveSpec& base, const std::vector<int>& gpus) {
+double flow_seconds(const Topology& topo, const CollectiveSpec& base) {
   Program p;
   CollectiveSpec spec = base;
-  for (int gpu : gpus) {
-    const DeviceId d = p.add_device("gpu " + std::to_string(gpu));
-    spec.gpus.push_back(gpu);
-    spec.streams.push_back(p.add_stream(d, StreamKind::Comm, "comm"));
-    spec.node_of.push_back(topo.node_of(gpu));
-  }
+  for (int gpu : spec.gpus) spec.streams.push_back(p.add_stream(p.add_device("gpu " + std::to_string(gpu)), StreamKind::Comm, "comm"));
   expand_collective(p, spec);
   p.finalize();
   FlowNetwork net(topo);
@@ -99,6 +94,7 @@ void run_collective(const CollectiveOptions& opt, std::ostream& out) {
   }
   const std::vector<int64_t> sizes = parse_size_range(opt.sizes);
   const Scenario sc = load_scenario(opt.scenario);
+  const std::optional<NcclProtocol> forced = parse_protocol(opt.protocol);
   const ResolvedCluster cluster = resolve_cluster(sc);
   const Topology topo(cluster);
   const std::vector<int> gpus = choose_gpus(opt, cluster);
@@ -148,6 +144,19 @@ void run_collective(const CollectiveOptions& opt, std::ostream& out) {
   const auto efficiency = [&](int64_t size) {
     return crosses || algo != CollectiveAlgo::Ring || n < 2 ? 1.0 : nccl_efficiency(*cluster.gpu, op, size / n);
   };
+  // Ring collectives run as NCCL's pipelined rings under its protocol choice, made once per size
+  // with the analytic bandwidth so that both modes use the same protocol.
+  CollectiveSpec base{op, algo, Bytes{0}, {gpus.begin(), gpus.end()}, {}, {}, {}, false, {}};
+  for (int gpu : gpus) base.node_of.push_back(topo.node_of(gpu));
+  base.max_channels = opt.channels;
+  base.topology = &topo;
+  base.gpu = cluster.gpu;
+  base.protocol = forced;
+  base.fuse_steps = algo == CollectiveAlgo::Ring && op != CollectiveOp::AllToAll && op != CollectiveOp::SendRecv;
+  const bool protocols = n > 1 && runs_protocol(base);
+  if (forced && !protocols) {
+    throw InputError("--protocol applies to ring all-reduce, all-gather and reduce-scatter over 2 or more GPUs");
+  }
   const bool text = opt.format == "text";
   if (text) {
     out << "# bubblesim collective: " << to_string(op) << " over " << n << " GPU(s) of " << sc.name << " ("
@@ -157,17 +166,25 @@ void run_collective(const CollectiveOptions& opt, std::ostream& out) {
     out << ", " << opt.mode << " model\n";
     out << "# sizes in bytes (K/M/G binary, as nccl-tests); algbw = size / time, busbw = algbw x "
         << busbw_factor(op, n) << " (nccl-tests factors); GB/s = 1e9 B/s\n";
-    out << "#       size         count    type   redop    root     time(us)  algbw(GB/s)  busbw(GB/s)\n";
+    out << "# proto: the NCCL protocol of a ring collective (NCCL's choice by its cost model, or --protocol)\n";
+    out << "#       size         count    type   redop    root     time(us)  algbw(GB/s)  busbw(GB/s)   proto\n";
   } else {
-    out << "op,ranks,algorithm,mode,size_bytes,count,time_us,algbw_gbs,busbw_gbs\n";
+    out << "op,ranks,algorithm,mode,size_bytes,count,time_us,algbw_gbs,busbw_gbs,protocol\n";
   }
   for (int64_t size : sizes) {
     double seconds = 0;
+    CollectiveSpec spec = base;
+    spec.size = Bytes{size};
+    spec.efficiency = efficiency(size);
+    std::optional<ProtocolChoice> choice;
+    if (protocols) {
+      choice = ring_protocol(spec, bw);
+      spec.protocol = choice->protocol;
+    }
     if (n > 1 && opt.mode == "flow") {
-      CollectiveSpec spec{op, algo, Bytes{size}, {}, {}, {}, {}, false, {}};
-      spec.efficiency = efficiency(size);
-      spec.max_channels = opt.channels;
-      seconds = flow_seconds(topo, spec, gpus);
+      seconds = flow_seconds(topo, spec);
+    } else if (choice) {
+      seconds = choice->seconds;
     } else if (n > 1 && algo == CollectiveAlgo::TwoLevel) {
       // B_e of algorithms.md 3.3 is per GPU: the node's NICs shared by its g rails, within PCIe.
       const int g = n / nodes;
@@ -183,16 +200,17 @@ void run_collective(const CollectiveOptions& opt, std::ostream& out) {
     }
     const double algbw = seconds > 0 ? static_cast<double>(size) / seconds / 1e9 : 0;
     const double busbw = algbw * busbw_factor(op, n);
+    const char* proto = choice ? to_string(choice->protocol) : "-";
     char buf[256];
     if (text) {
-      std::snprintf(buf, sizeof buf, "%14lld  %12lld   float     %s      -1  %11.2f  %11.2f  %11.2f\n",
+      std::snprintf(buf, sizeof buf, "%14lld  %12lld   float     %s      -1  %11.2f  %11.2f  %11.2f  %6s\n",
                     static_cast<long long>(size), static_cast<long long>(size / kFloatBytes),
                     op == CollectiveOp::AllReduce || op == CollectiveOp::ReduceScatter ? "sum " : "none",
-                    seconds * 1e6, algbw, busbw);
+                    seconds * 1e6, algbw, busbw, proto);
     } else {
-      std::snprintf(buf, sizeof buf, "%s,%d,%s,%s,%lld,%lld,%.4f,%.4f,%.4f\n", to_string(op), n, opt.algo.c_str(),
+      std::snprintf(buf, sizeof buf, "%s,%d,%s,%s,%lld,%lld,%.4f,%.4f,%.4f,%s\n", to_string(op), n, opt.algo.c_str(),
                     opt.mode.c_str(), static_cast<long long>(size), static_cast<long long>(size / kFloatBytes),
-                    seconds * 1e6, algbw, busbw);
+                    seconds * 1e6, algbw, busbw, proto);
     }
     out << buf;
   }

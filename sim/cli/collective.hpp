@@ -19,6 +19,7 @@ struct CollectiveOptions {
   std::string algo = "ring";   // ring | two-level
   int channels = 0;            // ring channels across nodes; 0: one per GPU of the group on a node
   std::string mode = "flow";   // flow | analytic
+  std::string protocol = "auto";  // auto | LL | LL128 | Simple (NCCL_PROTO), ring collectives
   std::string format = "text"; // text | csv
 };
 

@@ -31,7 +31,8 @@ const char* kUsage =
     "                              [--flops-accounting megatron|noncausal|megatron-sc21] [--calibration NAME]\n"
     "       bubblesim collective SCENARIO --op all-reduce|all-gather|reduce-scatter|all-to-all|sendrecv\n"
     "                            [--ranks N] [--group intra|inter|all] [--sizes 8B:8GB]\n"
-    "                            [--algo ring|two-level] [--channels N] [--mode flow|analytic] [--format text|csv]\n"
+    "                            [--algo ring|two-level] [--channels N] [--protocol auto|LL|LL128|Simple]\n"
+    "                            [--mode flow|analytic] [--format text|csv]\n"
     "       bubblesim explain SCENARIO [--set key.path=value ...] [--format text|json]\n"
     "       bubblesim sweep SCENARIO --vary key.path=v1,v2,... [--vary ...] [--set key.path=value ...]\n"
     "                       [--format text|csv|json] [--csv out.csv] [--json out.json] [--jobs N]\n"
@@ -58,6 +59,8 @@ int collective_command(const std::vector<std::string>& args) {
       "algo", po::value<std::string>(&co.algo)->default_value(co.algo), "ring | two-level (all-reduce)")(
       "channels", po::value<int>(&co.channels)->default_value(0),
       "ring channels of a ring crossing nodes (0: one per GPU of the group on each node, NCCL's rails)")(
+      "protocol", po::value<std::string>(&co.protocol)->default_value(co.protocol),
+      "NCCL protocol of ring collectives: auto (NCCL's choice by its cost model) | LL | LL128 | Simple")(
       "mode", po::value<std::string>(&co.mode)->default_value(co.mode), "flow | analytic")(
       "format", po::value<std::string>(&co.format)->default_value(co.format), "text | csv");
   po::positional_options_description pos;

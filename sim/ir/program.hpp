@@ -114,7 +114,12 @@ struct Transfer {
   int32_t from_gpu;
   int32_t to_gpu;
   Bytes bytes;
-  int32_t hops = 1;  // the route's latency is paid this many times (fused ring steps)
+  int32_t hops = 1;  // ring steps fused into this transfer (the host backend sends them as rounds)
+  /// What the transfer pays after its bytes drain: kRouteLatency, its route's latency once per
+  /// hop; otherwise this (a ring collective's NCCL protocol and pipelined-chain latency, set by
+  /// expand_collective from the topology).
+  Time latency = kRouteLatency;
+  static constexpr Time kRouteLatency = Time::ps(-1);
 };
 
 /// A rendezvous: all member ops start together once every member has been issued on its

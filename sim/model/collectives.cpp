@@ -1,6 +1,8 @@
 #include "sim/model/collectives.hpp"
 
 #include <algorithm>
+#include <array>
+#include <limits>
 #include <cmath>
 #include <iterator>
 #include <map>
@@ -34,11 +36,60 @@ bool spans_nodes(const CollectiveSpec& s) {
          std::any_of(s.node_of.begin(), s.node_of.end(), [&](int32_t v) { return v != s.node_of[0]; });
 }
 
+bool is_ring_op(CollectiveOp op) {
+  return op == CollectiveOp::AllReduce || op == CollectiveOp::AllGather || op == CollectiveOp::ReduceScatter;
+}
+
+/// Steps of the ring algorithm for `op` over n ranks.
+int64_t ring_steps(CollectiveOp op, size_t n) {
+  const auto steps = static_cast<int64_t>(n) - 1;
+  return op == CollectiveOp::AllReduce ? 2 * steps : steps;
+}
+
+/// One hop's latency from GPU a to GPU b under protocol p: protocol_hop_latency over its route.
+Time hop_latency(const Topology& topo, int32_t a, int32_t b, NcclProtocol p, bool multi_node) {
+  Time t;
+  for (LinkId l : topo.route(a, b)) {
+    const Link& link = topo.link(l);
+    t += protocol_hop_latency(p, link.cls, link.latency, multi_node);
+  }
+  return t;
+}
+
+/// The chain latency (ring_chain_latency) of the ring visiting `gpus` at the positions `order`.
+Time chain_of(const Topology& topo, const std::vector<int32_t>& gpus, const std::vector<size_t>& order,
+              NcclProtocol p, int64_t steps, bool multi_node, std::vector<Time>& hops) {
+  hops.clear();
+  for (size_t j = 0; j < order.size(); ++j) {
+    hops.push_back(hop_latency(topo, gpus[order[j]], gpus[order[(j + 1) % order.size()]], p, multi_node));
+  }
+  return ring_chain_latency(hops, steps);
+}
+
 /// Builds steps for subsets of the spec's ranks; remembers each rank's last op.
 class Expander {
  public:
   Expander(Program& p, const CollectiveSpec& s, std::span<const OpId> after) : p_(p), s_(s), last_(s.gpus.size(), kNone) {
     for (size_t i = 0; i < after.size() && i < last_.size(); ++i) last_[i] = after[i];
+  }
+
+  /// From now on, ring steps run under `choice`: their transfers carry bytes / share and, for
+  /// ring order r (an entry of `orders`, the channel or the members in order) and copy k (0:
+  /// the spec's GPUs, then each twin), the protocol's base latency plus that ring's chain
+  /// latency over `steps` steps, once per merged collective.
+  void use_protocol(const ProtocolChoice& choice, const std::vector<std::vector<size_t>>& orders, int64_t steps) {
+    share_ = choice.share;
+    latency_.assign(orders.size(), {});
+    const bool multi = spans_nodes(s_);
+    const Time base = protocol_base_latency(choice.protocol);
+    std::vector<Time> hops;
+    for (size_t r = 0; r < orders.size(); ++r) {
+      for (size_t k = 0; k <= s_.twins.size(); ++k) {
+        const auto& gpus = k == 0 ? s_.gpus : s_.twins[k - 1];
+        const Time chain = chain_of(*s_.topology, gpus, orders[r], choice.protocol, steps, multi, hops);
+        latency_[r].push_back((base + chain) * s_.merged);
+      }
+    }
   }
 
   /// One step over `members` (indices into the spec's ranks): member i sends `bytes` to
@@ -50,21 +101,28 @@ class Expander {
     std::vector<OpId> ops;
     std::vector<Transfer> transfers;
     const size_t n = members.size();
-    const auto wire = static_cast<int64_t>(std::ceil(static_cast<double>(bytes) / s_.efficiency));
-    const auto send = [&](size_t from, size_t to, int64_t b) {
+    const auto wire = static_cast<int64_t>(std::ceil(static_cast<double>(bytes) / (s_.efficiency * share_)));
+    // Ring order `ring` of the protocol's latencies (use_protocol), if any.
+    const auto send = [&](size_t from, size_t to, int64_t b, size_t ring) {
+      const std::vector<Time>* latency = latency_.empty() ? nullptr : &latency_[ring];
       transfers.push_back({s_.gpus[from], s_.gpus[to], Bytes{b}, hops * s_.merged});
-      for (const auto& twin : s_.twins) transfers.push_back({twin[from], twin[to], Bytes{b}, hops * s_.merged});
+      if (latency != nullptr) transfers.back().latency = (*latency)[0];
+      for (size_t k = 0; k < s_.twins.size(); ++k) {
+        transfers.push_back({s_.twins[k][from], s_.twins[k][to], Bytes{b}, hops * s_.merged});
+        if (latency != nullptr) transfers.back().latency = (*latency)[k + 1];
+      }
     };
     if (channels != nullptr) {
       const auto share = (wire + static_cast<int64_t>(channels->size()) - 1) / static_cast<int64_t>(channels->size());
-      for (const auto& order : *channels) {
-        for (size_t j = 0; j < order.size(); ++j) send(order[j], order[(j + 1) % order.size()], share);
+      for (size_t c = 0; c < channels->size(); ++c) {
+        const auto& order = (*channels)[c];
+        for (size_t j = 0; j < order.size(); ++j) send(order[j], order[(j + 1) % order.size()], share, c);
       }
     }
     for (size_t i = 0; i < n; ++i) {
       const size_t r = members[i];
       for (size_t k = shift; channels == nullptr && k <= std::max(shift, last_shift); ++k) {
-        send(r, members[(i + k) % n], wire);
+        send(r, members[(i + k) % n], wire, 0);
       }
       if (s_.streams[r] == kNone) continue;  // a twin the Program does not simulate
       Op op;
@@ -102,6 +160,8 @@ class Expander {
   const CollectiveSpec& s_;
   std::vector<OpId> last_;
   std::vector<GroupId> groups_;
+  double share_ = 1;                         // of the links' bandwidth the protocol reaches
+  std::vector<std::vector<Time>> latency_;   // per ring order, per copy (use_protocol)
 };
 
 }  // namespace
@@ -172,6 +232,10 @@ std::vector<OpId> expand_collective(Program& p, const CollectiveSpec& s, std::sp
     channels = ring_channels(s);
   }
   const auto* rings = channels.size() > 1 ? &channels : nullptr;
+  if (runs_protocol(s)) {
+    const std::vector<std::vector<size_t>> orders = rings != nullptr ? channels : std::vector<std::vector<size_t>>{all};
+    e.use_protocol(ring_protocol(s), orders, ring_steps(s.op, n));
+  }
   switch (s.op) {
     case CollectiveOp::AllReduce: e.ring(all, chunk, 2 * steps, rings); break;
     case CollectiveOp::AllGather:
@@ -191,6 +255,52 @@ std::vector<OpId> expand_collective(Program& p, const CollectiveSpec& s, std::sp
   // point to point anyway).
   if (e.groups().size() == 1 && s.op != CollectiveOp::SendRecv) p.set_collective_size(e.groups()[0], s.size);
   return e.done();
+}
+
+bool runs_protocol(const CollectiveSpec& s) {
+  return s.topology != nullptr && s.gpu != nullptr && s.algo == CollectiveAlgo::Ring && is_ring_op(s.op) &&
+         s.fuse_steps && s.gpus.size() >= 2;
+}
+
+Bandwidth ring_bandwidth(const CollectiveSpec& s, const std::vector<std::vector<size_t>>& channels) {
+  BUBBLESIM_ASSERT(s.topology != nullptr, "ring_bandwidth needs the topology");
+  constexpr double kNone = std::numeric_limits<double>::infinity();
+  double intra = kNone, inter = kNone;
+  for (const auto& order : channels) {
+    for (size_t j = 0; j < order.size(); ++j) {
+      const int32_t a = s.gpus[order[j]], b = s.gpus[order[(j + 1) % order.size()]];
+      double& narrowest = s.topology->node_of(a) == s.topology->node_of(b) ? intra : inter;
+      narrowest = std::min(narrowest, s.topology->route_bandwidth(a, b).bytes_per_s);
+    }
+  }
+  const auto c = static_cast<double>(channels.size());
+  if (c > 1) return Bandwidth{std::min(intra * c / (c - 1), inter * c)};
+  return Bandwidth{std::min(intra, inter)};
+}
+
+ProtocolChoice ring_protocol(const CollectiveSpec& s, std::optional<Bandwidth> ring_bw) {
+  BUBBLESIM_ASSERT(runs_protocol(s), "ring_protocol needs a fused ring collective with its topology and GPU");
+  const size_t n = s.gpus.size();
+  const std::vector<std::vector<size_t>> orders = ring_channels(s);
+  const bool multi = spans_nodes(s);
+  const int64_t steps = ring_steps(s.op, n);
+  std::array<Time, kNcclProtocols> chain{};
+  std::vector<Time> hops;
+  for (const NcclProtocol p : {NcclProtocol::LL, NcclProtocol::LL128, NcclProtocol::Simple}) {
+    for (const auto& order : orders) {
+      chain[static_cast<size_t>(p)] = max(chain[static_cast<size_t>(p)], chain_of(*s.topology, s.gpus, order, p, steps, multi, hops));
+    }
+  }
+  bool one_per_node = multi;
+  if (multi) {
+    std::unordered_map<int32_t, int> per_node;
+    for (int32_t node : s.node_of) one_per_node = one_per_node && ++per_node[node] == 1;
+  }
+  const int64_t chunk = s.size.value / static_cast<int64_t>(n);
+  const double wire = static_cast<double>(steps) * std::ceil(static_cast<double>(chunk) / s.efficiency);
+  const bool gather_or_scatter = s.op == CollectiveOp::AllGather || s.op == CollectiveOp::ReduceScatter;
+  return choose_protocol(chain, *s.gpu, gather_or_scatter, multi, one_per_node,
+                         ring_bw.value_or(ring_bandwidth(s, orders)), wire, s.protocol);
 }
 
 std::vector<std::vector<size_t>> ring_channels(const CollectiveSpec& s) {

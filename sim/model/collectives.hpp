@@ -13,7 +13,9 @@
 
 #include "sim/core/units.hpp"
 #include "sim/ir/program.hpp"
+#include "sim/model/nccl_protocol.hpp"
 #include "sim/preset/presets.hpp"
+#include "sim/topo/topology.hpp"
 
 namespace bubblesim::sim {
 
@@ -59,7 +61,30 @@ struct CollectiveSpec {
   double efficiency = 1;
   /// At most this many ring channels (ring_channels); 0: one per position on each node.
   int32_t max_channels = 0;
+  /// The cluster and its GPU. With both, a fused ring collective (algorithm Ring) runs as NCCL
+  /// runs it (ring_protocol): under the protocol NCCL's cost model picks (or `protocol`), at
+  /// that protocol's share of the bandwidth, paying its base latency plus the pipelined ring's
+  /// chain latency. Without them, and for the two-level algorithm, all-to-all, send/recv and
+  /// steps in lockstep, each transfer pays its route's latency once per step.
+  const Topology* topology = nullptr;
+  const GpuPreset* gpu = nullptr;
+  /// NCCL_PROTO: the protocol ring collectives use; nullopt: NCCL's choice.
+  std::optional<NcclProtocol> protocol = std::nullopt;
 };
+
+/// Whether `spec` runs as NCCL's pipelined ring under a protocol (see CollectiveSpec::topology).
+bool runs_protocol(const CollectiveSpec& spec);
+
+/// The per-rank bandwidth of the spec's ring over `channels` (ring_channels) on its topology, by
+/// algorithms.md 3.1 / 3.3: the narrowest hop with one channel; with c > 1, min(B_i * c / (c - 1),
+/// c * B_e) over the narrowest hop inside a node (B_i) and between nodes (B_e).
+Bandwidth ring_bandwidth(const CollectiveSpec& spec, const std::vector<std::vector<size_t>>& channels);
+
+/// NCCL's protocol for the spec's ring collective (or spec.protocol) and what it costs when the
+/// ring has bandwidth `ring_bw` per rank (nullopt: ring_bandwidth): choose_protocol over the
+/// slowest channel's chain latency of each protocol, for the bytes each rank sends
+/// (size / ranks per step, divided by spec.efficiency). Needs runs_protocol(spec).
+ProtocolChoice ring_protocol(const CollectiveSpec& spec, std::optional<Bandwidth> ring_bw = std::nullopt);
 
 /// The rings NCCL runs for a ring collective, as orders of the spec's positions, each carrying
 /// an equal share of the data. A group with g > 1 positions on each of several nodes gets

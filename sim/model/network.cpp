@@ -72,9 +72,12 @@ void FlowNetwork::start(const Program& p, GroupId g, Time now) {
       continue;
     }
     const auto& route = topo_.route(a, b);
-    Time latency;
-    for (LinkId l : route) latency += topo_.link(l).latency;
-    latency = latency * t.hops;
+    Time latency = t.latency;
+    if (latency == Transfer::kRouteLatency) {
+      latency = Time::zero();
+      for (LinkId l : route) latency += topo_.link(l).latency;
+      latency = latency * t.hops;
+    }
     if (t.bytes.value <= 0) {
       drained(g, now + latency);
       continue;

@@ -247,6 +247,7 @@ class Builder {
       cache[d]->streams.assign(cache[d]->gpus.size(), kNone);
       cache[d]->streams[0] = compute_stream_[d];
       cache[d]->node_of = nodes_of(cache[d]->gpus);
+      on_cluster(*cache[d]);
     }
     CollectiveSpec& spec = *cache[d];
     spec.op = kind;
@@ -321,6 +322,12 @@ class Builder {
       if (topo_.node_of(g) != topo_.node_of(gpus.front())) return 1;
     }
     return nccl_efficiency(*job_.cluster.gpu, kind, size.value / static_cast<int64_t>(gpus.size()));
+  }
+
+  /// Ring collectives run as NCCL runs them on this cluster (CollectiveSpec::topology).
+  void on_cluster(CollectiveSpec& spec) const {
+    spec.topology = &topo_;
+    spec.gpu = job_.cluster.gpu;
   }
 
   OpId last_compute(DeviceId d) const {
@@ -443,6 +450,7 @@ class Builder {
     spec.label = label;
     spec.label.traffic = Traffic::ContextGather;
     spec.fuse_steps = true;
+    on_cluster(spec);
     for (int32_t r = 0; r < ring_; ++r) spec.streams.push_back(compute_stream_[dev(pp, r)]);
     if (!backward) expand_collective(p_, spec);
     for (int32_t r = 0; r < ring_; ++r) {
@@ -594,6 +602,7 @@ class Builder {
     CollectiveSpec spec{op, CollectiveAlgo::Ring, Bytes{bytes}, g.gpus, {}, g.node_of, g.twins, false, {}};
     spec.fuse_steps = true;
     spec.efficiency = efficiency(op, Bytes{bytes}, g.gpus);
+    on_cluster(spec);
     spec.streams.assign(spec.gpus.size(), kNone);
     spec.label.phase = Phase::None;
     spec.label.traffic = Traffic::DataParallel;
@@ -800,6 +809,7 @@ class Builder {
         spec.twins.push_back({place_.gpu(c), place_.gpu(cb)});
       }
       spec.efficiency = efficiency(CollectiveOp::AllReduce, Bytes{bytes}, spec.gpus);
+      on_cluster(spec);
       spec.label.phase = Phase::None;
       spec.label.traffic = Traffic::DataParallel;
       const DeviceId da = dev(a_rank, r), db = dev(b_rank, r);

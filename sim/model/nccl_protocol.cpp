@@ -1,0 +1,112 @@
+#include "sim/model/nccl_protocol.hpp"
+
+#include <algorithm>
+#include <limits>
+
+#include "sim/core/error.hpp"
+
+namespace bubblesim::sim {
+namespace {
+
+constexpr std::pair<NcclProtocol, std::string_view> kNames[] = {
+    {NcclProtocol::LL, "LL"}, {NcclProtocol::LL128, "LL128"}, {NcclProtocol::Simple, "Simple"}};
+
+// NCCL's ring figures in microseconds (tuning.cc v2.30, [ncclTune] in hardware.md), by protocol
+// (LL, LL128, Simple).
+constexpr double kBaseUs[kNcclProtocols] = {6.6, 14.0, 8.4};
+constexpr double kNvlinkHopUs[kNcclProtocols] = {0.6, 1.9, 3.4};
+constexpr double kPcieHopUs[kNcclProtocols] = {1.0, 2.5, 5.7};
+constexpr double kNetHopUs[kNcclProtocols] = {2.7, 4.0, 14.0};
+constexpr double kLlIntraInterNode = 1.8;  // LL's intra-node hops when the collective spans nodes
+constexpr double kLlShareAllReduceOrNodes = 1.0 / 4;
+constexpr double kLlShareInsideNode = 1.0 / 3;
+constexpr double kLl128Share = 0.92;
+constexpr double kLl128ShareOneGpuPerNode = 0.7;
+constexpr double kLlMaxBwAmpere = 87.7e9;  // B/s
+constexpr double kLlMaxBwHopper = 141e9;
+
+size_t index(NcclProtocol p) { return static_cast<size_t>(p); }
+
+}  // namespace
+
+const char* to_string(NcclProtocol p) { return kNames[index(p)].second.data(); }
+
+std::optional<NcclProtocol> parse_protocol(std::string_view name) {
+  std::string lower(name);
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (lower == "auto") return std::nullopt;
+  for (const auto& [p, n] : kNames) {
+    std::string candidate(n);
+    std::transform(candidate.begin(), candidate.end(), candidate.begin(), [](unsigned char c) { return std::tolower(c); });
+    if (candidate == lower) return p;
+  }
+  throw InputError("--protocol: unknown NCCL protocol \"" + std::string(name) + "\" (valid: auto, LL, LL128, Simple)");
+}
+
+Time protocol_base_latency(NcclProtocol p) { return Time::from_seconds(kBaseUs[index(p)] * 1e-6); }
+
+Time protocol_hop_latency(NcclProtocol p, LinkClass cls, Time simple, bool multi_node) {
+  if (p == NcclProtocol::Simple || simple == Time::zero()) return simple;
+  const double* table = cls == LinkClass::NvLink ? kNvlinkHopUs : cls == LinkClass::Pcie ? kPcieHopUs : kNetHopUs;
+  double ratio = table[index(p)] / table[index(NcclProtocol::Simple)];
+  if (p == NcclProtocol::LL && multi_node && cls != LinkClass::Nic) ratio *= kLlIntraInterNode;
+  return Time::from_seconds(simple.seconds() * ratio);
+}
+
+double protocol_bandwidth_share(NcclProtocol p, const GpuPreset& gpu, bool allgather_or_reduce_scatter,
+                                bool multi_node, bool one_gpu_per_node, Bandwidth ring_bw) {
+  switch (p) {
+    case NcclProtocol::Simple: return 1;
+    case NcclProtocol::LL128:
+      if (gpu.nvlink_per_dir.value <= 0) return 0;
+      return one_gpu_per_node ? kLl128ShareOneGpuPerNode : kLl128Share;
+    case NcclProtocol::LL: {
+      const double share = multi_node || !allgather_or_reduce_scatter ? kLlShareAllReduceOrNodes : kLlShareInsideNode;
+      const double cap = gpu.arch == "hopper" ? kLlMaxBwHopper : kLlMaxBwAmpere;
+      if (!(ring_bw.bytes_per_s > 0)) return share;
+      return std::min(share, cap / ring_bw.bytes_per_s);
+    }
+  }
+  return 1;
+}
+
+Time ring_chain_latency(std::span<const Time> hops, int64_t steps) {
+  const auto n = static_cast<int64_t>(hops.size());
+  if (n == 0 || steps <= 0) return Time::zero();
+  Time lap;
+  for (Time t : hops) lap += t;
+  const int64_t laps = steps / n;
+  const int64_t rest = steps % n;
+  Time window;  // hops [0, rest)
+  for (int64_t j = 0; j < rest; ++j) window += hops[static_cast<size_t>(j)];
+  Time worst = window;
+  for (int64_t j = 1; rest > 0 && j < n; ++j) {  // slide to hops [j, j + rest)
+    window += hops[static_cast<size_t>((j + rest - 1) % n)];
+    window -= hops[static_cast<size_t>(j - 1)];
+    worst = max(worst, window);
+  }
+  return lap * laps + worst;
+}
+
+ProtocolChoice choose_protocol(std::span<const Time, kNcclProtocols> chain, const GpuPreset& gpu,
+                               bool allgather_or_reduce_scatter, bool multi_node, bool one_gpu_per_node,
+                               Bandwidth ring_bw, double wire_bytes, std::optional<NcclProtocol> forced) {
+  ProtocolChoice best;
+  best.seconds = std::numeric_limits<double>::infinity();
+  for (const NcclProtocol p : {NcclProtocol::LL, NcclProtocol::LL128, NcclProtocol::Simple}) {
+    if (forced && *forced != p) continue;
+    const double share =
+        protocol_bandwidth_share(p, gpu, allgather_or_reduce_scatter, multi_node, one_gpu_per_node, ring_bw);
+    if (share <= 0) continue;
+    const Time latency = protocol_base_latency(p) + chain[index(p)];
+    const double seconds = latency.seconds() + wire_bytes / (ring_bw.bytes_per_s * share);
+    if (seconds < best.seconds) best = {p, latency, share, seconds};
+  }
+  if (!(best.seconds < std::numeric_limits<double>::infinity())) {
+    throw InputError(std::string("NCCL does not run the ") + to_string(*forced) + " protocol on " +
+                     std::string(gpu.id) + " (LL128 needs NVLink)");
+  }
+  return best;
+}
+
+}  // namespace bubblesim::sim

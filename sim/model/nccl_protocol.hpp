@@ -1,0 +1,69 @@
+// NCCL's three wire protocols (LL, LL128, Simple) as its own cost model describes them
+// (src/graph/tuning.cc, v2.30; hardware.md "Latency (α) figures"): a base latency per call, a
+// per-hop latency per link class, the share of the links' bandwidth each reaches, and NCCL's choice
+// of the fastest; and the latency of a pipelined ring, whose chunks travel hop after hop.
+// Not a network: the bandwidth a ring gets comes from the caller (the flow model shares links).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string_view>
+
+#include "sim/core/units.hpp"
+#include "sim/preset/presets.hpp"
+#include "sim/topo/topology.hpp"
+
+namespace bubblesim::sim {
+
+enum class NcclProtocol : uint8_t { LL, LL128, Simple };
+constexpr int kNcclProtocols = 3;
+
+const char* to_string(NcclProtocol p);
+/// "LL", "LL128" or "Simple" (NCCL_PROTO's names, any case); "auto" gives nullopt (NCCL's
+/// choice). Throws InputError listing the valid names.
+std::optional<NcclProtocol> parse_protocol(std::string_view name);
+
+/// The latency NCCL's model charges once per ring collective under protocol `p`: 6.6 us (LL),
+/// 14 us (LL128), 8.4 us (Simple).
+Time protocol_base_latency(NcclProtocol p);
+
+/// One hop's latency over a link of class `cls` under protocol `p`, for a link whose latency in
+/// the topology is `simple`. The topology's link latencies are the Simple protocol's per-hop
+/// figures (the presets' NVLink 3.4 us and PCIe 5.7 us are NCCL's); LL and LL128 scale them by
+/// NCCL's ratios for that class (NVLink 0.6 / 1.9 of 3.4, PCIe 1.0 / 2.5 of 5.7, network
+/// 2.7 / 4.0 of 14), so a calibrated or user-set latency keeps its meaning. NCCL charges LL's
+/// intra-node hops 1.8 times when the collective spans nodes (`multi_node`).
+Time protocol_hop_latency(NcclProtocol p, LinkClass cls, Time simple, bool multi_node);
+
+/// The share of the ring's bandwidth `ring_bw` (per rank and direction, the Simple protocol's)
+/// that protocol `p` reaches: LL carries 8 data bytes per 16-byte line and runs at a quarter of
+/// the links (a third for all-gather and reduce-scatter inside one node), at most llMaxBw (87.7
+/// GB/s on Ampere, 141 on Hopper); LL128 0.92 (0.7 with one GPU per node); Simple all of it.
+/// 0 where NCCL does not enable the protocol (LL128 needs NVLink inside the node).
+double protocol_bandwidth_share(NcclProtocol p, const GpuPreset& gpu, bool allgather_or_reduce_scatter,
+                                bool multi_node, bool one_gpu_per_node, Bandwidth ring_bw);
+
+/// The latency of a pipelined ring of `steps` steps whose hops have latencies `hops` (hop j
+/// from position j to j + 1, cyclically): the most any chunk pays, the largest sum over `steps`
+/// consecutive hops. NCCL's ring forwards each chunk as soon as it arrives, so a ring with a
+/// few slow hops (those that cross nodes) pays them only as often as a chunk crosses them, not
+/// once per step. O(hops).
+Time ring_chain_latency(std::span<const Time> hops, int64_t steps);
+
+/// A protocol and what it costs one ring collective.
+struct ProtocolChoice {
+  NcclProtocol protocol = NcclProtocol::Simple;
+  Time latency;          // base latency plus the ring's chain latency
+  double share = 1;      // of the ring's bandwidth (protocol_bandwidth_share)
+  double seconds = 0;    // the whole collective: latency + wire bytes / (bandwidth x share)
+};
+
+/// NCCL's choice among the enabled protocols for a ring collective (or `forced`): the least
+/// `latency[p] + wire_bytes / (ring_bw x share[p])`, where `latency[p]` is the protocol's base
+/// latency plus its chain latency and `wire_bytes` what each rank sends in all.
+ProtocolChoice choose_protocol(std::span<const Time, kNcclProtocols> chain, const GpuPreset& gpu, bool allgather_or_reduce_scatter,
+                               bool multi_node, bool one_gpu_per_node, Bandwidth ring_bw, double wire_bytes,
+                               std::optional<NcclProtocol> forced = std::nullopt);
+
+}  // namespace bubblesim::sim
