@@ -56,14 +56,49 @@ Time hop_latency(const Topology& topo, int32_t a, int32_t b, NcclProtocol p, boo
   return t;
 }
 
-/// The chain latency (ring_chain_latency) of the ring visiting `gpus` at the positions `order`.
-Time chain_of(const Topology& topo, const std::vector<int32_t>& gpus, const std::vector<size_t>& order,
-              NcclProtocol p, int64_t steps, bool multi_node, std::vector<Time>& hops) {
-  hops.clear();
-  for (size_t j = 0; j < order.size(); ++j) {
-    hops.push_back(hop_latency(topo, gpus[order[j]], gpus[order[(j + 1) % order.size()]], p, multi_node));
+/// The hops of the spec's rings under every protocol, for its own GPUs only or with the twins'.
+RingHops hops_of(const CollectiveSpec& s, bool with_twins) {
+  RingHops h;
+  h.orders = ring_channels(s);
+  h.bandwidth = ring_bandwidth(s, h.orders);
+  const bool multi = spans_nodes(s);
+  const size_t copies = with_twins ? 1 + s.twins.size() : 1;
+  for (const NcclProtocol p : {NcclProtocol::LL, NcclProtocol::LL128, NcclProtocol::Simple}) {
+    auto& per_order = h.hops[static_cast<size_t>(p)];
+    per_order.resize(h.orders.size());
+    for (size_t r = 0; r < h.orders.size(); ++r) {
+      const std::vector<size_t>& order = h.orders[r];
+      for (size_t k = 0; k < copies; ++k) {
+        const std::vector<int32_t>& gpus = k == 0 ? s.gpus : s.twins[k - 1];
+        std::vector<Time>& hops = per_order[r].emplace_back();
+        for (size_t j = 0; j < order.size(); ++j) {
+          hops.push_back(hop_latency(*s.topology, gpus[order[j]], gpus[order[(j + 1) % order.size()]], p, multi));
+        }
+      }
+    }
   }
-  return ring_chain_latency(hops, steps);
+  return h;
+}
+
+/// Choice for the spec over its rings' hops `h` (the spec's own copy).
+ProtocolChoice choose_for(const CollectiveSpec& s, const RingHops& h, std::optional<Bandwidth> ring_bw) {
+  const size_t n = s.gpus.size();
+  const bool multi = spans_nodes(s);
+  const int64_t steps = ring_steps(s.op, n);
+  std::array<Time, kNcclProtocols> chain{};
+  for (size_t p = 0; p < kNcclProtocols; ++p) {
+    for (const auto& copies : h.hops[p]) chain[p] = max(chain[p], ring_chain_latency(copies[0], steps));
+  }
+  bool one_per_node = multi;
+  if (multi) {
+    std::unordered_map<int32_t, int> per_node;
+    for (int32_t node : s.node_of) one_per_node = one_per_node && ++per_node[node] == 1;
+  }
+  const int64_t chunk = s.size.value / static_cast<int64_t>(n);
+  const double wire = static_cast<double>(steps) * std::ceil(static_cast<double>(chunk) / s.efficiency);
+  const bool gather_or_scatter = s.op == CollectiveOp::AllGather || s.op == CollectiveOp::ReduceScatter;
+  return choose_protocol(chain, *s.gpu, gather_or_scatter, multi, one_per_node,
+                         ring_bw.value_or(h.bandwidth), wire, s.protocol);
 }
 
 /// Builds steps for subsets of the spec's ranks; remembers each rank's last op.
@@ -74,21 +109,17 @@ class Expander {
   }
 
   /// From now on, ring steps run under `choice`: their transfers carry bytes / share and, for
-  /// ring order r (an entry of `orders`, the channel or the members in order) and copy k (0:
-  /// the spec's GPUs, then each twin), the protocol's base latency plus that ring's chain
-  /// latency over `steps` steps, once per merged collective.
-  void use_protocol(const ProtocolChoice& choice, const std::vector<std::vector<size_t>>& orders, int64_t steps) {
+  /// ring order r of `h` (the channel, or the members in order) and copy k (0: the spec's GPUs,
+  /// then each twin), the protocol's base latency plus that ring's chain latency over `steps`
+  /// steps, once per merged collective.
+  void use_protocol(const ProtocolChoice& choice, const RingHops& h, int64_t steps) {
     share_ = choice.share;
-    latency_.assign(orders.size(), {});
-    const bool multi = spans_nodes(s_);
+    const auto& hops = h.hops[static_cast<size_t>(choice.protocol)];
+    latency_.assign(hops.size(), {});
     const Time base = protocol_base_latency(choice.protocol);
-    std::vector<Time> hops;
-    for (size_t r = 0; r < orders.size(); ++r) {
-      for (size_t k = 0; k <= s_.twins.size(); ++k) {
-        const auto& gpus = k == 0 ? s_.gpus : s_.twins[k - 1];
-        const Time chain = chain_of(*s_.topology, gpus, orders[r], choice.protocol, steps, multi, hops);
-        latency_[r].push_back((base + chain) * s_.merged);
-      }
+    for (size_t r = 0; r < hops.size(); ++r) {
+      BUBBLESIM_ASSERT(hops[r].size() == 1 + s_.twins.size(), "ring hops computed without the twins");
+      for (const std::vector<Time>& copy : hops[r]) latency_[r].push_back((base + ring_chain_latency(copy, steps)) * s_.merged);
     }
   }
 
@@ -233,8 +264,10 @@ std::vector<OpId> expand_collective(Program& p, const CollectiveSpec& s, std::sp
   }
   const auto* rings = channels.size() > 1 ? &channels : nullptr;
   if (runs_protocol(s)) {
-    const std::vector<std::vector<size_t>> orders = rings != nullptr ? channels : std::vector<std::vector<size_t>>{all};
-    e.use_protocol(ring_protocol(s), orders, ring_steps(s.op, n));
+    RingHops computed;
+    if (s.hops == nullptr) computed = hops_of(s, true);
+    const RingHops& h = s.hops != nullptr ? *s.hops : computed;
+    e.use_protocol(choose_for(s, h, std::nullopt), h, ring_steps(s.op, n));
   }
   switch (s.op) {
     case CollectiveOp::AllReduce: e.ring(all, chunk, 2 * steps, rings); break;
@@ -280,27 +313,13 @@ Bandwidth ring_bandwidth(const CollectiveSpec& s, const std::vector<std::vector<
 
 ProtocolChoice ring_protocol(const CollectiveSpec& s, std::optional<Bandwidth> ring_bw) {
   BUBBLESIM_ASSERT(runs_protocol(s), "ring_protocol needs a fused ring collective with its topology and GPU");
-  const size_t n = s.gpus.size();
-  const std::vector<std::vector<size_t>> orders = ring_channels(s);
-  const bool multi = spans_nodes(s);
-  const int64_t steps = ring_steps(s.op, n);
-  std::array<Time, kNcclProtocols> chain{};
-  std::vector<Time> hops;
-  for (const NcclProtocol p : {NcclProtocol::LL, NcclProtocol::LL128, NcclProtocol::Simple}) {
-    for (const auto& order : orders) {
-      chain[static_cast<size_t>(p)] = max(chain[static_cast<size_t>(p)], chain_of(*s.topology, s.gpus, order, p, steps, multi, hops));
-    }
-  }
-  bool one_per_node = multi;
-  if (multi) {
-    std::unordered_map<int32_t, int> per_node;
-    for (int32_t node : s.node_of) one_per_node = one_per_node && ++per_node[node] == 1;
-  }
-  const int64_t chunk = s.size.value / static_cast<int64_t>(n);
-  const double wire = static_cast<double>(steps) * std::ceil(static_cast<double>(chunk) / s.efficiency);
-  const bool gather_or_scatter = s.op == CollectiveOp::AllGather || s.op == CollectiveOp::ReduceScatter;
-  return choose_protocol(chain, *s.gpu, gather_or_scatter, multi, one_per_node,
-                         ring_bw.value_or(ring_bandwidth(s, orders)), wire, s.protocol);
+  if (s.hops != nullptr) return choose_for(s, *s.hops, ring_bw);
+  return choose_for(s, hops_of(s, false), ring_bw);
+}
+
+RingHops ring_hops(const CollectiveSpec& s) {
+  BUBBLESIM_ASSERT(s.topology != nullptr && s.gpus.size() >= 2, "ring_hops needs the topology and 2 or more GPUs");
+  return hops_of(s, true);
 }
 
 std::vector<std::vector<size_t>> ring_channels(const CollectiveSpec& s) {

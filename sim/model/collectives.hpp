@@ -5,6 +5,7 @@
 // Not a network: the steps' transfers go over whatever NetworkModel the executor is given.
 #pragma once
 
+#include <array>
 #include <optional>
 #include <span>
 #include <string>
@@ -29,6 +30,8 @@ CollectiveAlgo parse_algorithm(std::string_view name);
 
 /// nccl-tests' busbw / algbw factor for `n` ranks (doc/PERFORMANCE.md).
 double busbw_factor(CollectiveOp op, int n);
+
+struct RingHops;
 
 /// One collective over the GPUs `gpus` (in ring order). `streams[i]` is the stream on which
 /// position i issues, or kNone for a GPU the Program does not simulate (its transfers still go
@@ -70,7 +73,21 @@ struct CollectiveSpec {
   const GpuPreset* gpu = nullptr;
   /// NCCL_PROTO: the protocol ring collectives use; nullopt: NCCL's choice.
   std::optional<NcclProtocol> protocol = std::nullopt;
+  /// ring_hops(*this), kept by a caller that expands the same GPUs many times (the route
+  /// lookups behind it cost more than the rest of an expansion); nullptr: computed each time.
+  const RingHops* hops = nullptr;
 };
+
+/// The hop latencies of a spec's rings under each protocol: for protocol p, ring order r (of
+/// `orders`, ring_channels) and copy k (0: the spec's GPUs, then each twin), hop j's latency
+/// from position orders[r][j] to the next (protocol_hop_latency over its route). Depends on the
+/// spec's GPUs, twins, nodes, channels and topology only.
+struct RingHops {
+  std::vector<std::vector<size_t>> orders;
+  std::array<std::vector<std::vector<std::vector<Time>>>, kNcclProtocols> hops;  // [p][r][k][j]
+  Bandwidth bandwidth;  // ring_bandwidth(spec, orders)
+};
+RingHops ring_hops(const CollectiveSpec& spec);
 
 /// Whether `spec` runs as NCCL's pipelined ring under a protocol (see CollectiveSpec::topology).
 bool runs_protocol(const CollectiveSpec& spec);

@@ -12,8 +12,7 @@ constexpr std::pair<NcclProtocol, std::string_view> kNames[] = {
     {NcclProtocol::LL, "LL"}, {NcclProtocol::LL128, "LL128"}, {NcclProtocol::Simple, "Simple"}};
 
 // NCCL's ring figures in microseconds (tuning.cc v2.30, [ncclTune] in hardware.md), by protocol
-// (LL, LL128, Simple).
-constexpr double kBaseUs[kNcclProtocols] = {6.6, 14.0, 8.4};
+// (LL, LL128, Simple); the base latencies are in protocol_base_latency.
 constexpr double kNvlinkHopUs[kNcclProtocols] = {0.6, 1.9, 3.4};
 constexpr double kPcieHopUs[kNcclProtocols] = {1.0, 2.5, 5.7};
 constexpr double kNetHopUs[kNcclProtocols] = {2.7, 4.0, 14.0};
@@ -43,7 +42,10 @@ std::optional<NcclProtocol> parse_protocol(std::string_view name) {
   throw InputError("--protocol: unknown NCCL protocol \"" + std::string(name) + "\" (valid: auto, LL, LL128, Simple)");
 }
 
-Time protocol_base_latency(NcclProtocol p) { return Time::from_seconds(kBaseUs[index(p)] * 1e-6); }
+Time protocol_base_latency(NcclProtocol p) {
+  constexpr Time kBase[kNcclProtocols] = {Time::ps(6'600'000), Time::ps(14'000'000), Time::ps(8'400'000)};
+  return kBase[index(p)];
+}
 
 Time protocol_hop_latency(NcclProtocol p, LinkClass cls, Time simple, bool multi_node) {
   if (p == NcclProtocol::Simple || simple == Time::zero()) return simple;
@@ -73,6 +75,8 @@ double protocol_bandwidth_share(NcclProtocol p, const GpuPreset& gpu, bool allga
 Time ring_chain_latency(std::span<const Time> hops, int64_t steps) {
   const auto n = static_cast<int64_t>(hops.size());
   if (n == 0 || steps <= 0) return Time::zero();
+  // Equal hops (a ring inside one node): one per step. The common case, on every TP collective.
+  if (std::all_of(hops.begin() + 1, hops.end(), [&](Time t) { return t == hops[0]; })) return hops[0] * steps;
   Time lap;
   for (Time t : hops) lap += t;
   const int64_t laps = steps / n;
@@ -80,8 +84,9 @@ Time ring_chain_latency(std::span<const Time> hops, int64_t steps) {
   Time window;  // hops [0, rest)
   for (int64_t j = 0; j < rest; ++j) window += hops[static_cast<size_t>(j)];
   Time worst = window;
-  for (int64_t j = 1; rest > 0 && j < n; ++j) {  // slide to hops [j, j + rest)
-    window += hops[static_cast<size_t>((j + rest - 1) % n)];
+  for (int64_t j = 1, last = rest; rest > 0 && j < n; ++j, ++last) {  // slide to hops [j, j + rest)
+    if (last == n) last = 0;
+    window += hops[static_cast<size_t>(last)];
     window -= hops[static_cast<size_t>(j - 1)];
     worst = max(worst, window);
   }

@@ -229,7 +229,9 @@ class Builder {
   OpId group_collective(DeviceId d, CollectiveOp kind, Dim dim, Bytes bytes, Label label,
                         std::initializer_list<Dim> twin_dims, int32_t merged = 1) {
     auto& cache = dim == Dim::Ulysses ? ulysses_spec_ : tp_spec_;
+    auto& hops = dim == Dim::Ulysses ? ulysses_hops_ : tp_hops_;
     if (cache.size() <= d) cache.resize(d + 1);
+    if (hops.size() <= d) hops.resize(d + 1);
     if (!cache[d]) {
       auto [gpus, twins] = group_with_twins(d, dim, twin_dims);
       // Tensor-parallel groups that each stay inside a node have NVLink to themselves: the
@@ -248,6 +250,10 @@ class Builder {
       cache[d]->streams[0] = compute_stream_[d];
       cache[d]->node_of = nodes_of(cache[d]->gpus);
       on_cluster(*cache[d]);
+      if (cache[d]->gpus.size() >= 2) {
+        hops[d] = std::make_unique<RingHops>(ring_hops(*cache[d]));
+        cache[d]->hops = hops[d].get();
+      }
     }
     CollectiveSpec& spec = *cache[d];
     spec.op = kind;
@@ -603,6 +609,10 @@ class Builder {
     spec.fuse_steps = true;
     spec.efficiency = efficiency(op, Bytes{bytes}, g.gpus);
     on_cluster(spec);
+    if (dp_hops_.size() <= static_cast<size_t>(pp)) dp_hops_.resize(static_cast<size_t>(pp) + 1);
+    auto& hops = dp_hops_[static_cast<size_t>(pp)];
+    if (!hops && spec.gpus.size() >= 2) hops = std::make_unique<RingHops>(ring_hops(spec));
+    spec.hops = hops.get();
     spec.streams.assign(spec.gpus.size(), kNone);
     spec.label.phase = Phase::None;
     spec.label.traffic = Traffic::DataParallel;
@@ -882,6 +892,8 @@ class Builder {
   std::vector<StreamId> compute_stream_, recv_stream_, dp_stream_, sp_stream_;
   std::vector<DpGroup> dp_groups_;
   std::vector<std::unique_ptr<CollectiveSpec>> tp_spec_, ulysses_spec_;  // per device, built on first use
+  std::vector<std::unique_ptr<RingHops>> tp_hops_, ulysses_hops_;      // their ring_hops
+  std::vector<std::unique_ptr<RingHops>> dp_hops_;                     // per stage: its dp group's ring_hops
   std::vector<std::vector<Transfer>> ring_transfers_;                     // per device: its K/V arrivals
   std::vector<OpId> fwd_last_, bwd_last_;
   std::vector<PendingDep> pending_;
