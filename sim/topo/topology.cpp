@@ -30,6 +30,13 @@ struct Topology::Graph {
   using EdgeDesc = G::edge_descriptor;
   G g;
   std::vector<Vertex> gpu_vertex;
+  // Scratch of find_route, kept across searches so that a route costs only the vertices its
+  // search reaches: a vertex is white unless stamped by the current search.
+  std::vector<uint32_t> stamp;
+  std::vector<boost::default_color_type> color;
+  std::vector<EdgeDesc> via;
+  std::vector<Vertex> queue;
+  uint32_t search = 0;
 };
 
 namespace {
@@ -40,6 +47,41 @@ struct NoTransitGpu {
   const G* g = nullptr;
   typename G::vertex_descriptor from{}, to{};
   bool operator()(typename G::vertex_descriptor v) const { return !(*g)[v].is_gpu || v == from || v == to; }
+};
+
+/// BFS colours of the current search (Topology::Graph's stamps): unstamped vertices are white.
+struct StampedColors {
+  using key_type = size_t;
+  using value_type = boost::default_color_type;
+  using reference = boost::default_color_type;
+  using category = boost::read_write_property_map_tag;
+  std::vector<uint32_t>* stamp;
+  std::vector<boost::default_color_type>* color;
+  uint32_t search;
+};
+boost::default_color_type get(const StampedColors& m, size_t v) {
+  return (*m.stamp)[v] == m.search ? (*m.color)[v] : boost::white_color;
+}
+void put(const StampedColors& m, size_t v, boost::default_color_type c) {
+  (*m.stamp)[v] = m.search;
+  (*m.color)[v] = c;
+}
+
+/// The BFS queue, which reads as empty once the destination is found: boost's search then
+/// stops there instead of visiting the whole cluster.
+template <class Vertex>
+class UntilFound {
+ public:
+  UntilFound(std::vector<Vertex>& storage, const bool& found) : q_(storage), found_(found) { q_.clear(); }
+  void push(Vertex v) { q_.push_back(v); }
+  void pop() { ++head_; }
+  Vertex& top() { return q_[head_]; }
+  bool empty() const { return found_ || head_ == q_.size(); }
+
+ private:
+  std::vector<Vertex>& q_;
+  const bool& found_;
+  size_t head_ = 0;
 };
 
 }  // namespace
@@ -117,26 +159,41 @@ const std::vector<LinkId>& Topology::find_route(int32_t a, int32_t b) const {
   const auto src = graph_->gpu_vertex[static_cast<size_t>(a)];
   const auto dst = graph_->gpu_vertex[static_cast<size_t>(b)];
   NoTransitGpu<G> keep{&g, src, dst};
-  boost::filtered_graph<G, boost::keep_all, NoTransitGpu<G>> fg(g, boost::keep_all{}, keep);
-  std::vector<Graph::EdgeDesc> via(boost::num_vertices(g));
-  std::vector<bool> reached(boost::num_vertices(g), false);
-  reached[src] = true;
+  using Filtered = boost::filtered_graph<G, boost::keep_all, NoTransitGpu<G>>;
+  Filtered fg(g, boost::keep_all{}, keep);
+  Graph& scratch = *graph_;
+  const size_t vertices = boost::num_vertices(g);
+  if (scratch.stamp.size() != vertices) {
+    scratch.stamp.assign(vertices, 0);
+    scratch.color.assign(vertices, boost::white_color);
+    scratch.via.resize(vertices);
+    scratch.search = 0;
+  }
+  if (++scratch.search == 0) {  // the stamps wrapped: start over
+    std::fill(scratch.stamp.begin(), scratch.stamp.end(), 0);
+    scratch.search = 1;
+  }
+  bool found = false;
   struct Recorder : boost::default_bfs_visitor {
     std::vector<Graph::EdgeDesc>* via;
-    std::vector<bool>* reached;
-    void tree_edge(Graph::EdgeDesc e, const boost::filtered_graph<G, boost::keep_all, NoTransitGpu<G>>& fg) const {
-      (*via)[boost::target(e, fg)] = e;
-      (*reached)[boost::target(e, fg)] = true;
+    Graph::Vertex dst;
+    bool* found;
+    void tree_edge(Graph::EdgeDesc e, const Filtered& f) const {
+      (*via)[boost::target(e, f)] = e;
+      if (boost::target(e, f) == dst) *found = true;
     }
   };
   Recorder rec;
-  rec.via = &via;
-  rec.reached = &reached;
-  boost::breadth_first_search(fg, src, boost::visitor(rec));
-  if (!reached[dst]) {
+  rec.via = &scratch.via;
+  rec.dst = dst;
+  rec.found = &found;
+  UntilFound<Graph::Vertex> queue(scratch.queue, found);
+  boost::breadth_first_visit(fg, src, queue, rec, StampedColors{&scratch.stamp, &scratch.color, scratch.search});
+  if (!found) {
     throw InputError("no route from GPU " + std::to_string(a) + " to GPU " + std::to_string(b) +
                      " (a node without NICs cannot reach the others)");
   }
+  const std::vector<Graph::EdgeDesc>& via = scratch.via;
   std::vector<LinkId> path;
   for (auto v = dst; v != src; v = boost::source(via[v], g)) path.push_back(g[via[v]].link);
   std::reverse(path.begin(), path.end());

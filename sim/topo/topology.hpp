@@ -45,7 +45,8 @@ class Topology {
   size_t links() const { return links_.size(); }
 
   /// The directed links from GPU `a` to GPU `b` (a != b), shortest in hops, never through another
-  /// GPU. Computed with BFS on first use and cached: O(V + E) once per pair.
+  /// GPU. Computed with BFS on first use and cached: once per pair, O(V + E) at worst; the search
+  /// stops when it reaches `b` (a route inside a node visits a few vertices).
   const std::vector<LinkId>& route(int32_t a, int32_t b) const {
     if (!dense_.empty()) {  // the hot path: one lookup per transfer started
       const auto* r = dense_[static_cast<size_t>(a) * static_cast<size_t>(gpus_) + static_cast<size_t>(b)];
