@@ -25,6 +25,8 @@ TEST_CASE("a pipelined ring pays the slowest run of consecutive hops, lapping th
   CHECK(ring_chain_latency(hops, 3) == us(7));       // 1 + 1 + 5
   CHECK(ring_chain_latency(hops, 4) == us(8));       // one lap
   CHECK(ring_chain_latency(hops, 6) == us(8 + 6));   // a lap and the window 1 + 5
+  const std::vector<Time> ends{us(5), us(1), us(1), us(5)};
+  CHECK(ring_chain_latency(ends, 2) == us(10));      // the window wraps: hop 3, then hop 0
   const std::vector<Time> even(8, us(3.4));
   CHECK(ring_chain_latency(even, 14) == us(3.4) * 14);  // equal hops: one per step
   CHECK(ring_chain_latency({}, 5) == Time::zero());
@@ -49,16 +51,25 @@ TEST_CASE("each protocol reaches NCCL's share of the ring bandwidth, LL128 only 
   const GpuPreset& h100 = find_gpu("h100-sxm5-80gb", "test");
   const GpuPreset& l20 = find_gpu("l20-pcie-48gb", "test");
   const Bandwidth nvlink{240e9};
-  CHECK(protocol_bandwidth_share(NcclProtocol::Simple, a100, false, false, false, nvlink) == 1);
-  CHECK(protocol_bandwidth_share(NcclProtocol::LL128, a100, false, false, false, nvlink) == Approx(0.92));
-  CHECK(protocol_bandwidth_share(NcclProtocol::LL128, a100, false, true, true, nvlink) == Approx(0.7));
-  CHECK(protocol_bandwidth_share(NcclProtocol::LL128, l20, false, false, false, Bandwidth{25e9}) == 0);
-  CHECK(protocol_bandwidth_share(NcclProtocol::LL, a100, false, false, false, nvlink) == Approx(0.25));
-  CHECK(protocol_bandwidth_share(NcclProtocol::LL, a100, true, false, false, Bandwidth{150e9}) == Approx(1.0 / 3));
-  CHECK(protocol_bandwidth_share(NcclProtocol::LL, a100, true, true, false, Bandwidth{150e9}) == Approx(0.25));
-  // llMaxBw caps LL's busbw: 87.7 GB/s on Ampere, 141 on Hopper.
-  CHECK(protocol_bandwidth_share(NcclProtocol::LL, a100, false, false, false, Bandwidth{600e9}) == Approx(87.7 / 600));
-  CHECK(protocol_bandwidth_share(NcclProtocol::LL, h100, false, false, false, Bandwidth{800e9}) == Approx(141.0 / 800));
+  const RingShape all_reduce{false, 1, false};
+  const RingShape gather{true, 1, false};
+  const RingShape gather_two_nodes{true, 2, false};
+  const RingShape one_per_node{false, 4, true};
+  CHECK(protocol_bandwidth_share(NcclProtocol::Simple, a100, all_reduce, nvlink) == 1);
+  CHECK(protocol_bandwidth_share(NcclProtocol::LL128, a100, all_reduce, nvlink) == Approx(0.92));
+  CHECK(protocol_bandwidth_share(NcclProtocol::LL128, a100, one_per_node, Bandwidth{20e9}) == Approx(0.7));
+  CHECK(protocol_bandwidth_share(NcclProtocol::LL128, l20, all_reduce, Bandwidth{25e9}) == 0);
+  CHECK(protocol_bandwidth_share(NcclProtocol::LL, a100, all_reduce, nvlink) == Approx(0.25));
+  CHECK(protocol_bandwidth_share(NcclProtocol::LL, a100, gather, Bandwidth{150e9}) == Approx(1.0 / 3));
+  CHECK(protocol_bandwidth_share(NcclProtocol::LL, a100, gather_two_nodes, Bandwidth{80e9}) == Approx(0.25));
+  // llMaxBw caps LL's busbw: inside a node 87.7 GB/s on Ampere, 141 on Hopper; across nodes by
+  // host and node count (DGX A100's AMD: 22.5 on 2 nodes, 19 beyond; DGX H100's Intel: 39, 20.4).
+  CHECK(protocol_bandwidth_share(NcclProtocol::LL, a100, all_reduce, Bandwidth{600e9}) == Approx(87.7 / 600));
+  CHECK(protocol_bandwidth_share(NcclProtocol::LL, h100, all_reduce, Bandwidth{800e9}) == Approx(141.0 / 800));
+  CHECK(protocol_bandwidth_share(NcclProtocol::LL, a100, gather_two_nodes, Bandwidth{180e9}) == Approx(22.5 / 180));
+  CHECK(protocol_bandwidth_share(NcclProtocol::LL, a100, one_per_node, Bandwidth{180e9}) == Approx(19.0 / 180));
+  CHECK(protocol_bandwidth_share(NcclProtocol::LL, h100, gather_two_nodes, Bandwidth{360e9}) == Approx(39.0 / 360));
+  CHECK(protocol_bandwidth_share(NcclProtocol::LL, h100, one_per_node, Bandwidth{360e9}) == Approx(20.4 / 360));
 }
 
 TEST_CASE("NCCL picks LL for small messages, LL128 in between and Simple for large ones inside an A100 node", "[nccl]") {
@@ -69,20 +80,22 @@ TEST_CASE("NCCL picks LL for small messages, LL128 in between and Simple for lar
     chain[static_cast<size_t>(p)] = protocol_hop_latency(p, LinkClass::NvLink, us(3.4), false) * 14;
   }
   const Bandwidth bw{240e9};
-  const auto pick = [&](double size) { return choose_protocol(chain, a100, false, false, false, bw, 14 * size / 8); };
+  const RingShape node{false, 1, false};
+  const auto pick = [&](double size) { return choose_protocol(chain, a100, node, bw, 14 * size / 8); };
   const ProtocolChoice tiny = pick(8);
   CHECK(tiny.protocol == NcclProtocol::LL);
   CHECK(tiny.latency == us(6.6 + 14 * 0.6));
   CHECK(tiny.seconds == Approx(15.0e-6 + 14.0 / (240e9 * 0.25)));
   CHECK(pick(8 << 20).protocol == NcclProtocol::LL128);
   CHECK(pick(512 << 20).protocol == NcclProtocol::Simple);
-  const ProtocolChoice forced = choose_protocol(chain, a100, false, false, false, bw, 14, NcclProtocol::Simple);
+  const ProtocolChoice forced = choose_protocol(chain, a100, node, bw, 14, NcclProtocol::Simple);
   CHECK(forced.protocol == NcclProtocol::Simple);
   CHECK(forced.latency == us(8.4 + 14 * 3.4));
   // Without NVLink NCCL never runs LL128.
   const GpuPreset& l20 = find_gpu("l20-pcie-48gb", "test");
-  CHECK_THROWS_AS(choose_protocol(chain, l20, false, false, false, bw, 14, NcclProtocol::LL128), InputError);
-  CHECK(choose_protocol(chain, l20, false, false, false, bw, 14.0 * (8 << 20) / 8).protocol != NcclProtocol::LL128);
+  CHECK_THROWS_AS(choose_protocol(chain, l20, node, bw, 14, NcclProtocol::LL128), InputError);
+  CHECK(choose_protocol(chain, l20, node, bw, 14.0 * (8 << 20) / 8).protocol != NcclProtocol::LL128);
+  CHECK_THROWS_WITH(choose_protocol(chain, a100, node, Bandwidth{0}, 14), Catch::Contains("without bandwidth"));
 }
 
 TEST_CASE("protocol names read as NCCL_PROTO writes them", "[nccl]") {

@@ -345,3 +345,38 @@ TEST_CASE("NCCL's protocol choice sets a ring's time, the simulated one agreeing
   // Inside the node: 8 bytes under LL take NCCL's 6.6 us base and 14 hops of 0.6 us.
   CHECK(nccl_ring(one, a100, CollectiveOp::AllReduce, 8, first(8)).first == Approx(15e-6).epsilon(1e-3));
 }
+
+TEST_CASE("each ring of a collective, its own and its twins', pays its own chain latency", "[network][collective]") {
+  // 2 nodes x 4 GPUs. The simulated ring {0, 1, 2, 3} stays in node 0; its twin {2, 3, 4, 5}
+  // crosses to node 1 and back, so its chunks pay two NIC hops where the first pays none.
+  ResolvedCluster c = cluster(2, 4, 150, 25, 3.4, 4, "a100-sxm4-80gb");
+  c.inter_latency = Time::from_seconds(5e-6);
+  const Topology t(c);
+  Program p;
+  CollectiveSpec spec{CollectiveOp::AllGather, CollectiveAlgo::Ring, Bytes{1 << 20}, {0, 1, 2, 3}, {}, {0, 0, 0, 0},
+                      {{2, 3, 4, 5}}, true, {}};
+  spec.topology = &t;
+  spec.gpu = c.gpu;
+  spec.protocol = NcclProtocol::Simple;
+  for (int g = 0; g < 4; ++g) spec.streams.push_back(p.add_stream(p.add_device("d"), StreamKind::Comm, "comm"));
+  expand_collective(p, spec);
+  p.finalize();
+  REQUIRE(p.groups().size() == 1);
+  const auto transfers = p.transfers(0);
+  REQUIRE(transfers.size() == 8);
+  const Time own = Time::from_seconds((8.4 + 3 * 3.4) * 1e-6);             // 3 NVLink hops
+  const Time twin = Time::from_seconds((8.4 + 2 * 5 + 1 * 3.4) * 1e-6);    // the 3 hops 3->4, 4->5, 5->2
+  for (size_t i = 0; i < transfers.size(); ++i) {
+    INFO(i);
+    CHECK(transfers[i].latency == (i % 2 == 0 ? own : twin));
+  }
+  // Merged collectives pay it once each.
+  Program q;
+  spec.merged = 3;
+  spec.streams.clear();
+  for (int g = 0; g < 4; ++g) spec.streams.push_back(q.add_stream(q.add_device("d"), StreamKind::Comm, "comm"));
+  expand_collective(q, spec);
+  q.finalize();
+  CHECK(q.transfers(0)[0].latency == own * 3);
+  CHECK(q.groups()[0].wire_scale == Approx(1.0));
+}

@@ -1,6 +1,7 @@
 #include "hw/cuda/replay.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <deque>
 #include <string>
 
@@ -64,6 +65,8 @@ GpuReplay::GpuReplay(const sim::Program& p, sim::DeviceId device, int32_t job_gp
       if (t.to_gpu == job_gpu && t.from_gpu != job_gpu) copy_bytes_[i] += t.bytes.value;
       if (o.kind == sim::OpKind::Send && t.from_gpu == job_gpu && t.to_gpu != job_gpu) copy_bytes_[i] += t.bytes.value;
     }
+    // The transfers carry the network model's wire bytes; the copy moves the real ones.
+    copy_bytes_[i] = std::llround(static_cast<double>(copy_bytes_[i]) / p.groups()[o.group].wire_scale);
     copy_buffer_bytes_ = std::max(copy_buffer_bytes_, copy_bytes_[i]);
   }
   if (copy_buffer_bytes_ > 0) BUBBLESIM_CUDA(cudaMalloc(&copy_buffer_, static_cast<size_t>(2 * copy_buffer_bytes_)));

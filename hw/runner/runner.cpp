@@ -1,6 +1,7 @@
 #include "hw/runner/runner.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <thread>
 #include <string>
@@ -95,6 +96,10 @@ Runner::Exchange Runner::exchange_of(sim::OpId op) const {
   }
   x.out = std::move(own.out);
   x.in = std::move(own.in);
+  // The transfers carry the wire time the network model needs; the ranks move the real bytes.
+  for (auto* peers : {&x.out, &x.in}) {
+    for (Peer& peer : *peers) peer.bytes = std::llround(static_cast<double>(peer.bytes) / g.wire_scale);
+  }
   return x;
 }
 

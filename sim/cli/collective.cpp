@@ -3,7 +3,6 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
-#include <map>
 #include <vector>
 
 #include "sim/core/error.hpp"
@@ -93,7 +92,7 @@ void run_collective(const CollectiveOptions& opt, std::ostream& out) {
     throw InputError("--format: unknown format \"" + opt.format + "\" (valid: text, csv)");
   }
   const std::vector<int64_t> sizes = parse_size_range(opt.sizes);
-  const Scenario sc = load_scenario(opt.scenario);
+  const Scenario sc = load_scenario(opt.scenario, {}, ScenarioNeeds::Cluster);
   const std::optional<NcclProtocol> forced = parse_protocol(opt.protocol);
   const ResolvedCluster cluster = resolve_cluster(sc);
   const Topology topo(cluster);
@@ -105,47 +104,12 @@ void run_collective(const CollectiveOptions& opt, std::ostream& out) {
   }
   if (opt.channels < 0) throw InputError("--channels: " + std::to_string(opt.channels) + " is negative (0: automatic)");
   const int nodes = n > 0 ? topo.node_of(gpus.back()) - topo.node_of(gpus.front()) + 1 : 0;
-  // Ring collectives crossing nodes run `channels` rings, each leaving every node on another
-  // GPU's NIC (ring_channels): per step a GPU sends (c - 1) / c of its chunk over the node's
-  // links and 1 / c through its NIC.
-  int channels = 1;
-  bool every_gpu_exits = false;  // every GPU leaves its node in one channel
-  if (algo == CollectiveAlgo::Ring && op != CollectiveOp::AllToAll && op != CollectiveOp::SendRecv && nodes > 1) {
-    std::map<int, int> per_node;
-    for (int gpu : gpus) ++per_node[topo.node_of(gpu)];
-    int fewest = n, most = 0;
-    for (const auto& [node, count] : per_node) fewest = std::min(fewest, count), most = std::max(most, count);
-    channels = opt.channels > 0 ? std::min(fewest, opt.channels) : fewest;
-    every_gpu_exits = channels == most;
-  }
-  // The analytic mode uses one bandwidth per rank and one latency: the narrowest route of the
-  // ring, or of each kind (inside and across nodes) for several channels.
-  Bandwidth bw{std::numeric_limits<double>::infinity()}, intra = bw, inter = bw;
-  Time alpha;
-  for (int i = 0; n > 1 && i < n; ++i) {
-    const int a = gpus[static_cast<size_t>(i)];
-    const int b = gpus[static_cast<size_t>((i + 1) % n)];
-    Bandwidth& narrowest = topo.node_of(a) == topo.node_of(b) ? intra : inter;
-    if (narrowest.bytes_per_s > topo.route_bandwidth(a, b).bytes_per_s) narrowest = topo.route_bandwidth(a, b);
-    if (bw.bytes_per_s > topo.route_bandwidth(a, b).bytes_per_s) bw = topo.route_bandwidth(a, b);
-    alpha = max(alpha, topo.route_latency(a, b));
-  }
-  if (channels > 1) {
-    const double c = channels;
-    // The channels' NIC crossings share the node's NICs when it has fewer than channels.
-    const double nics = std::min(inter.bytes_per_s * c, cluster.nics_per_node * cluster.inter_bandwidth.bytes_per_s);
-    bw = Bandwidth{std::min(intra.bytes_per_s * (every_gpu_exits ? c / (c - 1) : 1.0), nics)};
-  }
   if (algo == CollectiveAlgo::TwoLevel && n % nodes != 0) {
     throw InputError("--algo two-level needs the same number of ranks on every node (" + std::to_string(n) +
                      " ranks over " + std::to_string(nodes) + " nodes)");
   }
-  // Inside one node, ring collectives reach NCCL's size-dependent share of the links.
-  const auto efficiency = [&](int64_t size) {
-    return crosses || algo != CollectiveAlgo::Ring || n < 2 ? 1.0 : nccl_efficiency(*cluster.gpu, op, size / n);
-  };
-  // Ring collectives run as NCCL's pipelined rings under its protocol choice, made once per size
-  // with the analytic bandwidth so that both modes use the same protocol.
+  // Ring collectives run as NCCL's pipelined rings (ring_protocol), over NCCL's channels when
+  // they cross nodes (ring_channels: each leaves every node on another GPU's NIC).
   CollectiveSpec base{op, algo, Bytes{0}, {gpus.begin(), gpus.end()}, {}, {}, {}, false, {}};
   for (int gpu : gpus) base.node_of.push_back(topo.node_of(gpu));
   base.max_channels = opt.channels;
@@ -157,6 +121,25 @@ void run_collective(const CollectiveOptions& opt, std::ostream& out) {
   if (forced && !protocols) {
     throw InputError("--protocol applies to ring all-reduce, all-gather and reduce-scatter over 2 or more GPUs");
   }
+  RingHops hops;  // the same rings at every size
+  if (protocols) {
+    hops = ring_hops(base);
+    base.hops = &hops;
+  }
+  const size_t channels = hops.orders.size();
+  // All-to-all and send/recv in the analytic mode: the narrowest route and the slowest hop.
+  Bandwidth bw{std::numeric_limits<double>::infinity()};
+  Time alpha;
+  for (int i = 0; n > 1 && i < n; ++i) {
+    const int a = gpus[static_cast<size_t>(i)];
+    const int b = gpus[static_cast<size_t>((i + 1) % n)];
+    if (bw.bytes_per_s > topo.route_bandwidth(a, b).bytes_per_s) bw = topo.route_bandwidth(a, b);
+    alpha = max(alpha, topo.route_latency(a, b));
+  }
+  // Inside one node, ring collectives reach NCCL's size-dependent share of the links.
+  const auto efficiency = [&](int64_t size) {
+    return crosses || algo != CollectiveAlgo::Ring || n < 2 ? 1.0 : nccl_efficiency(*cluster.gpu, op, size / n);
+  };
   const bool text = opt.format == "text";
   if (text) {
     out << "# bubblesim collective: " << to_string(op) << " over " << n << " GPU(s) of " << sc.name << " ("
@@ -177,10 +160,7 @@ void run_collective(const CollectiveOptions& opt, std::ostream& out) {
     spec.size = Bytes{size};
     spec.efficiency = efficiency(size);
     std::optional<ProtocolChoice> choice;
-    if (protocols) {
-      choice = ring_protocol(spec, bw);
-      spec.protocol = choice->protocol;
-    }
+    if (protocols) choice = ring_protocol(spec);
     if (n > 1 && opt.mode == "flow") {
       seconds = flow_seconds(topo, spec);
     } else if (choice) {

@@ -114,7 +114,7 @@ struct Transfer {
   int32_t from_gpu;
   int32_t to_gpu;
   Bytes bytes;
-  int32_t hops = 1;  // ring steps fused into this transfer (the host backend sends them as rounds)
+  int32_t hops = 1;  // ring steps fused into it, times merged collectives (the host backend's rounds)
   /// What the transfer pays after its bytes drain: kRouteLatency, its route's latency once per
   /// hop; otherwise this (a ring collective's NCCL protocol and pipelined-chain latency, set by
   /// expand_collective from the topology).
@@ -138,6 +138,10 @@ struct Group {
   /// connected set of the transfers' GPUs. Zero when the group is one step of several (the
   /// backend then moves its transfers point to point) or not a collective.
   Bytes collective_size;
+  /// The transfers' bytes over what the algorithm moves: 1 / (NCCL's efficiency x the
+  /// protocol's share of the links) for a collective, so the network model sees the time they
+  /// take; a backend that moves real bytes divides by it.
+  double wire_scale = 1;
 };
 
 /// Builder and container. Adding is O(1) amortised; finalize() sorts the dependency edges into
@@ -183,6 +187,7 @@ class Program {
     return id < work_.size() && work_[id].op_class[0] != '\0' ? &work_[id] : nullptr;
   }
   void set_collective_size(GroupId g, Bytes size) { groups_[g].collective_size = size; }
+  void set_wire_scale(GroupId g, double scale) { groups_[g].wire_scale = scale; }
   /// Sets the transfers of group `g` (once per group).
   void set_transfers(GroupId g, std::span<const Transfer> transfers);
   std::span<const Transfer> transfers(GroupId g) const {

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <iterator>
 #include <map>
+#include <set>
 #include <unordered_map>
 
 #include "sim/core/error.hpp"
@@ -46,9 +47,11 @@ int64_t ring_steps(CollectiveOp op, size_t n) {
   return op == CollectiveOp::AllReduce ? 2 * steps : steps;
 }
 
-/// One hop's latency from GPU a to GPU b under protocol p: protocol_hop_latency over its route.
+/// One hop's latency from GPU a to GPU b under protocol p: protocol_hop_latency over its route
+/// (none from a GPU to itself).
 Time hop_latency(const Topology& topo, int32_t a, int32_t b, NcclProtocol p, bool multi_node) {
   Time t;
+  if (a == b) return t;
   for (LinkId l : topo.route(a, b)) {
     const Link& link = topo.link(l);
     t += protocol_hop_latency(p, link.cls, link.latency, multi_node);
@@ -58,10 +61,16 @@ Time hop_latency(const Topology& topo, int32_t a, int32_t b, NcclProtocol p, boo
 
 /// The hops of the spec's rings under every protocol, for its own GPUs only or with the twins'.
 RingHops hops_of(const CollectiveSpec& s, bool with_twins) {
+  BUBBLESIM_ASSERT(s.topology != nullptr && s.gpus.size() >= 2 && s.node_of.size() == s.gpus.size(),
+                   "a ring's hops need the topology, 2 or more GPUs and each one's node");
   RingHops h;
   h.orders = ring_channels(s);
   h.bandwidth = ring_bandwidth(s, h.orders);
-  const bool multi = spans_nodes(s);
+  std::unordered_map<int32_t, int> per_node;
+  for (int32_t node : s.node_of) ++per_node[node];
+  h.shape.nodes = static_cast<int32_t>(per_node.size());
+  h.shape.one_gpu_per_node = h.shape.nodes > 1 && per_node.size() == s.gpus.size();
+  const bool multi = h.shape.nodes > 1;
   const size_t copies = with_twins ? 1 + s.twins.size() : 1;
   for (const NcclProtocol p : {NcclProtocol::LL, NcclProtocol::LL128, NcclProtocol::Simple}) {
     auto& per_order = h.hops[static_cast<size_t>(p)];
@@ -80,31 +89,25 @@ RingHops hops_of(const CollectiveSpec& s, bool with_twins) {
   return h;
 }
 
-/// Choice for the spec over its rings' hops `h` (the spec's own copy).
-ProtocolChoice choose_for(const CollectiveSpec& s, const RingHops& h, std::optional<Bandwidth> ring_bw) {
-  const size_t n = s.gpus.size();
-  const bool multi = spans_nodes(s);
-  const int64_t steps = ring_steps(s.op, n);
+/// NCCL's choice for the spec over its rings' hops `h` (the spec's own copy).
+ProtocolChoice choose_for(const CollectiveSpec& s, const RingHops& h) {
+  const int64_t steps = ring_steps(s.op, s.gpus.size());
   std::array<Time, kNcclProtocols> chain{};
   for (size_t p = 0; p < kNcclProtocols; ++p) {
     for (const auto& copies : h.hops[p]) chain[p] = max(chain[p], ring_chain_latency(copies[0], steps));
   }
-  bool one_per_node = multi;
-  if (multi) {
-    std::unordered_map<int32_t, int> per_node;
-    for (int32_t node : s.node_of) one_per_node = one_per_node && ++per_node[node] == 1;
-  }
-  const int64_t chunk = s.size.value / static_cast<int64_t>(n);
+  const int64_t chunk = s.size.value / static_cast<int64_t>(s.gpus.size());
   const double wire = static_cast<double>(steps) * std::ceil(static_cast<double>(chunk) / s.efficiency);
-  const bool gather_or_scatter = s.op == CollectiveOp::AllGather || s.op == CollectiveOp::ReduceScatter;
-  return choose_protocol(chain, *s.gpu, gather_or_scatter, multi, one_per_node,
-                         ring_bw.value_or(h.bandwidth), wire, s.protocol);
+  RingShape shape = h.shape;
+  shape.gather_or_scatter = s.op == CollectiveOp::AllGather || s.op == CollectiveOp::ReduceScatter;
+  return choose_protocol(chain, *s.gpu, shape, h.bandwidth, wire, s.protocol);
 }
 
 /// Builds steps for subsets of the spec's ranks; remembers each rank's last op.
 class Expander {
  public:
-  Expander(Program& p, const CollectiveSpec& s, std::span<const OpId> after) : p_(p), s_(s), last_(s.gpus.size(), kNone) {
+  Expander(Program& p, const CollectiveSpec& s, std::span<const OpId> after)
+      : p_(p), s_(s), last_(s.gpus.size(), kNone), wire_scale_(1 / s.efficiency) {
     for (size_t i = 0; i < after.size() && i < last_.size(); ++i) last_[i] = after[i];
   }
 
@@ -114,6 +117,7 @@ class Expander {
   /// steps, once per merged collective.
   void use_protocol(const ProtocolChoice& choice, const RingHops& h, int64_t steps) {
     share_ = choice.share;
+    wire_scale_ = 1 / (s_.efficiency * share_);
     const auto& hops = h.hops[static_cast<size_t>(choice.protocol)];
     latency_.assign(hops.size(), {});
     const Time base = protocol_base_latency(choice.protocol);
@@ -168,6 +172,7 @@ class Expander {
     if (ops.empty()) return;
     const GroupId g = p_.add_group(group_kind(s_.op), ops, Bytes{bytes * static_cast<int64_t>(n)});
     p_.set_transfers(g, transfers);
+    p_.set_wire_scale(g, wire_scale_);
     groups_.push_back(g);
   }
 
@@ -192,6 +197,7 @@ class Expander {
   std::vector<OpId> last_;
   std::vector<GroupId> groups_;
   double share_ = 1;                         // of the links' bandwidth the protocol reaches
+  double wire_scale_;                        // transfers' bytes over the algorithm's (Group::wire_scale)
   std::vector<std::vector<Time>> latency_;   // per ring order, per copy (use_protocol)
 };
 
@@ -267,7 +273,9 @@ std::vector<OpId> expand_collective(Program& p, const CollectiveSpec& s, std::sp
     RingHops computed;
     if (s.hops == nullptr) computed = hops_of(s, true);
     const RingHops& h = s.hops != nullptr ? *s.hops : computed;
-    e.use_protocol(choose_for(s, h, std::nullopt), h, ring_steps(s.op, n));
+    BUBBLESIM_ASSERT(h.orders == (rings != nullptr ? channels : std::vector<std::vector<size_t>>{all}),
+                     "ring hops cached for other channels than the collective runs");
+    e.use_protocol(choose_for(s, h), h, ring_steps(s.op, n));
   }
   switch (s.op) {
     case CollectiveOp::AllReduce: e.ring(all, chunk, 2 * steps, rings); break;
@@ -297,30 +305,53 @@ bool runs_protocol(const CollectiveSpec& s) {
 
 Bandwidth ring_bandwidth(const CollectiveSpec& s, const std::vector<std::vector<size_t>>& channels) {
   BUBBLESIM_ASSERT(s.topology != nullptr, "ring_bandwidth needs the topology");
-  constexpr double kNone = std::numeric_limits<double>::infinity();
-  double intra = kNone, inter = kNone;
+  const Topology& t = *s.topology;
+  constexpr double kUnbounded = std::numeric_limits<double>::infinity();
+  double intra = kUnbounded, crossing = kUnbounded;
+  std::map<int32_t, std::set<LinkId>> nics;  // per node: the NIC links its rings leave by
   for (const auto& order : channels) {
     for (size_t j = 0; j < order.size(); ++j) {
       const int32_t a = s.gpus[order[j]], b = s.gpus[order[(j + 1) % order.size()]];
-      double& narrowest = s.topology->node_of(a) == s.topology->node_of(b) ? intra : inter;
-      narrowest = std::min(narrowest, s.topology->route_bandwidth(a, b).bytes_per_s);
+      if (a == b) continue;
+      const double bw = t.route_bandwidth(a, b).bytes_per_s;
+      if (t.node_of(a) == t.node_of(b)) {
+        intra = std::min(intra, bw);
+        continue;
+      }
+      crossing = std::min(crossing, bw);
+      for (LinkId l : t.route(a, b)) {
+        if (t.link(l).cls == LinkClass::Nic) {
+          nics[t.node_of(a)].insert(l);
+          break;
+        }
+      }
     }
   }
   const auto c = static_cast<double>(channels.size());
-  if (c > 1) return Bandwidth{std::min(intra * c / (c - 1), inter * c)};
-  return Bandwidth{std::min(intra, inter)};
+  if (crossing == kUnbounded) return Bandwidth{intra};
+  // Every node sends one chunk share per channel through its NICs: at most c crossings' worth.
+  double nic = c * crossing;
+  for (const auto& [node, links] : nics) {
+    double sum = 0;
+    for (LinkId l : links) sum += t.link(l).bandwidth.bytes_per_s;
+    nic = std::min(nic, sum);
+  }
+  // A GPU that leaves its node in one of the c channels sends (c - 1) / c of its chunk over
+  // NVLink; with fewer channels than GPUs on a node some send all of it.
+  std::map<int32_t, size_t> per_node;
+  size_t most = 0;
+  for (size_t i = 0; i < s.gpus.size(); ++i) most = std::max(most, ++per_node[t.node_of(s.gpus[i])]);
+  const bool every_gpu_exits = channels.size() > 1 && channels.size() == most;
+  return Bandwidth{std::min(intra * (every_gpu_exits ? c / (c - 1) : 1.0), nic)};
 }
 
-ProtocolChoice ring_protocol(const CollectiveSpec& s, std::optional<Bandwidth> ring_bw) {
+ProtocolChoice ring_protocol(const CollectiveSpec& s) {
   BUBBLESIM_ASSERT(runs_protocol(s), "ring_protocol needs a fused ring collective with its topology and GPU");
-  if (s.hops != nullptr) return choose_for(s, *s.hops, ring_bw);
-  return choose_for(s, hops_of(s, false), ring_bw);
+  if (s.hops != nullptr) return choose_for(s, *s.hops);
+  return choose_for(s, hops_of(s, false));
 }
 
-RingHops ring_hops(const CollectiveSpec& s) {
-  BUBBLESIM_ASSERT(s.topology != nullptr && s.gpus.size() >= 2, "ring_hops needs the topology and 2 or more GPUs");
-  return hops_of(s, true);
-}
+RingHops ring_hops(const CollectiveSpec& s) { return hops_of(s, true); }
 
 std::vector<std::vector<size_t>> ring_channels(const CollectiveSpec& s) {
   const size_t n = s.gpus.size();

@@ -57,7 +57,8 @@ struct CollectiveSpec {
   /// Label of every op of the collective (the pass and layer it serves).
   Label label;
   /// Back-to-back collectives of the same kind on the same GPUs merged into this one (their
-  /// sizes summed): each transfer pays the route latency this many times, as they would.
+  /// sizes summed): each transfer pays its latency (the route's, or the protocol's base and chain
+  /// latency) this many times, as they would; the protocol is chosen for the summed size.
   int32_t merged = 1;
   /// The share of the links' bandwidth NCCL's pipeline reaches at this size (nccl_efficiency):
   /// transfers carry bytes / efficiency. 1: the links' full rate.
@@ -86,22 +87,26 @@ struct RingHops {
   std::vector<std::vector<size_t>> orders;
   std::array<std::vector<std::vector<std::vector<Time>>>, kNcclProtocols> hops;  // [p][r][k][j]
   Bandwidth bandwidth;  // ring_bandwidth(spec, orders)
+  RingShape shape;      // nodes spanned and GPUs per node (gather_or_scatter is the op's)
 };
 RingHops ring_hops(const CollectiveSpec& spec);
 
 /// Whether `spec` runs as NCCL's pipelined ring under a protocol (see CollectiveSpec::topology).
 bool runs_protocol(const CollectiveSpec& spec);
 
-/// The per-rank bandwidth of the spec's ring over `channels` (ring_channels) on its topology, by
-/// algorithms.md 3.1 / 3.3: the narrowest hop with one channel; with c > 1, min(B_i * c / (c - 1),
-/// c * B_e) over the narrowest hop inside a node (B_i) and between nodes (B_e).
+/// The per-rank bandwidth of the spec's ring over `channels` (ring_channels) on its topology when
+/// nothing else loads its links, by algorithms.md 3.1 / 3.3: the narrowest hop with one channel
+/// inside a node; across nodes min(B_i * c / (c - 1), NICs) for c channels when every GPU leaves
+/// its node in one of them (B_i without the factor otherwise), where NICs is the least, over
+/// nodes, of the bandwidth of the NIC links the channels leave by, and at most c times the
+/// narrowest crossing route.
 Bandwidth ring_bandwidth(const CollectiveSpec& spec, const std::vector<std::vector<size_t>>& channels);
 
-/// NCCL's protocol for the spec's ring collective (or spec.protocol) and what it costs when the
-/// ring has bandwidth `ring_bw` per rank (nullopt: ring_bandwidth): choose_protocol over the
-/// slowest channel's chain latency of each protocol, for the bytes each rank sends
-/// (size / ranks per step, divided by spec.efficiency). Needs runs_protocol(spec).
-ProtocolChoice ring_protocol(const CollectiveSpec& spec, std::optional<Bandwidth> ring_bw = std::nullopt);
+/// NCCL's protocol for the spec's ring collective (or spec.protocol) and what it costs alone:
+/// choose_protocol over the slowest channel's chain latency of each protocol and ring_bandwidth,
+/// for the bytes each rank sends (size / ranks per step, divided by spec.efficiency). Needs
+/// runs_protocol(spec).
+ProtocolChoice ring_protocol(const CollectiveSpec& spec);
 
 /// The rings NCCL runs for a ring collective, as orders of the spec's positions, each carrying
 /// an equal share of the data. A group with g > 1 positions on each of several nodes gets

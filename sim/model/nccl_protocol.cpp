@@ -1,7 +1,9 @@
 #include "sim/model/nccl_protocol.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <limits>
+#include <string>
 
 #include "sim/core/error.hpp"
 
@@ -21,8 +23,18 @@ constexpr double kLlShareAllReduceOrNodes = 1.0 / 4;
 constexpr double kLlShareInsideNode = 1.0 / 3;
 constexpr double kLl128Share = 0.92;
 constexpr double kLl128ShareOneGpuPerNode = 0.7;
-constexpr double kLlMaxBwAmpere = 87.7e9;  // B/s
+// llMaxBw, LL's busbw ceiling in B/s: inside a node by GPU, across nodes by host CPU and node
+// count (tuning.cc's llMaxBws; hosts as in DGX A100, AMD, and DGX H100, Intel).
+constexpr double kLlMaxBwAmpere = 87.7e9;
 constexpr double kLlMaxBwHopper = 141e9;
+constexpr double kLlMaxBwAmd[2] = {22.5e9, 19.0e9};    // 2 nodes, more
+constexpr double kLlMaxBwIntel[2] = {39.0e9, 20.4e9};  // 2 nodes, more
+
+double ll_max_bw(const GpuPreset& gpu, int32_t nodes) {
+  const bool hopper = gpu.arch == "hopper";
+  if (nodes <= 1) return hopper ? kLlMaxBwHopper : kLlMaxBwAmpere;
+  return (hopper ? kLlMaxBwIntel : kLlMaxBwAmd)[nodes == 2 ? 0 : 1];
+}
 
 size_t index(NcclProtocol p) { return static_cast<size_t>(p); }
 
@@ -55,18 +67,17 @@ Time protocol_hop_latency(NcclProtocol p, LinkClass cls, Time simple, bool multi
   return Time::from_seconds(simple.seconds() * ratio);
 }
 
-double protocol_bandwidth_share(NcclProtocol p, const GpuPreset& gpu, bool allgather_or_reduce_scatter,
-                                bool multi_node, bool one_gpu_per_node, Bandwidth ring_bw) {
+double protocol_bandwidth_share(NcclProtocol p, const GpuPreset& gpu, const RingShape& ring, Bandwidth ring_bw) {
   switch (p) {
     case NcclProtocol::Simple: return 1;
     case NcclProtocol::LL128:
       if (gpu.nvlink_per_dir.value <= 0) return 0;
-      return one_gpu_per_node ? kLl128ShareOneGpuPerNode : kLl128Share;
+      return ring.one_gpu_per_node ? kLl128ShareOneGpuPerNode : kLl128Share;
     case NcclProtocol::LL: {
-      const double share = multi_node || !allgather_or_reduce_scatter ? kLlShareAllReduceOrNodes : kLlShareInsideNode;
-      const double cap = gpu.arch == "hopper" ? kLlMaxBwHopper : kLlMaxBwAmpere;
+      const double share =
+          ring.nodes > 1 || !ring.gather_or_scatter ? kLlShareAllReduceOrNodes : kLlShareInsideNode;
       if (!(ring_bw.bytes_per_s > 0)) return share;
-      return std::min(share, cap / ring_bw.bytes_per_s);
+      return std::min(share, ll_max_bw(gpu, ring.nodes) / ring_bw.bytes_per_s);
     }
   }
   return 1;
@@ -93,23 +104,22 @@ Time ring_chain_latency(std::span<const Time> hops, int64_t steps) {
   return lap * laps + worst;
 }
 
-ProtocolChoice choose_protocol(std::span<const Time, kNcclProtocols> chain, const GpuPreset& gpu,
-                               bool allgather_or_reduce_scatter, bool multi_node, bool one_gpu_per_node,
+ProtocolChoice choose_protocol(std::span<const Time, kNcclProtocols> chain, const GpuPreset& gpu, const RingShape& ring,
                                Bandwidth ring_bw, double wire_bytes, std::optional<NcclProtocol> forced) {
+  if (!(ring_bw.bytes_per_s > 0)) throw InputError("a ring collective over links without bandwidth");
   ProtocolChoice best;
   best.seconds = std::numeric_limits<double>::infinity();
   for (const NcclProtocol p : {NcclProtocol::LL, NcclProtocol::LL128, NcclProtocol::Simple}) {
     if (forced && *forced != p) continue;
-    const double share =
-        protocol_bandwidth_share(p, gpu, allgather_or_reduce_scatter, multi_node, one_gpu_per_node, ring_bw);
+    const double share = protocol_bandwidth_share(p, gpu, ring, ring_bw);
     if (share <= 0) continue;
     const Time latency = protocol_base_latency(p) + chain[index(p)];
     const double seconds = latency.seconds() + wire_bytes / (ring_bw.bytes_per_s * share);
     if (seconds < best.seconds) best = {p, latency, share, seconds};
   }
-  if (!(best.seconds < std::numeric_limits<double>::infinity())) {
-    throw InputError(std::string("NCCL does not run the ") + to_string(*forced) + " protocol on " +
-                     std::string(gpu.id) + " (LL128 needs NVLink)");
+  if (!(best.seconds < std::numeric_limits<double>::infinity())) {  // only a forced protocol can be off
+    throw InputError(std::string("NCCL does not run the ") + to_string(forced.value_or(NcclProtocol::Simple)) +
+                     " protocol on " + std::string(gpu.id) + " (LL128 needs NVLink)");
   }
   return best;
 }

@@ -36,13 +36,21 @@ Time protocol_base_latency(NcclProtocol p);
 /// intra-node hops 1.8 times when the collective spans nodes (`multi_node`).
 Time protocol_hop_latency(NcclProtocol p, LinkClass cls, Time simple, bool multi_node);
 
+/// What NCCL's protocol figures depend on for one ring collective.
+struct RingShape {
+  bool gather_or_scatter = false;  // all-gather or reduce-scatter (else all-reduce)
+  int32_t nodes = 1;               // nodes the ring spans
+  bool one_gpu_per_node = false;   // every node holds one of its GPUs
+};
+
 /// The share of the ring's bandwidth `ring_bw` (per rank and direction, the Simple protocol's)
 /// that protocol `p` reaches: LL carries 8 data bytes per 16-byte line and runs at a quarter of
-/// the links (a third for all-gather and reduce-scatter inside one node), at most llMaxBw (87.7
-/// GB/s on Ampere, 141 on Hopper); LL128 0.92 (0.7 with one GPU per node); Simple all of it.
-/// 0 where NCCL does not enable the protocol (LL128 needs NVLink inside the node).
-double protocol_bandwidth_share(NcclProtocol p, const GpuPreset& gpu, bool allgather_or_reduce_scatter,
-                                bool multi_node, bool one_gpu_per_node, Bandwidth ring_bw);
+/// the links (a third for all-gather and reduce-scatter inside one node), at most llMaxBw: inside
+/// a node 87.7 GB/s on Ampere and 141 on Hopper; across 2 nodes 22.5 (Ampere, AMD hosts as in a
+/// DGX A100) or 39 (Intel hosts as in a DGX H100), across more 19.0 or 20.4; LL128 0.92 (0.7 with
+/// one GPU per node); Simple all of it. 0 where NCCL does not enable the protocol (LL128 needs
+/// NVLink inside the node).
+double protocol_bandwidth_share(NcclProtocol p, const GpuPreset& gpu, const RingShape& ring, Bandwidth ring_bw);
 
 /// The latency of a pipelined ring of `steps` steps whose hops have latencies `hops` (hop j
 /// from position j to j + 1, cyclically): the most any chunk pays, the largest sum over `steps`
@@ -61,9 +69,9 @@ struct ProtocolChoice {
 
 /// NCCL's choice among the enabled protocols for a ring collective (or `forced`): the least
 /// `latency[p] + wire_bytes / (ring_bw x share[p])`, where `latency[p]` is the protocol's base
-/// latency plus its chain latency and `wire_bytes` what each rank sends in all.
-ProtocolChoice choose_protocol(std::span<const Time, kNcclProtocols> chain, const GpuPreset& gpu, bool allgather_or_reduce_scatter,
-                               bool multi_node, bool one_gpu_per_node, Bandwidth ring_bw, double wire_bytes,
-                               std::optional<NcclProtocol> forced = std::nullopt);
+/// latency plus its chain latency `chain[p]` and `wire_bytes` what each rank sends in all. Throws
+/// InputError when `forced` is not enabled on this GPU, or the ring has no bandwidth.
+ProtocolChoice choose_protocol(std::span<const Time, kNcclProtocols> chain, const GpuPreset& gpu, const RingShape& ring,
+                               Bandwidth ring_bw, double wire_bytes, std::optional<NcclProtocol> forced = std::nullopt);
 
 }  // namespace bubblesim::sim

@@ -506,7 +506,8 @@ std::string Scenario::where(const std::string& key_path) const {
 
 namespace {
 
-Scenario parse_checked(const std::string& text, const std::string& source, const std::vector<std::string>& overrides) {
+Scenario parse_checked(const std::string& text, const std::string& source, const std::vector<std::string>& overrides,
+                       ScenarioNeeds needs) {
   YAML::Node root;
   try {
     root = YAML::Load(text);
@@ -523,6 +524,9 @@ Scenario parse_checked(const std::string& text, const std::string& source, const
   loader.check_map(root, "", sc);
   sc.name = root["name"] ? root["name"].Scalar() : stem(source);
   if (root["parallel"]) extract_parallel(root["parallel"], loader, sc);
+  if (root["pipeline_only"] && needs == ScenarioNeeds::Cluster) {
+    loader.fail(root["pipeline_only"], "pipeline_only", "this command needs a cluster section, not a pipeline_only scenario");
+  }
   if (root["pipeline_only"]) {
     for (const char* key : {"cluster", "model", "training"}) {
       if (root[key]) loader.fail(root[key], key, "a pipeline_only scenario replaces cluster, model and training; "
@@ -532,9 +536,11 @@ Scenario parse_checked(const std::string& text, const std::string& source, const
     return sc;
   }
   for (const char* key : {"cluster", "model", "training"}) {
-    if (!root[key]) {
+    if (!root[key] && (needs == ScenarioNeeds::Job || std::string_view(key) == "cluster")) {
       loader.fail(root, key, std::string("missing section \"") + key +
-                                 "\" (a scenario needs cluster, model and training, or pipeline_only)");
+                                 (needs == ScenarioNeeds::Job
+                                      ? "\" (a scenario needs cluster, model and training, or pipeline_only)"
+                                      : "\" (this command needs the cluster)"));
     }
   }
   extract_full(root, loader, sc);
@@ -543,21 +549,22 @@ Scenario parse_checked(const std::string& text, const std::string& source, const
 
 }  // namespace
 
-Scenario parse_scenario(const std::string& text, const std::string& source, const std::vector<std::string>& overrides) {
+Scenario parse_scenario(const std::string& text, const std::string& source, const std::vector<std::string>& overrides,
+                        ScenarioNeeds needs) {
   try {
-    return parse_checked(text, source, overrides);
+    return parse_checked(text, source, overrides, needs);
   } catch (const YAML::Exception& e) {
     // Anything yaml-cpp still objects to is bad input too, never an internal error.
     throw InputError(source + ":" + std::to_string(e.mark.line + 1) + ": " + e.msg);
   }
 }
 
-Scenario load_scenario(const std::string& path, const std::vector<std::string>& overrides) {
+Scenario load_scenario(const std::string& path, const std::vector<std::string>& overrides, ScenarioNeeds needs) {
   std::ifstream in(path);
   if (!in) throw InputError(path + ": cannot open scenario file");
   std::stringstream ss;
   ss << in.rdbuf();
-  return parse_scenario(ss.str(), path, overrides);
+  return parse_scenario(ss.str(), path, overrides, needs);
 }
 
 const std::vector<KeyDoc>& scenario_keys() {

@@ -86,12 +86,17 @@ struct Scenario {
   std::vector<std::pair<std::string, std::string>> locations;
 };
 
+/// What a command needs of a scenario: a job (cluster, model and training, or pipeline_only), or
+/// only a cluster (`bubblesim collective`; model and training are then optional, checked if given).
+enum class ScenarioNeeds : uint8_t { Job, Cluster };
+
 /// Loads `path` and applies `overrides` ("key.path=value", value in YAML syntax).
 /// Throws InputError with "file:line: key: rule (got value)" on the first problem.
-Scenario load_scenario(const std::string& path, const std::vector<std::string>& overrides = {});
+Scenario load_scenario(const std::string& path, const std::vector<std::string>& overrides = {},
+                       ScenarioNeeds needs = ScenarioNeeds::Job);
 /// Same, from text; `source` names it in messages.
 Scenario parse_scenario(const std::string& text, const std::string& source,
-                        const std::vector<std::string>& overrides = {});
+                        const std::vector<std::string>& overrides = {}, ScenarioNeeds needs = ScenarioNeeds::Job);
 
 /// One documented key: its dotted path, type and description (also for `bubblesim keys`).
 struct KeyDoc {

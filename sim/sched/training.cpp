@@ -250,13 +250,13 @@ class Builder {
       cache[d]->streams[0] = compute_stream_[d];
       cache[d]->node_of = nodes_of(cache[d]->gpus);
       on_cluster(*cache[d]);
-      if (cache[d]->gpus.size() >= 2) {
-        hops[d] = std::make_unique<RingHops>(ring_hops(*cache[d]));
-        cache[d]->hops = hops[d].get();
-      }
     }
     CollectiveSpec& spec = *cache[d];
     spec.op = kind;
+    if (!hops[d] && spec.gpus.size() >= 2 && kind != CollectiveOp::AllToAll) {  // ring collectives only
+      hops[d] = std::make_unique<RingHops>(ring_hops(spec));
+      spec.hops = hops[d].get();
+    }
     spec.size = bytes;
     spec.merged = merged;
     spec.efficiency = efficiency(kind, bytes, spec.gpus);
@@ -457,6 +457,10 @@ class Builder {
     spec.label.traffic = Traffic::ContextGather;
     spec.fuse_steps = true;
     on_cluster(spec);
+    if (ring_hops_.size() <= static_cast<size_t>(pp)) ring_hops_.resize(static_cast<size_t>(pp) + 1);
+    auto& hops = ring_hops_[static_cast<size_t>(pp)];
+    if (!hops && spec.gpus.size() >= 2) hops = std::make_unique<RingHops>(ring_hops(spec));
+    spec.hops = hops.get();
     for (int32_t r = 0; r < ring_; ++r) spec.streams.push_back(compute_stream_[dev(pp, r)]);
     if (!backward) expand_collective(p_, spec);
     for (int32_t r = 0; r < ring_; ++r) {
@@ -819,6 +823,7 @@ class Builder {
         spec.twins.push_back({place_.gpu(c), place_.gpu(cb)});
       }
       spec.efficiency = efficiency(CollectiveOp::AllReduce, Bytes{bytes}, spec.gpus);
+      spec.node_of = nodes_of(spec.gpus);
       on_cluster(spec);
       spec.label.phase = Phase::None;
       spec.label.traffic = Traffic::DataParallel;
@@ -894,6 +899,7 @@ class Builder {
   std::vector<std::unique_ptr<CollectiveSpec>> tp_spec_, ulysses_spec_;  // per device, built on first use
   std::vector<std::unique_ptr<RingHops>> tp_hops_, ulysses_hops_;      // their ring_hops
   std::vector<std::unique_ptr<RingHops>> dp_hops_;                     // per stage: its dp group's ring_hops
+  std::vector<std::unique_ptr<RingHops>> ring_hops_;                   // per stage: its CP ring group's
   std::vector<std::vector<Transfer>> ring_transfers_;                     // per device: its K/V arrivals
   std::vector<OpId> fwd_last_, bwd_last_;
   std::vector<PendingDep> pending_;
