@@ -341,7 +341,7 @@ TEST_CASE("bubblesim collective prints nccl-tests columns, flow and analytic agr
   // A800 NVLink as NCCL achieves it: 160 GB/s, of which a 1 GB all-reduce reaches 0.974 (the
   // A100 sweep's share at 128 MiB per step) less the Simple protocol's base latency and its 14
   // hop latencies: 155 GB/s busbw.
-  CHECK_THAT(big.out, Catch::Contains("  155.12  Simple"));
+  CHECK_THAT(big.out, Catch::Contains("  155.12  ring/Simple"));
 }
 
 TEST_CASE("bubblesim collective across nodes runs a channel per rail, flow and analytic agreeing", "[cli][collective]") {
@@ -377,13 +377,13 @@ TEST_CASE("bubblesim collective runs NCCL's protocols, its own choice by default
   const Result tiny = cli(s + " --sizes 8");
   REQUIRE(tiny.code == 0);
   const auto row = csv_rows(tiny.out).at(0);
-  CHECK(row.at(9) == "LL");
+  CHECK(row.at(9) == "ring/LL");
   CHECK(std::stod(row.at(6)) == Approx(38.65).epsilon(1e-3));
   for (const char* mode : {"flow", "analytic"}) {
     const Result simple = cli(s + " --sizes 8 --protocol simple --mode " + mode);
     REQUIRE(simple.code == 0);
     const auto cells = csv_rows(simple.out).at(0);
-    CHECK(cells.at(9) == "Simple");
+    CHECK(cells.at(9) == "ring/Simple");
     // 8.4 us base, the longest run of 30 hops: 4 NIC hops of 5 us and 26 NVLink hops of 3.4.
     CHECK(std::stod(cells.at(6)) == Approx(8.4 + 4 * 5 + 26 * 3.4).epsilon(1e-3));
   }
@@ -393,10 +393,32 @@ TEST_CASE("bubblesim collective runs NCCL's protocols, its own choice by default
   for (const auto& cells : csv_rows(sweep.out)) {
     if (seen.empty() || seen.back() != cells.at(9)) seen.push_back(cells.at(9));
   }
-  CHECK(seen == std::vector<std::string>{"LL", "LL128", "Simple"});
+  CHECK(seen == std::vector<std::string>{"ring/LL", "ring/LL128", "ring/Simple"});
   expect_input_error(s + " --protocol tree", "valid: auto, LL, LL128, Simple");
   expect_input_error("collective scenarios/cluster/usp-llama3-8b-2x8-a800-208k.yaml --op all-to-all --protocol LL",
                      "--protocol applies to ring");
+}
+
+TEST_CASE("bubblesim collective runs NVLink SHARP all-reduces on a Hopper node, as NCCL chooses", "[cli][collective]") {
+  // A cluster-only scenario is enough for this command.
+  const std::string h100 = "collective validation/nccl/dgx-h100.yaml --op all-reduce --format csv --sizes 1K:4G";
+  const Result flow = cli(h100);
+  const Result analytic = cli(h100 + " --mode analytic");
+  REQUIRE(flow.code == 0);
+  REQUIRE(analytic.code == 0);
+  check_modes_agree(flow.out, analytic.out);
+  const auto rows = csv_rows(flow.out);
+  CHECK(rows.front().at(9) == "ring/LL");
+  CHECK(rows.back().at(9) == "nvls/Simple");
+  CHECK(std::stod(rows.back().at(8)) == Approx(480).epsilon(0.01));  // nccl-tests: ~480 GB/s busbw
+  const Result ring = cli(h100 + " --algo ring");
+  REQUIRE(ring.code == 0);
+  CHECK(csv_rows(ring.out).back().at(9) == "ring/Simple");
+  CHECK(std::stod(csv_rows(ring.out).back().at(8)) == Approx(370).epsilon(0.01));
+  expect_input_error("collective scenarios/cluster/usp-llama3-8b-2x8-a800-208k.yaml --algo nvls", "NVLink SHARP runs");
+  expect_input_error("collective validation/nccl/dgx-h100.yaml --algo nvls --protocol LL", "under LL");
+  expect_input_error("collective validation/nccl/dgx-h100.yaml --op all-gather --algo nvls", "all-reduce only");
+  expect_input_error("collective validation/nccl/dgx-h100.yaml --algo tree", "valid: auto, ring, nvls, two-level");
 }
 
 TEST_CASE("bubblesim collective follows NCCL's measured 8 x A100 all-reduce sweep", "[cli][collective]") {

@@ -380,3 +380,48 @@ TEST_CASE("each ring of a collective, its own and its twins', pays its own chain
   CHECK(q.transfers(0)[0].latency == own * 3);
   CHECK(q.groups()[0].wire_scale == Approx(1.0));
 }
+
+TEST_CASE("NCCL runs large all-reduces inside a Hopper node with NVLink SHARP, rings elsewhere", "[network][collective]") {
+  const Topology h100(cluster(1, 8, 370, 47.5, 3.4, 8, "h100-sxm5-80gb"));
+  const GpuPreset& gpu = find_gpu("h100-sxm5-80gb", "test");
+  const auto run = [&](CollectiveOp op, CollectiveAlgo algo, int64_t size) {
+    Program p;
+    CollectiveSpec spec{op, algo, Bytes{size}, {}, {}, {}, {}, true, {}};
+    spec.topology = &h100;
+    spec.gpu = &gpu;
+    for (int g = 0; g < 8; ++g) {
+      spec.gpus.push_back(g);
+      spec.node_of.push_back(0);
+      spec.streams.push_back(p.add_stream(p.add_device("d"), StreamKind::Comm, "comm"));
+    }
+    const ProtocolChoice choice = ring_protocol(spec);
+    expand_collective(p, spec);
+    p.finalize();
+    REQUIRE(validate(p).empty());
+    FlowNetwork net(h100);
+    return std::pair{simulate(p, GivenTimes{}, &net).makespan.seconds(), choice};
+  };
+  // 1 GiB: the buffer to the switch and back at 0.74 of 370 GB/s after 25 us: busbw 477 GB/s.
+  const auto [nvls, big] = run(CollectiveOp::AllReduce, CollectiveAlgo::Auto, kS);
+  CHECK(big.nvls);
+  CHECK(describe(big) == "nvls/Simple");
+  CHECK(nvls == Approx(25e-6 + kS / (370e9 * kNvlsShare)).epsilon(1e-6));
+  CHECK(nvls == Approx(big.seconds).epsilon(1e-6));
+  // Small messages stay on the ring (LL's 15 us beat NVLS's 25 us), as do other collectives and
+  // a ring asked for by name.
+  CHECK_FALSE(run(CollectiveOp::AllReduce, CollectiveAlgo::Auto, 1024).second.nvls);
+  CHECK_FALSE(run(CollectiveOp::AllGather, CollectiveAlgo::Auto, kS).second.nvls);
+  const auto [ring, ring_choice] = run(CollectiveOp::AllReduce, CollectiveAlgo::Ring, kS);
+  CHECK_FALSE(ring_choice.nvls);
+  CHECK(ring > nvls * 1.2);
+  // Nowhere else: not on Ampere, not across nodes.
+  const Topology a100(cluster(1, 8, 240, 25, 3.4, 8, "a100-sxm4-80gb"));
+  Program p;
+  CollectiveSpec spec{CollectiveOp::AllReduce, CollectiveAlgo::Nvls, Bytes{kS}, first(8), {}, std::vector<int32_t>(8, 0),
+                      {}, true, {}};
+  spec.topology = &a100;
+  spec.gpu = &find_gpu("a100-sxm4-80gb", "test");
+  for (int g = 0; g < 8; ++g) spec.streams.push_back(p.add_stream(p.add_device("d"), StreamKind::Comm, "comm"));
+  CHECK_THROWS_WITH(expand_collective(p, spec), Catch::Contains("NVLink SHARP runs all-reduces"));
+  CHECK_FALSE(nvls_supported(gpu, 2, 16));
+}

@@ -99,8 +99,8 @@ void run_collective(const CollectiveOptions& opt, std::ostream& out) {
   const std::vector<int> gpus = choose_gpus(opt, cluster);
   const int n = static_cast<int>(gpus.size());
   const bool crosses = n > 1 && topo.node_of(gpus.front()) != topo.node_of(gpus.back());
-  if (algo == CollectiveAlgo::TwoLevel && op != CollectiveOp::AllReduce) {
-    throw InputError("--algo two-level exists for all-reduce only");
+  if ((algo == CollectiveAlgo::TwoLevel || algo == CollectiveAlgo::Nvls) && op != CollectiveOp::AllReduce) {
+    throw InputError("--algo " + opt.algo + " exists for all-reduce only");
   }
   if (opt.channels < 0) throw InputError("--channels: " + std::to_string(opt.channels) + " is negative (0: automatic)");
   const int nodes = n > 0 ? topo.node_of(gpus.back()) - topo.node_of(gpus.front()) + 1 : 0;
@@ -116,15 +116,17 @@ void run_collective(const CollectiveOptions& opt, std::ostream& out) {
   base.topology = &topo;
   base.gpu = cluster.gpu;
   base.protocol = forced;
-  base.fuse_steps = algo == CollectiveAlgo::Ring && op != CollectiveOp::AllToAll && op != CollectiveOp::SendRecv;
+  base.fuse_steps = algo != CollectiveAlgo::TwoLevel && op != CollectiveOp::AllToAll && op != CollectiveOp::SendRecv;
   const bool protocols = n > 1 && runs_protocol(base);
   if (forced && !protocols) {
     throw InputError("--protocol applies to ring all-reduce, all-gather and reduce-scatter over 2 or more GPUs");
   }
+  if (algo == CollectiveAlgo::Nvls && !protocols) throw InputError("--algo nvls needs 2 or more GPUs");
   RingHops hops;  // the same rings at every size
   if (protocols) {
     hops = ring_hops(base);
     base.hops = &hops;
+    ring_protocol(base);  // refuses NVLS where NCCL has none, before anything is printed
   }
   const size_t channels = hops.orders.size();
   // All-to-all and send/recv in the analytic mode: the narrowest route and the slowest hop.
@@ -138,7 +140,7 @@ void run_collective(const CollectiveOptions& opt, std::ostream& out) {
   }
   // Inside one node, ring collectives reach NCCL's size-dependent share of the links.
   const auto efficiency = [&](int64_t size) {
-    return crosses || algo != CollectiveAlgo::Ring || n < 2 ? 1.0 : nccl_efficiency(*cluster.gpu, op, size / n);
+    return crosses || algo == CollectiveAlgo::TwoLevel || n < 2 ? 1.0 : nccl_efficiency(*cluster.gpu, op, size / n);
   };
   const bool text = opt.format == "text";
   if (text) {
@@ -149,10 +151,11 @@ void run_collective(const CollectiveOptions& opt, std::ostream& out) {
     out << ", " << opt.mode << " model\n";
     out << "# sizes in bytes (K/M/G binary, as nccl-tests); algbw = size / time, busbw = algbw x "
         << busbw_factor(op, n) << " (nccl-tests factors); GB/s = 1e9 B/s\n";
-    out << "# proto: the NCCL protocol of a ring collective (NCCL's choice by its cost model, or --protocol)\n";
-    out << "#       size         count    type   redop    root     time(us)  algbw(GB/s)  busbw(GB/s)   proto\n";
+    out << "# nccl: NCCL's algorithm and protocol for a ring-type collective (its choice by its cost model,\n"
+        << "# or --algo and --protocol): ring/LL, ring/LL128, ring/Simple, or nvls/Simple (NVLink SHARP)\n";
+    out << "#       size         count    type   redop    root     time(us)  algbw(GB/s)  busbw(GB/s)         nccl\n";
   } else {
-    out << "op,ranks,algorithm,mode,size_bytes,count,time_us,algbw_gbs,busbw_gbs,protocol\n";
+    out << "op,ranks,algorithm,mode,size_bytes,count,time_us,algbw_gbs,busbw_gbs,nccl\n";
   }
   for (int64_t size : sizes) {
     double seconds = 0;
@@ -180,17 +183,17 @@ void run_collective(const CollectiveOptions& opt, std::ostream& out) {
     }
     const double algbw = seconds > 0 ? static_cast<double>(size) / seconds / 1e9 : 0;
     const double busbw = algbw * busbw_factor(op, n);
-    const char* proto = choice ? to_string(choice->protocol) : "-";
+    const std::string nccl = choice ? describe(*choice) : "-";
     char buf[256];
     if (text) {
-      std::snprintf(buf, sizeof buf, "%14lld  %12lld   float     %s      -1  %11.2f  %11.2f  %11.2f  %6s\n",
+      std::snprintf(buf, sizeof buf, "%14lld  %12lld   float     %s      -1  %11.2f  %11.2f  %11.2f  %11s\n",
                     static_cast<long long>(size), static_cast<long long>(size / kFloatBytes),
                     op == CollectiveOp::AllReduce || op == CollectiveOp::ReduceScatter ? "sum " : "none",
-                    seconds * 1e6, algbw, busbw, proto);
+                    seconds * 1e6, algbw, busbw, nccl.c_str());
     } else {
       std::snprintf(buf, sizeof buf, "%s,%d,%s,%s,%lld,%lld,%.4f,%.4f,%.4f,%s\n", to_string(op), n, opt.algo.c_str(),
                     opt.mode.c_str(), static_cast<long long>(size), static_cast<long long>(size / kFloatBytes),
-                    seconds * 1e6, algbw, busbw, proto);
+                    seconds * 1e6, algbw, busbw, nccl.c_str());
     }
     out << buf;
   }

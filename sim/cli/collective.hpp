@@ -16,7 +16,7 @@ struct CollectiveOptions {
   int ranks = 0;               // 0: every GPU of the group
   std::string group = "all";   // intra | inter | all
   std::string sizes = "8:1G";  // BEGIN:END, doubling
-  std::string algo = "ring";   // ring | two-level
+  std::string algo = "auto";   // auto (NCCL's choice: ring or NVLS) | ring | nvls | two-level
   int channels = 0;            // ring channels across nodes; 0: one per GPU of the group on a node
   std::string mode = "flow";   // flow | analytic
   std::string protocol = "auto";  // auto | LL | LL128 | Simple (NCCL_PROTO), ring collectives

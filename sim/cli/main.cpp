@@ -31,7 +31,7 @@ const char* kUsage =
     "                              [--flops-accounting megatron|noncausal|megatron-sc21] [--calibration NAME]\n"
     "       bubblesim collective SCENARIO --op all-reduce|all-gather|reduce-scatter|all-to-all|sendrecv\n"
     "                            [--ranks N] [--group intra|inter|all] [--sizes 8B:8GB]\n"
-    "                            [--algo ring|two-level] [--channels N] [--protocol auto|LL|LL128|Simple]\n"
+    "                            [--algo auto|ring|nvls|two-level] [--channels N] [--protocol auto|LL|LL128|Simple]\n"
     "                            [--mode flow|analytic] [--format text|csv]\n"
     "       bubblesim explain SCENARIO [--set key.path=value ...] [--format text|json]\n"
     "       bubblesim sweep SCENARIO --vary key.path=v1,v2,... [--vary ...] [--set key.path=value ...]\n"
@@ -56,7 +56,9 @@ int collective_command(const std::vector<std::string>& args) {
       "ranks", po::value<int>(&co.ranks)->default_value(0), "number of GPUs (0: the whole group)")(
       "group", po::value<std::string>(&co.group)->default_value(co.group), "intra | inter | all")(
       "sizes", po::value<std::string>(&co.sizes)->default_value(co.sizes), "BEGIN:END, doubling, e.g. 8B:8GB")(
-      "algo", po::value<std::string>(&co.algo)->default_value(co.algo), "ring | two-level (all-reduce)")(
+      "algo", po::value<std::string>(&co.algo)->default_value(co.algo),
+      "auto (NCCL's choice: NVLink SHARP for an all-reduce inside a Hopper node where faster, else ring) | ring | "
+      "nvls | two-level (all-reduce)")(
       "channels", po::value<int>(&co.channels)->default_value(0),
       "ring channels of a ring crossing nodes (0: one per GPU of the group on each node, NCCL's rails)")(
       "protocol", po::value<std::string>(&co.protocol)->default_value(co.protocol),

@@ -100,7 +100,24 @@ ProtocolChoice choose_for(const CollectiveSpec& s, const RingHops& h) {
   const double wire = static_cast<double>(steps) * std::ceil(static_cast<double>(chunk) / s.efficiency);
   RingShape shape = h.shape;
   shape.gather_or_scatter = s.op == CollectiveOp::AllGather || s.op == CollectiveOp::ReduceScatter;
-  return choose_protocol(chain, *s.gpu, shape, h.bandwidth, wire, s.protocol);
+  const bool nvls = s.op == CollectiveOp::AllReduce && nvls_supported(*s.gpu, shape.nodes, s.gpus.size()) &&
+                    (!s.protocol || *s.protocol == NcclProtocol::Simple);
+  if (s.algo == CollectiveAlgo::Nvls && !nvls) {
+    throw InputError(std::string("NVLink SHARP runs all-reduces of 2 or more GPUs inside one node of Hopper GPUs on "
+                                 "NVSwitch, under the Simple protocol (this one: ") + to_string(s.op) + " of " +
+                     std::to_string(s.gpus.size()) + " " + std::string(s.gpu->id) + " GPU(s) on " +
+                     std::to_string(shape.nodes) + " node(s)" +
+                     (s.protocol ? std::string(" under ") + to_string(*s.protocol) : std::string()) + ")");
+  }
+  ProtocolChoice nvls_choice;
+  if (nvls) {  // the buffer to the switch and back, each way once
+    const double wire_nvls = std::ceil(static_cast<double>(s.size.value) / s.efficiency);
+    nvls_choice = {NcclProtocol::Simple, nvls_latency(), kNvlsShare,
+                   nvls_latency().seconds() + wire_nvls / (h.bandwidth.bytes_per_s * kNvlsShare), true};
+    if (s.algo == CollectiveAlgo::Nvls) return nvls_choice;
+  }
+  const ProtocolChoice ring = choose_protocol(chain, *s.gpu, shape, h.bandwidth, wire, s.protocol);
+  return nvls && s.algo == CollectiveAlgo::Auto && nvls_choice.seconds < ring.seconds ? nvls_choice : ring;
 }
 
 /// Builds steps for subsets of the spec's ranks; remembers each rank's last op.
@@ -118,6 +135,10 @@ class Expander {
   void use_protocol(const ProtocolChoice& choice, const RingHops& h, int64_t steps) {
     share_ = choice.share;
     wire_scale_ = 1 / (s_.efficiency * share_);
+    if (choice.nvls) {  // one latency for every transfer, as for the only ring order
+      latency_.assign(1, std::vector<Time>(1 + s_.twins.size(), choice.latency * s_.merged));
+      return;
+    }
     const auto& hops = h.hops[static_cast<size_t>(choice.protocol)];
     latency_.assign(hops.size(), {});
     const Time base = protocol_base_latency(choice.protocol);
@@ -213,9 +234,11 @@ const char* to_string(CollectiveOp op) {
 CollectiveOp parse_collective(std::string_view name) { return from_name(kNames, name, "--op: unknown collective"); }
 
 CollectiveAlgo parse_algorithm(std::string_view name) {
+  if (name == "auto") return CollectiveAlgo::Auto;
   if (name == "ring") return CollectiveAlgo::Ring;
+  if (name == "nvls") return CollectiveAlgo::Nvls;
   if (name == "two-level") return CollectiveAlgo::TwoLevel;
-  throw InputError("--algo: unknown algorithm \"" + std::string(name) + "\" (valid: ring, two-level)");
+  throw InputError("--algo: unknown algorithm \"" + std::string(name) + "\" (valid: auto, ring, nvls, two-level)");
 }
 
 double busbw_factor(CollectiveOp op, int n) {
@@ -275,7 +298,15 @@ std::vector<OpId> expand_collective(Program& p, const CollectiveSpec& s, std::sp
     const RingHops& h = s.hops != nullptr ? *s.hops : computed;
     BUBBLESIM_ASSERT(h.orders == (rings != nullptr ? channels : std::vector<std::vector<size_t>>{all}),
                      "ring hops cached for other channels than the collective runs");
-    e.use_protocol(choose_for(s, h), h, ring_steps(s.op, n));
+    const ProtocolChoice choice = choose_for(s, h);
+    e.use_protocol(choice, h, ring_steps(s.op, n));
+    if (choice.nvls) {
+      // Through the switch and back: as every GPU sending its buffer spread over the others and
+      // receiving as much, in one group, the whole collective (a backend runs NCCL's own).
+      e.step(all, s.size.value / static_cast<int64_t>(n - 1), 1, 1, static_cast<size_t>(steps));
+      p.set_collective_size(e.groups()[0], s.size);
+      return e.done();
+    }
   }
   switch (s.op) {
     case CollectiveOp::AllReduce: e.ring(all, chunk, 2 * steps, rings); break;
@@ -299,7 +330,7 @@ std::vector<OpId> expand_collective(Program& p, const CollectiveSpec& s, std::sp
 }
 
 bool runs_protocol(const CollectiveSpec& s) {
-  return s.topology != nullptr && s.gpu != nullptr && s.algo == CollectiveAlgo::Ring && is_ring_op(s.op) &&
+  return s.topology != nullptr && s.gpu != nullptr && s.algo != CollectiveAlgo::TwoLevel && is_ring_op(s.op) &&
          s.fuse_steps && s.gpus.size() >= 2;
 }
 

@@ -21,7 +21,9 @@
 namespace bubblesim::sim {
 
 enum class CollectiveOp : uint8_t { AllReduce, AllGather, ReduceScatter, AllToAll, SendRecv };
-enum class CollectiveAlgo : uint8_t { Ring, TwoLevel };
+/// Auto: NCCL's choice, NVLink SHARP for an all-reduce inside a Hopper node when its cost model
+/// says so (nccl_protocol.hpp), a ring otherwise. Nvls: NVLink SHARP (where NCCL supports it).
+enum class CollectiveAlgo : uint8_t { Ring, TwoLevel, Nvls, Auto };
 
 const char* to_string(CollectiveOp op);
 /// Throws InputError listing the valid names.
@@ -91,7 +93,9 @@ struct RingHops {
 };
 RingHops ring_hops(const CollectiveSpec& spec);
 
-/// Whether `spec` runs as NCCL's pipelined ring under a protocol (see CollectiveSpec::topology).
+/// Whether `spec` runs as NCCL runs it, a pipelined ring under a protocol or NVLS (see
+/// CollectiveSpec::topology): algorithm Ring, Nvls or Auto, an all-reduce, all-gather or
+/// reduce-scatter over 2 or more GPUs, fused, with its topology and GPU.
 bool runs_protocol(const CollectiveSpec& spec);
 
 /// The per-rank bandwidth of the spec's ring over `channels` (ring_channels) on its topology when
@@ -104,8 +108,10 @@ Bandwidth ring_bandwidth(const CollectiveSpec& spec, const std::vector<std::vect
 
 /// NCCL's protocol for the spec's ring collective (or spec.protocol) and what it costs alone:
 /// choose_protocol over the slowest channel's chain latency of each protocol and ring_bandwidth,
-/// for the bytes each rank sends (size / ranks per step, divided by spec.efficiency). Needs
-/// runs_protocol(spec).
+/// for the bytes each rank sends (size / ranks per step, divided by spec.efficiency); for
+/// algorithm Nvls, or Auto where NVLS is supported and faster, NVLS (nvls/Simple: the buffer
+/// each way at kNvlsShare of ring_bandwidth after nvls_latency()). Needs runs_protocol(spec);
+/// throws InputError for Nvls where NCCL has no NVLS or under a forced LL or LL128.
 ProtocolChoice ring_protocol(const CollectiveSpec& spec);
 
 /// The rings NCCL runs for a ring collective, as orders of the spec's positions, each carrying

@@ -54,6 +54,14 @@ std::optional<NcclProtocol> parse_protocol(std::string_view name) {
   throw InputError("--protocol: unknown NCCL protocol \"" + std::string(name) + "\" (valid: auto, LL, LL128, Simple)");
 }
 
+std::string describe(const ProtocolChoice& c) { return std::string(c.nvls ? "nvls/" : "ring/") + to_string(c.protocol); }
+
+Time nvls_latency() { return Time::ps(25'000'000); }
+
+bool nvls_supported(const GpuPreset& gpu, int32_t nodes, size_t ranks) {
+  return gpu.arch == "hopper" && gpu.nvlink_per_dir.value > 0 && nodes == 1 && ranks >= 2;
+}
+
 Time protocol_base_latency(NcclProtocol p) {
   constexpr Time kBase[kNcclProtocols] = {Time::ps(6'600'000), Time::ps(14'000'000), Time::ps(8'400'000)};
   return kBase[index(p)];

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 
 #include "sim/core/units.hpp"
@@ -59,13 +60,27 @@ double protocol_bandwidth_share(NcclProtocol p, const GpuPreset& gpu, const Ring
 /// once per step. O(hops).
 Time ring_chain_latency(std::span<const Time> hops, int64_t steps);
 
-/// A protocol and what it costs one ring collective.
+/// A protocol (and algorithm: a ring, or NVLink SHARP) and what it costs one collective.
 struct ProtocolChoice {
   NcclProtocol protocol = NcclProtocol::Simple;
-  Time latency;          // base latency plus the ring's chain latency
-  double share = 1;      // of the ring's bandwidth (protocol_bandwidth_share)
+  Time latency;          // base latency plus the ring's chain latency (NVLS: its own latency)
+  double share = 1;      // of the ring's bandwidth (protocol_bandwidth_share, or kNvlsShare)
   double seconds = 0;    // the whole collective: latency + wire bytes / (bandwidth x share)
+  bool nvls = false;     // NVLink SHARP all-reduce instead of a ring
 };
+/// "ring/LL", "ring/LL128", "ring/Simple" or "nvls/Simple".
+std::string describe(const ProtocolChoice& c);
+
+/// NVLink SHARP (NVLS) all-reduce inside one node of third-generation NVSwitches (Hopper): each
+/// GPU sends its buffer to the switch, which reduces it, and receives the result multicast, once
+/// each way, at kNvlsShare of its NVLink bandwidth per direction after NCCL's NVLS latency of
+/// 25 us (Simple protocol only). kNvlsShare is nccl-tests' algbw over NCCL's NVLink figure for an
+/// 8 x H100 all-reduce (275 of 370 GB/s, published.csv NCCL-H100-NVLS-AR); the same share gives
+/// the H200's 475 and H800's 215 GB/s busbw within 1% (validation/nccl).
+constexpr double kNvlsShare = 0.74;
+Time nvls_latency();
+/// Whether NCCL can run an all-reduce over `ranks` GPUs of one node of `gpu` with NVLS.
+bool nvls_supported(const GpuPreset& gpu, int32_t nodes, size_t ranks);
 
 /// NCCL's choice among the enabled protocols for a ring collective (or `forced`): the least
 /// `latency[p] + wire_bytes / (ring_bw x share[p])`, where `latency[p]` is the protocol's base

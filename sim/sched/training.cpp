@@ -330,8 +330,10 @@ class Builder {
     return nccl_efficiency(*job_.cluster.gpu, kind, size.value / static_cast<int64_t>(gpus.size()));
   }
 
-  /// Ring collectives run as NCCL runs them on this cluster (CollectiveSpec::topology).
+  /// Collectives run as NCCL runs them on this cluster (CollectiveSpec::topology): its choice of
+  /// algorithm (NVLink SHARP for all-reduces inside a Hopper node, rings otherwise) and protocol.
   void on_cluster(CollectiveSpec& spec) const {
+    spec.algo = CollectiveAlgo::Auto;
     spec.topology = &topo_;
     spec.gpu = job_.cluster.gpu;
   }
