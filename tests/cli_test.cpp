@@ -360,9 +360,12 @@ TEST_CASE("bubblesim collective across nodes runs a channel per rail, flow and a
     CHECK(busbw > 175);
     CHECK(busbw < 200);
   }
+  const Result eight = cli("collective validation/megatron/gpt-selene.yaml --ranks 32 --sizes 1G");
+  REQUIRE(eight.code == 0);
+  CHECK_THAT(eight.out, Catch::Contains("(8 channels, each leaving a node by another GPU)"));
   const Result one = cli("collective validation/megatron/gpt-selene.yaml --ranks 32 --sizes 1G --channels 1");
   REQUIRE(one.code == 0);
-  CHECK_THAT(one.out, !Catch::Contains("channels, one NIC each"));
+  CHECK_THAT(one.out, !Catch::Contains("channels, each leaving"));
   const Result one_csv = cli("collective validation/megatron/gpt-selene.yaml --ranks 32 --sizes 1G --channels 1 --format csv");
   REQUIRE(one_csv.code == 0);
   const double single = std::stod(csv_rows(one_csv.out).at(0).at(8));

@@ -425,3 +425,37 @@ TEST_CASE("NCCL runs large all-reduces inside a Hopper node with NVLink SHARP, r
   CHECK_THROWS_WITH(expand_collective(p, spec), Catch::Contains("NVLink SHARP runs all-reduces"));
   CHECK_FALSE(nvls_supported(gpu, 2, 16));
 }
+
+TEST_CASE("a ring's bandwidth counts every link its channels share: NICs and an oversubscribed uplink", "[network][collective]") {
+  const GpuPreset& gpu = find_gpu("a100-sxm4-80gb", "test");
+  const auto agree = [&](const ResolvedCluster& c, int32_t max_channels) {
+    const Topology t(c);
+    Program p;
+    CollectiveSpec spec{CollectiveOp::AllReduce, CollectiveAlgo::Ring, Bytes{kS}, {}, {}, {}, {}, true, {}};
+    spec.topology = &t;
+    spec.gpu = &gpu;
+    spec.protocol = NcclProtocol::Simple;
+    spec.max_channels = max_channels;
+    for (int g = 0; g < 16; ++g) {
+      spec.gpus.push_back(g);
+      spec.node_of.push_back(t.node_of(g));
+      spec.streams.push_back(p.add_stream(p.add_device("d"), StreamKind::Comm, "comm"));
+    }
+    const ProtocolChoice choice = ring_protocol(spec);
+    expand_collective(p, spec);
+    p.finalize();
+    FlowNetwork net(t);
+    CHECK(simulate(p, GivenTimes{}, &net).makespan.seconds() == Approx(choice.seconds).epsilon(1e-6));
+    return ring_bandwidth(spec, ring_channels(spec)).bytes_per_s;
+  };
+  // 8 channels over 8 NICs of 50 GB/s, behind a leaf whose uplink is a quarter of them: 100 GB/s.
+  ResolvedCluster oversubscribed = cluster(2, 8, 240, 50, 3.4, 8, "a100-sxm4-80gb");
+  oversubscribed.oversubscription = 4;
+  CHECK(agree(oversubscribed, 0) == Approx(100e9));
+  // 4 channels leave each node by GPUs 7, 0, 1, 2 on NICs 3, 0, 0, 1 of 4: NIC 0 carries two.
+  CHECK(agree(cluster(2, 8, 240, 50, 3.4, 4, "a100-sxm4-80gb"), 4) == Approx(4 * 50e9 / 2));
+  // NVLS needs more than two GPUs of one Hopper node.
+  const GpuPreset& h100 = find_gpu("h100-sxm5-80gb", "test");
+  CHECK_FALSE(nvls_supported(h100, 1, 2));
+  CHECK(nvls_supported(h100, 1, 3));
+}

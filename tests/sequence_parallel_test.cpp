@@ -179,9 +179,15 @@ TEST_CASE("a ring attention layer moves the K/V blocks and dK/dV accumulators of
     if (s.name != "dp" || s.ops.empty()) continue;
     ++dp_streams;
     const Op& op = b.plan.program.op(s.ops.front());
-    std::set<int32_t> gpus;  // a ring's 8 hops, or NVLink SHARP's 8 x 7 pairs on Hopper
-    for (const Transfer& x : b.plan.program.transfers(op.group)) gpus.insert({x.from_gpu, x.to_gpu});
+    // A ring's 8 hops, or NVLink SHARP's 8 x 7 pairs on Hopper: 8 GPUs either way.
+    std::set<std::pair<int32_t, int32_t>> pairs;
+    std::set<int32_t> gpus;
+    for (const Transfer& x : b.plan.program.transfers(op.group)) {
+      pairs.insert({x.from_gpu, x.to_gpu});
+      gpus.insert({x.from_gpu, x.to_gpu});
+    }
     CHECK(gpus.size() == 8);
+    CHECK((pairs.size() == 8 || pairs.size() == 56));
   }
   CHECK(dp_streams == 4);  // every ring rank's device reduces gradients
   // The zigzag layout keeps ranks balanced: no imbalance wait to speak of.

@@ -1,7 +1,6 @@
 #include "hw/runner/comm_plan.hpp"
 
 #include <algorithm>
-#include <cmath>
 #include <map>
 #include <queue>
 #include <tuple>
@@ -188,12 +187,8 @@ class Planner {
     }
     GroupTraffic x = traffic_of(twins_.transfers(p_, o.group, gpu), gpu,
                                 o.kind == OpKind::Send || o.kind == OpKind::Collective,
-                                o.kind == OpKind::Recv || o.kind == OpKind::Collective);
+                                o.kind == OpKind::Recv || o.kind == OpKind::Collective, grp.wire_scale);
     if (x.out.empty() && x.in.empty()) return;
-    // The transfers carry the network model's wire bytes; the GPUs move the real ones.
-    for (auto* peers : {&x.out, &x.in}) {
-      for (PeerBytes& m : *peers) m.bytes = std::llround(static_cast<double>(m.bytes) / grp.wire_scale);
-    }
     st.call = CommCall::SendRecv;
     st.comm = p2p_comm_[o.group];
     st.sends = std::move(x.out);

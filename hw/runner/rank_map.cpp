@@ -1,6 +1,7 @@
 #include "hw/runner/rank_map.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 
 #include "sim/core/error.hpp"
@@ -43,7 +44,8 @@ std::vector<sim::DeviceId> device_of_gpus(const sim::ClusterJob& job, const sim:
   return out;
 }
 
-GroupTraffic traffic_of(std::span<const sim::Transfer> transfers, int32_t gpu, bool sends, bool receives) {
+GroupTraffic traffic_of(std::span<const sim::Transfer> transfers, int32_t gpu, bool sends, bool receives,
+                        double wire_scale) {
   std::map<int32_t, int64_t> out, in;
   GroupTraffic x;
   for (const sim::Transfer& t : transfers) {
@@ -52,8 +54,9 @@ GroupTraffic traffic_of(std::span<const sim::Transfer> transfers, int32_t gpu, b
     if (receives && t.to_gpu == gpu) in[t.from_gpu] += t.bytes.value;
     if (t.from_gpu == gpu || t.to_gpu == gpu) x.hops = std::max(x.hops, t.hops);
   }
-  for (const auto& [peer, bytes] : out) x.out.push_back({peer, bytes});
-  for (const auto& [peer, bytes] : in) x.in.push_back({peer, bytes});
+  const auto real = [&](int64_t bytes) { return std::llround(static_cast<double>(bytes) / wire_scale); };
+  for (const auto& [peer, bytes] : out) x.out.push_back({peer, real(bytes)});
+  for (const auto& [peer, bytes] : in) x.in.push_back({peer, real(bytes)});
   return x;
 }
 

@@ -24,16 +24,18 @@ struct PeerBytes {
 };
 
 /// What GPU `gpu` moves in group `g`: per peer (ascending), the bytes of its transfers to it
-/// (when `sends`) and from it (when `receives`), transfers to itself skipped; and the most hops
-/// of any transfer it is an end of (a twin rank finds its own transfers in its representative's
-/// group).
+/// (when `sends`) and from it (when `receives`), transfers to itself skipped, as real bytes (the
+/// transfers' over the group's wire_scale: they carry what the network model needs to time them);
+/// and the most hops of any transfer it is an end of (a twin rank finds its own transfers in its
+/// representative's group).
 struct GroupTraffic {
   std::vector<PeerBytes> out, in;
   int32_t hops = 1;
 };
-GroupTraffic traffic_of(std::span<const sim::Transfer> transfers, int32_t gpu, bool sends, bool receives);
+GroupTraffic traffic_of(std::span<const sim::Transfer> transfers, int32_t gpu, bool sends, bool receives,
+                        double wire_scale);
 inline GroupTraffic traffic_of(const sim::Program& p, sim::GroupId g, int32_t gpu, bool sends, bool receives) {
-  return traffic_of(p.transfers(g), gpu, sends, receives);
+  return traffic_of(p.transfers(g), gpu, sends, receives, p.groups()[g].wire_scale);
 }
 
 /// The connected sets of GPUs a group's transfers join (each ascending), in order of their

@@ -1,7 +1,6 @@
 #include "hw/runner/runner.hpp"
 
 #include <algorithm>
-#include <cmath>
 #include <chrono>
 #include <thread>
 #include <string>
@@ -55,7 +54,7 @@ Runner::Runner(const sim::Program& p, sim::DeviceId device, int32_t gpu, Backend
     if (p.groups()[g].kind != GroupKind::Transfer) continue;
     GroupTraffic own = traffic_of(twins_ != nullptr ? twins_->transfers(p, g, gpu_)
                                                     : std::vector<sim::Transfer>(p.transfers(g).begin(), p.transfers(g).end()),
-                                  gpu_, true, false);
+                                  gpu_, true, false, p.groups()[g].wire_scale);
     if (own.out.empty()) continue;
     Exchange x;
     x.out = std::move(own.out);
@@ -88,7 +87,7 @@ Runner::Exchange Runner::exchange_of(sim::OpId op) const {
       twins_ != nullptr ? twins_->transfers(p_, o.group, gpu_)
                         : std::vector<sim::Transfer>(p_.transfers(o.group).begin(), p_.transfers(o.group).end());
   GroupTraffic own = traffic_of(transfers, gpu_, o.kind == OpKind::Send || o.kind == OpKind::Collective,
-                                o.kind == OpKind::Recv || o.kind == OpKind::Collective);
+                                o.kind == OpKind::Recv || o.kind == OpKind::Collective, g.wire_scale);
   x.hops = own.hops;
   if (x.hops >= kMaxHops) {
     throw InputError(sim::describe(p_, op) + ": " + std::to_string(x.hops) + " hops in one group; the host backend runs at most " +
@@ -96,10 +95,6 @@ Runner::Exchange Runner::exchange_of(sim::OpId op) const {
   }
   x.out = std::move(own.out);
   x.in = std::move(own.in);
-  // The transfers carry the wire time the network model needs; the ranks move the real bytes.
-  for (auto* peers : {&x.out, &x.in}) {
-    for (Peer& peer : *peers) peer.bytes = std::llround(static_cast<double>(peer.bytes) / g.wire_scale);
-  }
   return x;
 }
 

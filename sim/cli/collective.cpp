@@ -147,7 +147,7 @@ void run_collective(const CollectiveOptions& opt, std::ostream& out) {
     out << "# bubblesim collective: " << to_string(op) << " over " << n << " GPU(s) of " << sc.name << " ("
         << cluster.nodes << " x " << cluster.gpus_per_node << " " << cluster.gpu->id << "), group " << opt.group
         << (crosses ? ", crossing nodes" : ", inside one node") << "; algorithm " << opt.algo;
-    if (channels > 1) out << " (" << channels << " channels, one NIC each)";
+    if (channels > 1) out << " (" << channels << " channels, each leaving a node by another GPU)";
     out << ", " << opt.mode << " model\n";
     out << "# sizes in bytes (K/M/G binary, as nccl-tests); algbw = size / time, busbw = algbw x "
         << busbw_factor(op, n) << " (nccl-tests factors); GB/s = 1e9 B/s\n";

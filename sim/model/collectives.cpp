@@ -70,6 +70,9 @@ RingHops hops_of(const CollectiveSpec& s, bool with_twins) {
   for (int32_t node : s.node_of) ++per_node[node];
   h.shape.nodes = static_cast<int32_t>(per_node.size());
   h.shape.one_gpu_per_node = h.shape.nodes > 1 && per_node.size() == s.gpus.size();
+  h.twins_in_one_node = std::all_of(s.twins.begin(), s.twins.end(), [&](const std::vector<int32_t>& twin) {
+    return std::all_of(twin.begin(), twin.end(), [&](int32_t g) { return s.topology->node_of(g) == s.topology->node_of(twin[0]); });
+  });
   const bool multi = h.shape.nodes > 1;
   const size_t copies = with_twins ? 1 + s.twins.size() : 1;
   for (const NcclProtocol p : {NcclProtocol::LL, NcclProtocol::LL128, NcclProtocol::Simple}) {
@@ -101,9 +104,9 @@ ProtocolChoice choose_for(const CollectiveSpec& s, const RingHops& h) {
   RingShape shape = h.shape;
   shape.gather_or_scatter = s.op == CollectiveOp::AllGather || s.op == CollectiveOp::ReduceScatter;
   const bool nvls = s.op == CollectiveOp::AllReduce && nvls_supported(*s.gpu, shape.nodes, s.gpus.size()) &&
-                    (!s.protocol || *s.protocol == NcclProtocol::Simple);
+                    h.twins_in_one_node && (!s.protocol || *s.protocol == NcclProtocol::Simple);
   if (s.algo == CollectiveAlgo::Nvls && !nvls) {
-    throw InputError(std::string("NVLink SHARP runs all-reduces of 2 or more GPUs inside one node of Hopper GPUs on "
+    throw InputError(std::string("NVLink SHARP runs all-reduces of 3 or more GPUs inside one node of Hopper GPUs on "
                                  "NVSwitch, under the Simple protocol (this one: ") + to_string(s.op) + " of " +
                      std::to_string(s.gpus.size()) + " " + std::string(s.gpu->id) + " GPU(s) on " +
                      std::to_string(shape.nodes) + " node(s)" +
@@ -302,9 +305,10 @@ std::vector<OpId> expand_collective(Program& p, const CollectiveSpec& s, std::sp
     e.use_protocol(choice, h, ring_steps(s.op, n));
     if (choice.nvls) {
       // Through the switch and back: as every GPU sending its buffer spread over the others and
-      // receiving as much, in one group, the whole collective (a backend runs NCCL's own).
-      e.step(all, s.size.value / static_cast<int64_t>(n - 1), 1, 1, static_cast<size_t>(steps));
-      p.set_collective_size(e.groups()[0], s.size);
+      // receiving as much, in one group, the whole collective (a backend runs NCCL's own). Two
+      // rounds, reduce then multicast, for a backend that moves the bytes itself.
+      e.step(all, s.size.value / static_cast<int64_t>(n - 1), 1, 2, static_cast<size_t>(steps));
+      if (!e.groups().empty()) p.set_collective_size(e.groups()[0], s.size);
       return e.done();
     }
   }
@@ -337,43 +341,20 @@ bool runs_protocol(const CollectiveSpec& s) {
 Bandwidth ring_bandwidth(const CollectiveSpec& s, const std::vector<std::vector<size_t>>& channels) {
   BUBBLESIM_ASSERT(s.topology != nullptr, "ring_bandwidth needs the topology");
   const Topology& t = *s.topology;
-  constexpr double kUnbounded = std::numeric_limits<double>::infinity();
-  double intra = kUnbounded, crossing = kUnbounded;
-  std::map<int32_t, std::set<LinkId>> nics;  // per node: the NIC links its rings leave by
+  // Each step, every channel's hop moves 1 / c of a chunk over its route: a link crossed by
+  // `load` of the c channels' hops moves load / c chunks, so the chunk moves at c x bw / load.
+  std::unordered_map<LinkId, int> load;
   for (const auto& order : channels) {
     for (size_t j = 0; j < order.size(); ++j) {
       const int32_t a = s.gpus[order[j]], b = s.gpus[order[(j + 1) % order.size()]];
       if (a == b) continue;
-      const double bw = t.route_bandwidth(a, b).bytes_per_s;
-      if (t.node_of(a) == t.node_of(b)) {
-        intra = std::min(intra, bw);
-        continue;
-      }
-      crossing = std::min(crossing, bw);
-      for (LinkId l : t.route(a, b)) {
-        if (t.link(l).cls == LinkClass::Nic) {
-          nics[t.node_of(a)].insert(l);
-          break;
-        }
-      }
+      for (LinkId l : t.route(a, b)) ++load[l];
     }
   }
   const auto c = static_cast<double>(channels.size());
-  if (crossing == kUnbounded) return Bandwidth{intra};
-  // Every node sends one chunk share per channel through its NICs: at most c crossings' worth.
-  double nic = c * crossing;
-  for (const auto& [node, links] : nics) {
-    double sum = 0;
-    for (LinkId l : links) sum += t.link(l).bandwidth.bytes_per_s;
-    nic = std::min(nic, sum);
-  }
-  // A GPU that leaves its node in one of the c channels sends (c - 1) / c of its chunk over
-  // NVLink; with fewer channels than GPUs on a node some send all of it.
-  std::map<int32_t, size_t> per_node;
-  size_t most = 0;
-  for (size_t i = 0; i < s.gpus.size(); ++i) most = std::max(most, ++per_node[t.node_of(s.gpus[i])]);
-  const bool every_gpu_exits = channels.size() > 1 && channels.size() == most;
-  return Bandwidth{std::min(intra * (every_gpu_exits ? c / (c - 1) : 1.0), nic)};
+  double bw = std::numeric_limits<double>::infinity();
+  for (const auto& [l, n] : load) bw = std::min(bw, c * t.link(l).bandwidth.bytes_per_s / n);
+  return Bandwidth{bw};
 }
 
 ProtocolChoice ring_protocol(const CollectiveSpec& s) {

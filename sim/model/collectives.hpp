@@ -90,6 +90,7 @@ struct RingHops {
   std::array<std::vector<std::vector<std::vector<Time>>>, kNcclProtocols> hops;  // [p][r][k][j]
   Bandwidth bandwidth;  // ring_bandwidth(spec, orders)
   RingShape shape;      // nodes spanned and GPUs per node (gather_or_scatter is the op's)
+  bool twins_in_one_node = true;  // every twin's GPUs share a node (NVLS needs it of every copy)
 };
 RingHops ring_hops(const CollectiveSpec& spec);
 
@@ -99,11 +100,10 @@ RingHops ring_hops(const CollectiveSpec& spec);
 bool runs_protocol(const CollectiveSpec& spec);
 
 /// The per-rank bandwidth of the spec's ring over `channels` (ring_channels) on its topology when
-/// nothing else loads its links, by algorithms.md 3.1 / 3.3: the narrowest hop with one channel
-/// inside a node; across nodes min(B_i * c / (c - 1), NICs) for c channels when every GPU leaves
-/// its node in one of them (B_i without the factor otherwise), where NICs is the least, over
-/// nodes, of the bandwidth of the NIC links the channels leave by, and at most c times the
-/// narrowest crossing route.
+/// nothing else loads its links: each step every channel's hop moves 1 / c of a chunk, so a link
+/// that `load` of the c channels' hops cross moves the chunk at c x bandwidth / load; the least
+/// over the links. One channel: the narrowest hop. c channels leaving each node by c GPUs:
+/// min(B_i * c / (c - 1), the node's NICs, any shared uplink) (algorithms.md 3.3).
 Bandwidth ring_bandwidth(const CollectiveSpec& spec, const std::vector<std::vector<size_t>>& channels);
 
 /// NCCL's protocol for the spec's ring collective (or spec.protocol) and what it costs alone:

@@ -59,7 +59,7 @@ std::string describe(const ProtocolChoice& c) { return std::string(c.nvls ? "nvl
 Time nvls_latency() { return Time::ps(25'000'000); }
 
 bool nvls_supported(const GpuPreset& gpu, int32_t nodes, size_t ranks) {
-  return gpu.arch == "hopper" && gpu.nvlink_per_dir.value > 0 && nodes == 1 && ranks >= 2;
+  return gpu.arch == "hopper" && gpu.nvlink_per_dir.value > 0 && nodes == 1 && ranks >= 3;  // NCCL: > 2 GPUs
 }
 
 Time protocol_base_latency(NcclProtocol p) {

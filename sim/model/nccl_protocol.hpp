@@ -76,10 +76,11 @@ std::string describe(const ProtocolChoice& c);
 /// each way, at kNvlsShare of its NVLink bandwidth per direction after NCCL's NVLS latency of
 /// 25 us (Simple protocol only). kNvlsShare is nccl-tests' algbw over NCCL's NVLink figure for an
 /// 8 x H100 all-reduce (275 of 370 GB/s, published.csv NCCL-H100-NVLS-AR); the same share gives
-/// the H200's 475 and H800's 215 GB/s busbw within 1% (validation/nccl).
+/// the H200's 475 and H800's 215 GB/s busbw within 1.1% (validation/nccl).
 constexpr double kNvlsShare = 0.74;
 Time nvls_latency();
-/// Whether NCCL can run an all-reduce over `ranks` GPUs of one node of `gpu` with NVLS.
+/// Whether NCCL can run an all-reduce over `ranks` GPUs of one node of `gpu` with NVLS: Hopper
+/// on NVSwitch, one node, more than 2 GPUs.
 bool nvls_supported(const GpuPreset& gpu, int32_t nodes, size_t ranks);
 
 /// NCCL's choice among the enabled protocols for a ring collective (or `forced`): the least
