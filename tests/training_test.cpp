@@ -262,3 +262,42 @@ TEST_CASE("tensor-parallel groups across nodes carry every replica's transfers; 
   // tp 4 on nodes of 6: the representative's group fits node 0, replica 1's spans nodes 0 and 1.
   CHECK(tp_transfers(6, "[tp, dp, ulysses, ring, pp]", 4, 3) == 12);
 }
+
+TEST_CASE("cluster.nccl picks NCCL's algorithm and protocol: NVLink SHARP speeds H100 all-reduces unless ruled out",
+          "[training]") {
+  // tp 8 without sequence parallelism on one H100 node: every layer all-reduces its activations.
+  const auto run = [](const std::string& nccl) {
+    const std::string text = "cluster: {gpu: h100-sxm5-80gb, nodes: 1, gpus_per_node: 8" + nccl +
+                             "}\nmodel: {preset: llama3-8b, layers: 2}\ntraining: {seq_len: 8192, global_batch_size: 1}\n"
+                             "parallel: {tp: 8, sequence_parallel: false}\n";
+    const ClusterJob j = plan_cluster(parse_scenario(text, "t.yaml"));
+    const Topology topo(j.cluster);
+    const RooflineCompute compute(*j.cluster.gpu);
+    const TrainingPlan plan = build_training(j, topo, compute);
+    size_t pairs = 0;  // transfers of the first tensor-parallel group: 8 ring hops or 8 x 7 NVLS pairs
+    for (GroupId g = 0; g < plan.program.groups().size() && pairs == 0; ++g) {
+      if (plan.program.op(plan.program.members(g)[0]).label.traffic == Traffic::TensorParallel) {
+        pairs = plan.program.transfers(g).size();
+      }
+    }
+    FlowNetwork net(topo);
+    return std::pair{simulate(plan.program, GivenTimes{}, &net).makespan.seconds(), pairs};
+  };
+  const auto [nccl_choice, nvls_pairs] = run("");
+  const auto [ring, ring_pairs] = run(", nccl: {algorithm: ring}");
+  const auto [ll, ll_pairs] = run(", nccl: {protocol: LL}");
+  CHECK(nvls_pairs == 56);
+  CHECK(ring_pairs == 8);
+  CHECK(ll_pairs == 8);  // NVLS runs the Simple protocol only
+  CHECK(nccl_choice < ring);
+  CHECK(ring < ll);      // LL reaches a quarter of NVLink on 64 MiB activations
+  // LL128 needs NVLink.
+  CHECK_THROWS_WITH(plan_cluster(parse_scenario("cluster: {gpu: l20-pcie-48gb, nodes: 1, gpus_per_node: 8, nccl: "
+                                                "{protocol: LL128}}\nmodel: {preset: llama3-8b}\ntraining: "
+                                                "{seq_len: 4096, global_batch_size: 8}\nparallel: {dp: 8}\n",
+                                                "t.yaml")),
+                    Catch::Contains("t.yaml:1: cluster.nccl.protocol: NCCL runs LL128 only over NVLink"));
+  CHECK_THROWS_WITH(parse_scenario("cluster: {gpu: h100-sxm5-80gb, nccl: {algorithm: tree}}\nmodel: {preset: llama3-8b}\n"
+                                   "training: {seq_len: 4096, global_batch_size: 8}\n", "t.yaml"),
+                    Catch::Contains("valid: auto, ring"));
+}

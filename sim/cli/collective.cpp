@@ -84,7 +84,6 @@ std::vector<int64_t> parse_size_range(const std::string& text) {
 
 void run_collective(const CollectiveOptions& opt, std::ostream& out) {
   const CollectiveOp op = parse_collective(opt.op);
-  const CollectiveAlgo algo = parse_algorithm(opt.algo);
   if (opt.mode != "flow" && opt.mode != "analytic") {
     throw InputError("--mode: unknown mode \"" + opt.mode + "\" (valid: flow, analytic)");
   }
@@ -93,8 +92,10 @@ void run_collective(const CollectiveOptions& opt, std::ostream& out) {
   }
   const std::vector<int64_t> sizes = parse_size_range(opt.sizes);
   const Scenario sc = load_scenario(opt.scenario, {}, ScenarioNeeds::Cluster);
-  const std::optional<NcclProtocol> forced = parse_protocol(opt.protocol);
   const ResolvedCluster cluster = resolve_cluster(sc);
+  // "auto": the scenario's cluster.nccl settings, NCCL's own choice unless they say otherwise.
+  const std::optional<NcclProtocol> forced = parse_protocol(opt.protocol == "auto" ? cluster.nccl_protocol : opt.protocol);
+  const CollectiveAlgo algo = opt.algo == "auto" && !cluster.nccl_nvls ? CollectiveAlgo::Ring : parse_algorithm(opt.algo);
   const Topology topo(cluster);
   const std::vector<int> gpus = choose_gpus(opt, cluster);
   const int n = static_cast<int>(gpus.size());

@@ -201,6 +201,11 @@ ResolvedCluster resolve_cluster(const Scenario& sc) {
   r.inter_latency = c.inter_latency.value_or(g.nic.latency);
   r.oversubscription = c.oversubscription;
   r.elementwise_efficiency = c.elementwise_efficiency.value_or(g.elementwise_efficiency.value);
+  r.nccl_nvls = c.nccl_algorithm == "auto";
+  r.nccl_protocol = c.nccl_protocol;
+  if (c.nccl_protocol == "LL128" && !nvlink) {
+    fail(sc, "cluster.nccl.protocol", "NCCL runs LL128 only over NVLink, which " + c.gpu + " has not (got LL128)");
+  }
   return r;
 }
 

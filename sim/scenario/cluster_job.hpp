@@ -30,6 +30,8 @@ struct ResolvedCluster {
   Time inter_latency;
   double oversubscription = 1;  // a node's uplink = its NICs' bandwidth / this
   double elementwise_efficiency = 0;  // share of HBM bandwidth memory-bound kernels reach
+  bool nccl_nvls = true;               // NCCL may pick NVLink SHARP (cluster.nccl.algorithm auto)
+  std::string nccl_protocol = "auto";  // cluster.nccl.protocol: auto, LL, LL128 or Simple
   int32_t world() const { return nodes * gpus_per_node; }
 };
 

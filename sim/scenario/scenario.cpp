@@ -54,6 +54,13 @@ const std::vector<KeySpec>& key_table() {
       {"cluster.inter_node.latency", Type::Duration, "per transfer"},
       {"cluster.inter_node.oversubscription", Type::Number,
        "fabric oversubscription: a node's uplink carries its NICs' bandwidth divided by this (default 1, non-blocking)"},
+      {"cluster.nccl", Type::Map, "how NCCL runs the collectives, as NCCL_ALGO and NCCL_PROTO set them"},
+      {"cluster.nccl.algorithm", Type::String,
+       "auto (NCCL's choice by its cost model: NVLink SHARP for all-reduces inside a Hopper node where it is "
+       "faster, rings otherwise; default) or ring (NCCL_ALGO=Ring: no NVLS)", {"auto", "ring"}},
+      {"cluster.nccl.protocol", Type::String,
+       "auto (NCCL's choice by message size; default), LL, LL128 (NVLink only) or Simple (NCCL_PROTO)",
+       {"auto", "LL", "LL128", "Simple"}},
       {"cluster.elementwise_efficiency", Type::Number,
        "share of HBM bandwidth a layer's memory-bound kernels reach (norms, activations, softmax, dropout, "
        "residual adds); default the GPU preset's (bubblesim presets)"},
@@ -451,6 +458,10 @@ void extract_full(const YAML::Node& root, const Loader& L, Scenario& sc) {
         cs.oversubscription = L.as_number(out["oversubscription"], key);
         if (!(cs.oversubscription >= 1)) L.fail(out["oversubscription"], key, "must be >= 1 (1: non-blocking)");
       }
+    }
+    if (const YAML::Node nccl = c["nccl"]) {
+      if (nccl["algorithm"]) cs.nccl_algorithm = nccl["algorithm"].Scalar();
+      if (nccl["protocol"]) cs.nccl_protocol = nccl["protocol"].Scalar();
     }
     sc.cluster = cs;
   }

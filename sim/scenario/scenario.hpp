@@ -35,6 +35,8 @@ struct ClusterSpec {
   std::optional<Time> inter_latency;
   double oversubscription = 1;
   std::optional<double> elementwise_efficiency;  // overrides the GPU preset's
+  std::string nccl_algorithm = "auto";           // auto | ring (cluster.nccl.algorithm)
+  std::string nccl_protocol = "auto";            // auto | LL | LL128 | Simple (cluster.nccl.protocol)
 };
 
 struct ModelSpec {

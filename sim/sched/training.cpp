@@ -333,7 +333,8 @@ class Builder {
   /// Collectives run as NCCL runs them on this cluster (CollectiveSpec::topology): its choice of
   /// algorithm (NVLink SHARP for all-reduces inside a Hopper node, rings otherwise) and protocol.
   void on_cluster(CollectiveSpec& spec) const {
-    spec.algo = CollectiveAlgo::Auto;
+    spec.algo = job_.cluster.nccl_nvls ? CollectiveAlgo::Auto : CollectiveAlgo::Ring;
+    spec.protocol = protocol_;
     spec.topology = &topo_;
     spec.gpu = job_.cluster.gpu;
   }
@@ -901,6 +902,7 @@ class Builder {
   std::vector<std::unique_ptr<CollectiveSpec>> tp_spec_, ulysses_spec_;  // per device, built on first use
   std::vector<std::unique_ptr<RingHops>> tp_hops_, ulysses_hops_;      // their ring_hops
   std::vector<std::unique_ptr<RingHops>> dp_hops_;                     // per stage: its dp group's ring_hops
+  std::optional<NcclProtocol> protocol_ = parse_protocol(job_.cluster.nccl_protocol);  // cluster.nccl.protocol
   std::vector<std::unique_ptr<RingHops>> ring_hops_;                   // per stage: its CP ring group's
   std::vector<std::vector<Transfer>> ring_transfers_;                     // per device: its K/V arrivals
   std::vector<OpId> fwd_last_, bwd_last_;
