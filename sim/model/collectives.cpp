@@ -2,11 +2,10 @@
 
 #include <algorithm>
 #include <array>
-#include <limits>
 #include <cmath>
 #include <iterator>
+#include <limits>
 #include <map>
-#include <set>
 #include <unordered_map>
 
 #include "sim/core/error.hpp"

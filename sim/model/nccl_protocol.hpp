@@ -1,8 +1,9 @@
 // NCCL's three wire protocols (LL, LL128, Simple) as its own cost model describes them
 // (src/graph/tuning.cc, v2.30; hardware.md "Latency (α) figures"): a base latency per call, a
 // per-hop latency per link class, the share of the links' bandwidth each reaches, and NCCL's choice
-// of the fastest; and the latency of a pipelined ring, whose chunks travel hop after hop.
-// Not a network: the bandwidth a ring gets comes from the caller (the flow model shares links).
+// of the fastest; the latency of a pipelined ring, whose chunks travel hop after hop; and NVLink
+// SHARP's all-reduce inside a Hopper node. Not a network: the bandwidth a collective gets comes
+// from the caller (the flow model shares links).
 #pragma once
 
 #include <cstdint>
