@@ -164,6 +164,7 @@ TEST_CASE("every GPU planning alone builds the communicators and order the other
   CHECK(alone.order_hash == all.plan.order_hash);
   REQUIRE(alone.ranks.size() == 1);
   CHECK(alone.ranks[0].steps.size() == all.plan.ranks[5].steps.size());
+  CHECK(fingerprint(alone.ranks[0]) == fingerprint(all.plan.ranks[5]));
   CHECK(alone.comms.size() == all.plan.comms.size());
 }
 

@@ -56,13 +56,14 @@ void GpuRunner::setup_local(const CommPlan& plan, size_t rank) {
   // Every buffer and mask the compute ops need, and every kernel loaded and run once (CUDA loads
   // kernels at first launch, which may wait for the whole device): later, either would stall
   // behind NCCL calls that wait for peers.
-  std::set<std::tuple<std::string, std::array<int64_t, 5>, int64_t>> seen;
+  // Distinct by class, shape, causal fraction (in millionths) and bytes: any of them changes the work.
+  std::set<std::tuple<std::string, std::array<int64_t, 5>, int64_t, int64_t>> seen;
   std::vector<const sim::OpWork*> distinct;
   for (const Step& st : plan_.steps) {
     if (st.op == sim::kNone || p_.op(st.op).kind != sim::OpKind::Compute) continue;
     const sim::OpWork* w = p_.work(st.op);
     if (w == nullptr) continue;
-    if (seen.emplace(w->op_class, w->shape, std::llround(w->causal_fraction * 1e6) + static_cast<int64_t>(w->bytes)).second) {
+    if (seen.emplace(w->op_class, w->shape, std::llround(w->causal_fraction * 1e6), static_cast<int64_t>(w->bytes)).second) {
       distinct.push_back(w);
     }
   }

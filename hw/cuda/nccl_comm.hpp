@@ -51,6 +51,9 @@ class NcclComm {
   void abort() noexcept;
   int ranks() const { return ranks_; }
 
+  /// The smallest buffer every operation fits: one fp32 element per rank.
+  static constexpr int64_t min_buffer_bytes(int64_t ranks) { return int64_t{4} * ranks; }
+
   /// The nccl-tests size S actually moved for a requested `size`: whole fp32 elements, and for
   /// the ops that split S over the ranks (all-to-all, all-gather, reduce-scatter) a multiple of
   /// 4 x ranks bytes; at least one element per rank.

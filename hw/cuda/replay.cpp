@@ -1,11 +1,11 @@
 #include "hw/cuda/replay.hpp"
 
 #include <algorithm>
-#include <cmath>
 #include <deque>
 #include <string>
 
 #include "hw/cuda/cuda_check.hpp"
+#include "hw/runner/rank_map.hpp"
 #include "sim/core/error.hpp"
 
 namespace bubblesim::hw::cuda {
@@ -61,12 +61,10 @@ GpuReplay::GpuReplay(const sim::Program& p, sim::DeviceId device, int32_t job_gp
   for (size_t i = 0; i < order_.size(); ++i) {
     const sim::Op& o = p.op(order_[i]);
     if (o.group == kNone || o.kind == sim::OpKind::Compute) continue;
-    for (const sim::Transfer& t : p.transfers(o.group)) {
-      if (t.to_gpu == job_gpu && t.from_gpu != job_gpu) copy_bytes_[i] += t.bytes.value;
-      if (o.kind == sim::OpKind::Send && t.from_gpu == job_gpu && t.to_gpu != job_gpu) copy_bytes_[i] += t.bytes.value;
+    const GroupTraffic x = traffic_of(p, o.group, job_gpu, o.kind == sim::OpKind::Send, true);  // real bytes
+    for (const auto* peers : {&x.in, &x.out}) {
+      for (const PeerBytes& m : *peers) copy_bytes_[i] += m.bytes;
     }
-    // The transfers carry the network model's wire bytes; the copy moves the real ones.
-    copy_bytes_[i] = std::llround(static_cast<double>(copy_bytes_[i]) / p.groups()[o.group].wire_scale);
     copy_buffer_bytes_ = std::max(copy_buffer_bytes_, copy_bytes_[i]);
   }
   if (copy_buffer_bytes_ > 0) BUBBLESIM_CUDA(cudaMalloc(&copy_buffer_, static_cast<size_t>(2 * copy_buffer_bytes_)));

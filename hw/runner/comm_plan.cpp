@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <numeric>
 #include <queue>
 #include <tuple>
 
@@ -92,7 +93,7 @@ class Planner {
     p2p_comm_.assign(n, -1);
     sends_of_.resize(static_cast<size_t>(world_));
     std::vector<int32_t> everyone(static_cast<size_t>(world_));
-    for (int32_t g = 0; g < world_; ++g) everyone[static_cast<size_t>(g)] = g;
+    std::iota(everyone.begin(), everyone.end(), 0);
     for (GroupId g = 0; g < n; ++g) {
       const sim::Group& grp = p_.groups()[g];
       if (grp.member_count == 0) continue;
@@ -583,6 +584,12 @@ uint64_t fingerprint(const RankPlan& r) {
 CommPlan plan_communication(const sim::ClusterJob& job, const sim::TrainingPlan& plan, const sim::Trace& order,
                             std::span<const int32_t> gpus) {
   return Planner(job, plan, order).plan(gpus);
+}
+
+CommPlan plan_communication(const sim::ClusterJob& job, const sim::TrainingPlan& plan, const sim::Trace& order) {
+  std::vector<int32_t> all(static_cast<size_t>(job.cluster.world()));
+  std::iota(all.begin(), all.end(), 0);
+  return plan_communication(job, plan, order, all);
 }
 
 }  // namespace bubblesim::hw

@@ -76,6 +76,8 @@ struct CommPlan {
 /// the Program.
 CommPlan plan_communication(const sim::ClusterJob& job, const sim::TrainingPlan& plan, const sim::Trace& order,
                             std::span<const int32_t> gpus);
+/// The same for every GPU of the job's cluster (0 .. world - 1).
+CommPlan plan_communication(const sim::ClusterJob& job, const sim::TrainingPlan& plan, const sim::Trace& order);
 
 /// Collectives move bf16 elements, as training does.
 inline constexpr int64_t kCollectiveElement = 2;

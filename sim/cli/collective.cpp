@@ -122,7 +122,7 @@ void run_collective(const CollectiveOptions& opt, std::ostream& out) {
   if (forced && !protocols) {
     throw InputError("--protocol applies to ring all-reduce, all-gather and reduce-scatter over 2 or more GPUs");
   }
-  if (algo == CollectiveAlgo::Nvls && !protocols) throw InputError("--algo nvls needs 2 or more GPUs");
+  if (algo == CollectiveAlgo::Nvls && !protocols) throw InputError("--algo nvls needs 3 or more GPUs of one Hopper node");
   RingHops hops;  // the same rings at every size
   if (protocols) {
     hops = ring_hops(base);

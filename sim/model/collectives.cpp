@@ -289,8 +289,7 @@ std::vector<OpId> expand_collective(Program& p, const CollectiveSpec& s, std::sp
   // Rings spanning nodes may run several channels (most training collectives stay in a node, and
   // skip the search).
   std::vector<std::vector<size_t>> channels;
-  if (spans_nodes(s) &&
-      (s.op == CollectiveOp::AllReduce || s.op == CollectiveOp::AllGather || s.op == CollectiveOp::ReduceScatter)) {
+  if (spans_nodes(s) && is_ring_op(s.op)) {
     channels = ring_channels(s);
   }
   const auto* rings = channels.size() > 1 ? &channels : nullptr;

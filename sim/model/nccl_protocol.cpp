@@ -43,13 +43,13 @@ size_t index(NcclProtocol p) { return static_cast<size_t>(p); }
 const char* to_string(NcclProtocol p) { return kNames[index(p)].second.data(); }
 
 std::optional<NcclProtocol> parse_protocol(std::string_view name) {
-  std::string lower(name);
-  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
-  if (lower == "auto") return std::nullopt;
+  const auto same = [](std::string_view a, std::string_view b) {  // ignoring case, as NCCL_PROTO does
+    return std::equal(a.begin(), a.end(), b.begin(), b.end(),
+                      [](unsigned char x, unsigned char y) { return std::tolower(x) == std::tolower(y); });
+  };
+  if (same(name, "auto")) return std::nullopt;
   for (const auto& [p, n] : kNames) {
-    std::string candidate(n);
-    std::transform(candidate.begin(), candidate.end(), candidate.begin(), [](unsigned char c) { return std::tolower(c); });
-    if (candidate == lower) return p;
+    if (same(name, n)) return p;
   }
   throw InputError("--protocol: unknown NCCL protocol \"" + std::string(name) + "\" (valid: auto, LL, LL128, Simple)");
 }

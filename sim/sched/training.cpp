@@ -229,9 +229,7 @@ class Builder {
   OpId group_collective(DeviceId d, CollectiveOp kind, Dim dim, Bytes bytes, Label label,
                         std::initializer_list<Dim> twin_dims, int32_t merged = 1) {
     auto& cache = dim == Dim::Ulysses ? ulysses_spec_ : tp_spec_;
-    auto& hops = dim == Dim::Ulysses ? ulysses_hops_ : tp_hops_;
     if (cache.size() <= d) cache.resize(d + 1);
-    if (hops.size() <= d) hops.resize(d + 1);
     if (!cache[d]) {
       auto [gpus, twins] = group_with_twins(d, dim, twin_dims);
       // Tensor-parallel groups that each stay inside a node have NVLink to themselves: the
@@ -253,10 +251,7 @@ class Builder {
     }
     CollectiveSpec& spec = *cache[d];
     spec.op = kind;
-    if (!hops[d] && spec.gpus.size() >= 2 && kind != CollectiveOp::AllToAll) {  // ring collectives only
-      hops[d] = std::make_unique<RingHops>(ring_hops(spec));
-      spec.hops = hops[d].get();
-    }
+    if (dim == Dim::Tp) cached_hops(tp_hops_, d, spec);  // Ulysses runs all-to-alls only
     spec.size = bytes;
     spec.merged = merged;
     spec.efficiency = efficiency(kind, bytes, spec.gpus);
@@ -337,6 +332,16 @@ class Builder {
     spec.protocol = protocol_;
     spec.topology = &topo_;
     spec.gpu = job_.cluster.gpu;
+  }
+
+  /// Points spec.hops at cache[i], built on first use (ring_hops: the route lookups behind it
+  /// cost more than the rest of an expansion, and the spec's GPUs are the same on every call).
+  /// Ring collectives only: all-to-alls and send/recv have no ring.
+  static void cached_hops(std::vector<std::unique_ptr<RingHops>>& cache, size_t i, CollectiveSpec& spec) {
+    if (spec.op == CollectiveOp::AllToAll || spec.op == CollectiveOp::SendRecv || spec.gpus.size() < 2) return;
+    if (cache.size() <= i) cache.resize(i + 1);
+    if (!cache[i]) cache[i] = std::make_unique<RingHops>(ring_hops(spec));
+    spec.hops = cache[i].get();
   }
 
   OpId last_compute(DeviceId d) const {
@@ -460,10 +465,7 @@ class Builder {
     spec.label.traffic = Traffic::ContextGather;
     spec.fuse_steps = true;
     on_cluster(spec);
-    if (ring_hops_.size() <= static_cast<size_t>(pp)) ring_hops_.resize(static_cast<size_t>(pp) + 1);
-    auto& hops = ring_hops_[static_cast<size_t>(pp)];
-    if (!hops && spec.gpus.size() >= 2) hops = std::make_unique<RingHops>(ring_hops(spec));
-    spec.hops = hops.get();
+    cached_hops(ring_hops_, static_cast<size_t>(pp), spec);
     for (int32_t r = 0; r < ring_; ++r) spec.streams.push_back(compute_stream_[dev(pp, r)]);
     if (!backward) expand_collective(p_, spec);
     for (int32_t r = 0; r < ring_; ++r) {
@@ -616,10 +618,7 @@ class Builder {
     spec.fuse_steps = true;
     spec.efficiency = efficiency(op, Bytes{bytes}, g.gpus);
     on_cluster(spec);
-    if (dp_hops_.size() <= static_cast<size_t>(pp)) dp_hops_.resize(static_cast<size_t>(pp) + 1);
-    auto& hops = dp_hops_[static_cast<size_t>(pp)];
-    if (!hops && spec.gpus.size() >= 2) hops = std::make_unique<RingHops>(ring_hops(spec));
-    spec.hops = hops.get();
+    cached_hops(dp_hops_, static_cast<size_t>(pp), spec);
     spec.streams.assign(spec.gpus.size(), kNone);
     spec.label.phase = Phase::None;
     spec.label.traffic = Traffic::DataParallel;
@@ -900,10 +899,10 @@ class Builder {
   std::vector<StreamId> compute_stream_, recv_stream_, dp_stream_, sp_stream_;
   std::vector<DpGroup> dp_groups_;
   std::vector<std::unique_ptr<CollectiveSpec>> tp_spec_, ulysses_spec_;  // per device, built on first use
-  std::vector<std::unique_ptr<RingHops>> tp_hops_, ulysses_hops_;      // their ring_hops
-  std::vector<std::unique_ptr<RingHops>> dp_hops_;                     // per stage: its dp group's ring_hops
+  // ring_hops (cached_hops): per device of its tensor-parallel group; per stage of its dp group
+  // and of its context-parallel ring group.
+  std::vector<std::unique_ptr<RingHops>> tp_hops_, dp_hops_, ring_hops_;
   std::optional<NcclProtocol> protocol_ = parse_protocol(job_.cluster.nccl_protocol);  // cluster.nccl.protocol
-  std::vector<std::unique_ptr<RingHops>> ring_hops_;                   // per stage: its CP ring group's
   std::vector<std::vector<Transfer>> ring_transfers_;                     // per device: its K/V arrivals
   std::vector<OpId> fwd_last_, bwd_last_;
   std::vector<PendingDep> pending_;
