@@ -902,11 +902,11 @@ int check_command(const Options& o, const MpiSession& session, [[maybe_unused]] 
       const cuda::GpuAttentionCheck c =
           cuda::check_attention_gpu(mode, o.seq, 8, 64, *comm, [&backend] { backend.check_alive(); });
       if (session.rank() != 0) continue;
-      std::printf("%-10s %d GPUs, seq %lld, %lld heads x %lld, causal: forward %.2e, backward (dQ, dK, dV) %.2e "
-                  "(max error relative to one GPU's attention; tolerance %.0e): %s\n",
+      std::printf("%-10s %d GPUs, seq %lld, %lld heads x %lld, causal, %s kernels: forward %.2e, backward (dQ, dK, "
+                  "dV) %.2e (max error relative to one GPU's attention; tolerance %.0e): %s\n",
                   mode.c_str(), session.size(), static_cast<long long>(c.seq), static_cast<long long>(c.heads),
-                  static_cast<long long>(c.head_dim), c.forward_error, c.backward_error,
-                  cuda::GpuAttentionCheck::kTolerance, c.ok() ? "ok" : "MISMATCH");
+                  static_cast<long long>(c.head_dim), cuda::to_string(c.kernel).c_str(), c.forward_error,
+                  c.backward_error, c.tolerance(), c.ok() ? "ok" : "MISMATCH");
       ok = ok && c.ok();
     }
     return ok ? 0 : kExitMismatch;

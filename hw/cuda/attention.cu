@@ -4,9 +4,14 @@
 #include <cfloat>
 #include <climits>
 #include <cmath>
+#include <cstdlib>
 #include <string>
 
 #include "hw/cuda/cuda_check.hpp"
+// clang-format off: the device primitives come before the kernels written against them.
+#include "hw/cuda/device_dialect.cuh"
+#include "hw/cuda/flash_attention.cuh"
+// clang-format on
 #include "sim/core/error.hpp"
 
 namespace bubblesim::hw::cuda {
@@ -20,10 +25,7 @@ constexpr int kDqRows = 32;    // queries per dQ block, one per thread
 constexpr float kFill = 0.01F; // the host arena's scale: no overflow in softmax
 static_assert(kKeys <= kFwdRows && kKeys <= kDqRows && kQTile <= kKvRows, "position loads use one thread each");
 
-struct Sizes {
-  int heads, q_len, kv_len;
-  float scale;
-};
+using Sizes = flash::Shape;
 
 __device__ inline int64_t q_position(const DeviceMask& m, int64_t i) { return m.q_pos ? m.q_pos[i] : i; }
 __device__ inline int64_t kv_position(const DeviceMask& m, int64_t j) { return m.kv_pos ? m.kv_pos[j] : j; }
@@ -296,27 +298,49 @@ dim3 blocks(int64_t len, int per_block, int64_t heads) {
   return dim3(static_cast<unsigned>((len + per_block - 1) / per_block), static_cast<unsigned>(heads));
 }
 
+/// Lets `kernel` use `bytes` of dynamic shared memory (above 48 KB needs asking, per device).
+template <class Kernel>
+void allow_shared(Kernel* kernel, size_t bytes) {
+  BUBBLESIM_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+}
+
 template <int D>
 void forward(const AttentionDims& d, const DeviceMask& m, const __nv_bfloat16* q, const __nv_bfloat16* k,
-             const __nv_bfloat16* v, float* out, float* lse, cudaStream_t s) {
+             const __nv_bfloat16* v, float* out, float* lse, cudaStream_t s, AttentionKernel kind) {
   const Sizes z = sizes(d);
   if (d.heads == 0 || d.q_len == 0) return;
-  forward_kernel<D><<<blocks(d.q_len, kFwdRows, d.heads), kFwdRows, 0, s>>>(z, m, q, k, v, out, lse);
+  if (kind == AttentionKernel::CudaCore) {
+    forward_kernel<D><<<blocks(d.q_len, kFwdRows, d.heads), kFwdRows, 0, s>>>(z, m, q, k, v, out, lse);
+  } else {
+    constexpr int kKeys = flash::forward_keys(D);
+    constexpr size_t kShared = flash::ForwardLayout<D, kKeys>::bytes;
+    allow_shared(flash::forward<D, kKeys>, kShared);
+    flash::forward<D, kKeys><<<blocks(d.q_len, flash::kRows, d.heads), flash::kThreads, kShared, s>>>(z, m, q, k, v,
+                                                                                                        out, lse);
+  }
   BUBBLESIM_CUDA(cudaGetLastError());
 }
 
 template <int D>
 void backward(const AttentionDims& d, const DeviceMask& m, const __nv_bfloat16* q, const __nv_bfloat16* k,
               const __nv_bfloat16* v, const float* out, const float* lse, const float* dout, float* dq, float* dk,
-              float* dv, float* delta, cudaStream_t s) {
+              float* dv, float* delta, cudaStream_t s, AttentionKernel kind) {
   const Sizes z = sizes(d);
   if (d.heads == 0 || d.q_len == 0 || d.kv_len == 0) return;
   const int64_t rows = d.heads * d.q_len;
   delta_kernel<D><<<grid_for(rows, 256), 256, 0, s>>>(rows, out, dout, delta);
   BUBBLESIM_CUDA(cudaGetLastError());
-  dkdv_kernel<D><<<blocks(d.kv_len, kKvRows, d.heads), kKvRows, 0, s>>>(z, m, q, k, v, lse, dout, delta, dk, dv);
-  BUBBLESIM_CUDA(cudaGetLastError());
-  dq_kernel<D><<<blocks(d.q_len, kDqRows, d.heads), kDqRows, 0, s>>>(z, m, q, k, v, lse, dout, delta, dq);
+  if (kind == AttentionKernel::CudaCore) {
+    dkdv_kernel<D><<<blocks(d.kv_len, kKvRows, d.heads), kKvRows, 0, s>>>(z, m, q, k, v, lse, dout, delta, dk, dv);
+    BUBBLESIM_CUDA(cudaGetLastError());
+    dq_kernel<D><<<blocks(d.q_len, kDqRows, d.heads), kDqRows, 0, s>>>(z, m, q, k, v, lse, dout, delta, dq);
+  } else {
+    constexpr int kQueries = flash::backward_queries(D);
+    constexpr size_t kShared = flash::BackwardLayout<D, kQueries>::bytes;
+    allow_shared(flash::backward<D, kQueries>, kShared);
+    flash::backward<D, kQueries><<<blocks(d.kv_len, flash::kRows, d.heads), flash::kThreads, kShared, s>>>(
+        z, m, q, k, v, lse, dout, delta, dq, dk, dv);
+  }
   BUBBLESIM_CUDA(cudaGetLastError());
 }
 
@@ -329,23 +353,36 @@ void backward(const AttentionDims& d, const DeviceMask& m, const __nv_bfloat16* 
 
 bool supported_head_dim(int64_t head_dim) { return head_dim == 32 || head_dim == 64 || head_dim == 128; }
 
+std::string to_string(AttentionKernel kernel) {
+  return kernel == AttentionKernel::TensorCore ? "tensor-core" : "cuda-core";
+}
+
+AttentionKernel attention_kernel_from_environment() {
+  const char* name = std::getenv("BUBBLESIM_ATTENTION_KERNEL");
+  if (name == nullptr || *name == '\0') return AttentionKernel::TensorCore;
+  for (const AttentionKernel k : {AttentionKernel::TensorCore, AttentionKernel::CudaCore}) {
+    if (to_string(k) == name) return k;
+  }
+  throw InputError(std::string("BUBBLESIM_ATTENTION_KERNEL=") + name + ": unknown attention kernel (valid: tensor-core, cuda-core)");
+}
+
 void attention_forward(const AttentionDims& d, const DeviceMask& m, const __nv_bfloat16* q, const __nv_bfloat16* k,
-                       const __nv_bfloat16* v, float* out, float* lse, cudaStream_t stream) {
+                       const __nv_bfloat16* v, float* out, float* lse, cudaStream_t stream, AttentionKernel kernel) {
   switch (d.head_dim) {
-    case 32: return forward<32>(d, m, q, k, v, out, lse, stream);
-    case 64: return forward<64>(d, m, q, k, v, out, lse, stream);
-    case 128: return forward<128>(d, m, q, k, v, out, lse, stream);
+    case 32: return forward<32>(d, m, q, k, v, out, lse, stream, kernel);
+    case 64: return forward<64>(d, m, q, k, v, out, lse, stream, kernel);
+    case 128: return forward<128>(d, m, q, k, v, out, lse, stream, kernel);
     default: unsupported(d.head_dim);
   }
 }
 
 void attention_backward(const AttentionDims& d, const DeviceMask& m, const __nv_bfloat16* q, const __nv_bfloat16* k,
                         const __nv_bfloat16* v, const float* out, const float* lse, const float* dout, float* dq,
-                        float* dk, float* dv, float* delta, cudaStream_t stream) {
+                        float* dk, float* dv, float* delta, cudaStream_t stream, AttentionKernel kernel) {
   switch (d.head_dim) {
-    case 32: return backward<32>(d, m, q, k, v, out, lse, dout, dq, dk, dv, delta, stream);
-    case 64: return backward<64>(d, m, q, k, v, out, lse, dout, dq, dk, dv, delta, stream);
-    case 128: return backward<128>(d, m, q, k, v, out, lse, dout, dq, dk, dv, delta, stream);
+    case 32: return backward<32>(d, m, q, k, v, out, lse, dout, dq, dk, dv, delta, stream, kernel);
+    case 64: return backward<64>(d, m, q, k, v, out, lse, dout, dq, dk, dv, delta, stream, kernel);
+    case 128: return backward<128>(d, m, q, k, v, out, lse, dout, dq, dk, dv, delta, stream, kernel);
     default: unsupported(d.head_dim);
   }
 }

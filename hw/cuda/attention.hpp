@@ -2,39 +2,48 @@
 // (hw/host/kernels.hpp): tiled over query and key blocks with online softmax, causal masking by
 // global token positions per tile (skipped, full or diagonal), and a log-sum-exp output so ring
 // attention's partial outputs merge exactly. Q, K, V are bf16; O, LSE, dO and the gradients fp32.
-// Correctness first: the math runs on CUDA cores in fp32, without tensor cores; calibration fits
-// the simulator to whatever it measures.
+// Two implementations of the same contract:
+//  - tensor-core (the default): FlashAttention-2's algorithm with bf16 WMMA and fp32
+//    accumulation (hw/cuda/flash_attention.cuh), rounding P, dO and dS to bf16 as it does; the
+//    speed class users train with, so what calibration measures is what they would run;
+//  - cuda-core: the same tiles in fp32 on CUDA cores, several times slower, kept as the GPU's
+//    own reference (tighter tolerance) and as a fallback (BUBBLESIM_ATTENTION_KERNEL=cuda-core).
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <string>
 
 #include "hw/backend/attention_mask.hpp"
+#include "hw/cuda/device_mask.hpp"
 
 namespace bubblesim::hw::cuda {
-
-/// A mask with its positions in device memory (null: 0, 1, 2, ...).
-struct DeviceMask {
-  bool causal = true;
-  const int64_t* q_pos = nullptr;
-  const int64_t* kv_pos = nullptr;
-};
 
 /// Head dims the kernels are built for.
 bool supported_head_dim(int64_t head_dim);
 
+enum class AttentionKernel { TensorCore, CudaCore };
+
+/// "tensor-core" or "cuda-core".
+std::string to_string(AttentionKernel kernel);
+/// The kernel named by BUBBLESIM_ATTENTION_KERNEL (tensor-core when unset); InputError naming
+/// the variable and the valid values otherwise.
+AttentionKernel attention_kernel_from_environment();
+
 /// O = softmax(Q K^T / sqrt(d) masked) V, lse[h][i] (natural log; -inf for a row with no
 /// allowed key, whose output is 0). Tensors [heads][len][head_dim]. Enqueued on `stream`.
 void attention_forward(const AttentionDims& d, const DeviceMask& m, const __nv_bfloat16* q, const __nv_bfloat16* k,
-                       const __nv_bfloat16* v, float* out, float* lse, cudaStream_t stream);
+                       const __nv_bfloat16* v, float* out, float* lse, cudaStream_t stream,
+                       AttentionKernel kernel = AttentionKernel::TensorCore);
 
 /// Gradients given dO, recomputing the probabilities from `lse` (FlashAttention-2's backward);
 /// adds into dq, dk, dv. `delta` is scratch of heads * q_len floats.
 void attention_backward(const AttentionDims& d, const DeviceMask& m, const __nv_bfloat16* q, const __nv_bfloat16* k,
                         const __nv_bfloat16* v, const float* out, const float* lse, const float* dout, float* dq,
-                        float* dk, float* dv, float* delta, cudaStream_t stream);
+                        float* dk, float* dv, float* delta, cudaStream_t stream,
+                        AttentionKernel kernel = AttentionKernel::TensorCore);
 
 /// Fills `n` floats with `value`, and bf16 / float buffers with a deterministic pattern of small
 /// values (as the host arena does).

@@ -108,7 +108,8 @@ struct Result {
 };
 
 /// Attention over the whole sequence on this GPU: the reference.
-Result one_gpu(const Inputs& in, int64_t heads, int64_t seq, int64_t d, bool backward, cudaStream_t s) {
+Result one_gpu(const Inputs& in, int64_t heads, int64_t seq, int64_t d, bool backward, AttentionKernel kernel,
+               cudaStream_t s) {
   const auto n = static_cast<size_t>(heads * seq * d), rows_n = static_cast<size_t>(heads * seq);
   Device<__nv_bfloat16> q(n), k(n), v(n);
   upload_bf16(in.q, q, s);
@@ -116,14 +117,14 @@ Result one_gpu(const Inputs& in, int64_t heads, int64_t seq, int64_t d, bool bac
   upload_bf16(in.v, v, s);
   Device<float> out(n), lse(rows_n);
   const AttentionDims dims{heads, seq, seq, d};
-  attention_forward(dims, DeviceMask{}, q.get(), k.get(), v.get(), out.get(), lse.get(), s);
+  attention_forward(dims, DeviceMask{}, q.get(), k.get(), v.get(), out.get(), lse.get(), s, kernel);
   Result r{download(out, n, s), {}, {}, {}};
   if (!backward) return r;
   Device<float> dout(n), dq(n), dk(n), dv(n), delta(rows_n);
   upload(in.dout, dout, s);
   for (Device<float>* g : {&dq, &dk, &dv}) fill(g->get(), static_cast<int64_t>(n), 0, s);
   attention_backward(dims, DeviceMask{}, q.get(), k.get(), v.get(), out.get(), lse.get(), dout.get(), dq.get(), dk.get(),
-                     dv.get(), delta.get(), s);
+                     dv.get(), delta.get(), s, kernel);
   r.dq = download(dq, n, s);
   r.dk = download(dk, n, s);
   r.dv = download(dv, n, s);
@@ -153,6 +154,7 @@ Tensor gather_rows(const Tensor& mine, const std::vector<int64_t>& pos, int64_t 
 
 void check_ring(GpuAttentionCheck& c, sim::RingLayout layout, NcclComm& comm, const std::function<void()>& alive) {
   const cudaStream_t s = comm.stream();
+  const AttentionKernel kernel = c.kernel;
   const int64_t R = comm.ranks(), H = c.heads, D = c.head_dim, local = c.seq / R;
   const Inputs in = inputs(H, c.seq, D);
   const std::vector<int64_t> pos = sim::ring_positions(layout, R, local, comm.rank());
@@ -182,7 +184,7 @@ void check_ring(GpuAttentionCheck& c, sim::RingLayout layout, NcclComm& comm, co
   Device<float> part(n), part_lse(rows_n);
   for (int64_t t = 0; t < R; ++t) {
     attention_forward(dims, DeviceMask{true, q_pos.get(), kv_pos.get()}, q.get(), k.get(), v.get(), part.get(),
-                      part_lse.get(), s);
+                      part_lse.get(), s, kernel);
     merge(out, lse, download(part, n, s), download(part_lse, rows_n, s), D);
     if (t + 1 < R) pass_block();
   }
@@ -196,7 +198,7 @@ void check_ring(GpuAttentionCheck& c, sim::RingLayout layout, NcclComm& comm, co
   for (Device<float>* g : {&dq, &dk, &dv}) fill(g->get(), static_cast<int64_t>(n), 0, s);
   for (int64_t t = 0; t < R; ++t) {
     attention_backward(dims, DeviceMask{true, q_pos.get(), kv_pos.get()}, q.get(), k.get(), v.get(), d_out.get(),
-                       d_lse.get(), dout.get(), dq.get(), dk.get(), dv.get(), delta.get(), s);
+                       d_lse.get(), dout.get(), dq.get(), dk.get(), dv.get(), delta.get(), s, kernel);
     comm.ring_pass(dk.get(), dk_in.get(), dk.bytes(), alive);
     comm.ring_pass(dv.get(), dv_in.get(), dv.bytes(), alive);
     dk.swap(dk_in);
@@ -208,7 +210,7 @@ void check_ring(GpuAttentionCheck& c, sim::RingLayout layout, NcclComm& comm, co
   const Tensor full_dv = gather_rows(download(dv, n, s), pos, H, c.seq, D, comm, alive);
   // Every rank computes the reference, so none waits on rank 0 for longer than the others take
   // (a long wait in the next communication would read as a stall); rank 0 compares.
-  const Result ref = one_gpu(in, H, c.seq, D, true, s);
+  const Result ref = one_gpu(in, H, c.seq, D, true, kernel, s);
   if (comm.rank() != 0) return;
   c.forward_error = relative_error(full_out, ref.out);
   c.backward_error = std::max({relative_error(full_dq, ref.dq), relative_error(full_dk, ref.dk),
@@ -217,6 +219,7 @@ void check_ring(GpuAttentionCheck& c, sim::RingLayout layout, NcclComm& comm, co
 
 void check_ulysses(GpuAttentionCheck& c, NcclComm& comm, const std::function<void()>& alive) {
   const cudaStream_t s = comm.stream();
+  const AttentionKernel kernel = c.kernel;
   const int64_t U = comm.ranks(), H = c.heads, D = c.head_dim, local = c.seq / U, hu = H / U;
   const Inputs in = inputs(H, c.seq, D);
   std::vector<int64_t> pos(static_cast<size_t>(local));
@@ -243,7 +246,7 @@ void check_ulysses(GpuAttentionCheck& c, NcclComm& comm, const std::function<voi
   upload_bf16(to_heads(shard_rows(in.k, H, c.seq, D, pos)), k, s);
   upload_bf16(to_heads(shard_rows(in.v, H, c.seq, D, pos)), v, s);
   Device<float> out(n), lse(static_cast<size_t>(hu * c.seq));
-  attention_forward({hu, c.seq, c.seq, D}, DeviceMask{}, q.get(), k.get(), v.get(), out.get(), lse.get(), s);
+  attention_forward({hu, c.seq, c.seq, D}, DeviceMask{}, q.get(), k.get(), v.get(), out.get(), lse.get(), s, kernel);
   // Back: all tokens of my heads -> my tokens of all heads.
   const Tensor mine = download(out, n, s);
   Tensor packed(block * static_cast<size_t>(U));
@@ -256,7 +259,7 @@ void check_ulysses(GpuAttentionCheck& c, NcclComm& comm, const std::function<voi
   comm.all_to_all(send.get(), recv.get(), static_cast<int64_t>(block * sizeof(float)), alive);
   // From rank i: its heads of my tokens, so [H][local][d] in head order.
   const Tensor full = gather_rows(download(recv, block * static_cast<size_t>(U), s), pos, H, c.seq, D, comm, alive);
-  const Result ref = one_gpu(in, H, c.seq, D, false, s);  // on every rank, as in check_ring
+  const Result ref = one_gpu(in, H, c.seq, D, false, kernel, s);  // on every rank, as in check_ring
   if (comm.rank() != 0) return;
   c.forward_error = relative_error(full, ref.out);
 }
@@ -265,7 +268,7 @@ void check_ulysses(GpuAttentionCheck& c, NcclComm& comm, const std::function<voi
 
 GpuAttentionCheck check_attention_gpu(const std::string& mode, int64_t seq, int64_t heads, int64_t head_dim,
                                       NcclComm& comm, const std::function<void()>& alive) {
-  GpuAttentionCheck c{mode, seq, heads, head_dim, 0, 0};
+  GpuAttentionCheck c{mode, seq, heads, head_dim, 0, 0, attention_kernel_from_environment()};
   const int64_t n = comm.ranks();
   if (seq <= 0 || heads <= 0) {
     throw InputError("check attention --backend cuda: sequence " + std::to_string(seq) + " and " + std::to_string(heads) +

@@ -116,7 +116,8 @@ nlohmann::json gpu_environment(int device) {
                      {"memory_clock_mhz", memory_khz / 1000},
                      {"driver", version(driver)},
                      {"cuda_runtime", version(runtime)},
-                     {"cublas", std::to_string(cublas) + "." + std::to_string(minor) + "." + std::to_string(patch)}};
+                     {"cublas", std::to_string(cublas) + "." + std::to_string(minor) + "." + std::to_string(patch)},
+                     {"attention_kernel", to_string(attention_kernel_from_environment())}};
   if (FILE* smi = popen("nvidia-smi topo -m 2>/dev/null", "r")) {
     std::string topo;
     char buf[512];
@@ -241,7 +242,7 @@ void GpuCompute::run(const sim::OpWork& w, cudaStream_t on) {
     const DeviceMask m = mask(d.q_len, d.kv_len, w.causal_fraction);
     for (int64_t b = 0; b < std::max<int64_t>(s[0], 1); ++b) {
       if (!grad) {
-        attention_forward(d, m, q, k, v, out, lse, stream);
+        attention_forward(d, m, q, k, v, out, lse, stream, attention_kernel_);
         continue;
       }
       char* g = p + q_b + 2 * kv_b + out_b + lse_b;
@@ -252,7 +253,7 @@ void GpuCompute::run(const sim::OpWork& w, cudaStream_t on) {
       auto* delta = reinterpret_cast<float*>(g + 2 * out_b + 2 * aligned(kn * 4));
       // A plausible log-sum-exp (every score ~0 over kv keys), so probabilities stay ~1/kv.
       fill(lse, rows, std::log(static_cast<float>(std::max<int64_t>(d.kv_len, 1))), stream);
-      attention_backward(d, m, q, k, v, out, lse, dout, dq, dk, dv, delta, stream);
+      attention_backward(d, m, q, k, v, out, lse, dout, dq, dk, dv, delta, stream, attention_kernel_);
     }
     return;
   }

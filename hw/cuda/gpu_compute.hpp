@@ -1,7 +1,7 @@
 // The GPU backend's compute: an op's work (sim::OpWork: class, shape, causal fraction) enqueued
 // on one CUDA stream with real kernels of that shape: cuBLAS bf16 GEMMs (fp32 accumulation),
-// the tiled attention kernels (hw/cuda/attention.hpp) with a causal mask giving the op's share of
-// pairs, and a device-to-device copy moving the bytes of a memory-bound op. Buffers come from one
+// the tiled attention kernels (hw/cuda/attention.hpp; tensor-core unless BUBBLESIM_ATTENTION_KERNEL
+// says cuda-core) with a causal mask giving the op's share of pairs, and a device-to-device copy moving the bytes of a memory-bound op. Buffers come from one
 // device arena that grows to the largest op and is reused, as the host backend does.
 // Not timing: callers put CUDA events around run().
 #pragma once
@@ -30,6 +30,7 @@ class GpuCompute {
   GpuCompute& operator=(const GpuCompute&) = delete;
 
   cudaStream_t stream() const { return stream_; }
+  AttentionKernel attention_kernel() const { return attention_kernel_; }
   /// Enqueues the op's work on `on` (null: this object's stream): "gemm" (m, n, k, batch),
   /// "attention" / "attention_grad" (batch, q, kv, heads, head dim, causal fraction), "memory"
   /// (bytes). InputError for another class. Ops on several streams share the arena: their
@@ -55,6 +56,7 @@ class GpuCompute {
   void release() noexcept;
   DeviceMask mask(int64_t q_len, int64_t kv_len, double fraction);
 
+  AttentionKernel attention_kernel_ = attention_kernel_from_environment();  // first: may refuse
   int device_;
   int64_t max_bytes_;
   cudaStream_t stream_ = nullptr;
@@ -76,7 +78,7 @@ void gemm(cublasHandle_t blas, const __nv_bfloat16* a, const __nv_bfloat16* b, _
 int device_count(std::string* why = nullptr);
 
 /// What a measurement ran on: GPU model, memory, SM count and clocks, driver, CUDA runtime and
-/// cuBLAS versions, and `nvidia-smi topo -m` where nvidia-smi is found.
+/// cuBLAS versions, the attention kernel, and `nvidia-smi topo -m` where nvidia-smi is found.
 nlohmann::json gpu_environment(int device);
 
 }  // namespace bubblesim::hw::cuda

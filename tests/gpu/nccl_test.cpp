@@ -101,9 +101,9 @@ void rank_main(const cuda::NcclId& id, int rank, int ranks, std::barrier<>& setu
     if (rank != 0) continue;
     {
       const std::lock_guard<std::mutex> lock(report_mutex);
-      std::printf("attention %-10s %d GPU(s), seq %lld: forward %.2e, backward %.2e (relative, tolerance %.0e)\n", mode,
-                  ranks, static_cast<long long>(seq), c.forward_error, c.backward_error,
-                  cuda::GpuAttentionCheck::kTolerance);
+      std::printf("attention %-10s %d GPU(s), seq %lld, %s: forward %.2e, backward %.2e (relative, tolerance %.0e)\n",
+                  mode, ranks, static_cast<long long>(seq), cuda::to_string(c.kernel).c_str(), c.forward_error,
+                  c.backward_error, c.tolerance());
     }
     expect(c.ok(), std::string("attention across GPUs, ") + mode);
   }

@@ -1,0 +1,36 @@
+// The few device primitives the tensor-core attention kernels (flash_attention.cuh) use, mapped
+// onto CUDA. tests/support/cuda_emulator.hpp maps the same names onto CPU threads, so the kernels'
+// tiling, masking and synchronisation are tested where no GPU is.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <mma.h>
+
+#define BUBBLESIM_DEVICE __device__ __forceinline__
+#define BUBBLESIM_KERNEL(threads) __global__ void __launch_bounds__(threads)
+#define BUBBLESIM_UNROLL _Pragma("unroll")
+
+namespace bubblesim::hw::cuda::dev {
+
+namespace wmma = nvcuda::wmma;
+using bf16 = __nv_bfloat16;
+
+BUBBLESIM_DEVICE float to_float(bf16 x) { return __bfloat162float(x); }
+BUBBLESIM_DEVICE bf16 to_bf16(float x) { return __float2bfloat16(x); }
+BUBBLESIM_DEVICE int thread() { return static_cast<int>(threadIdx.x); }
+BUBBLESIM_DEVICE int block_x() { return static_cast<int>(blockIdx.x); }
+BUBBLESIM_DEVICE int block_y() { return static_cast<int>(blockIdx.y); }
+BUBBLESIM_DEVICE void block_sync() { __syncthreads(); }
+BUBBLESIM_DEVICE void warp_sync() { __syncwarp(); }
+/// The value of lane (this lane ^ mask) of the warp.
+BUBBLESIM_DEVICE float warp_xor(float v, int mask) { return __shfl_xor_sync(0xffffffffU, v, mask); }
+BUBBLESIM_DEVICE float fast_exp(float x) { return __expf(x); }
+BUBBLESIM_DEVICE void atomic_add(float* at, float v) { atomicAdd(at, v); }
+/// The block's dynamic shared memory (the launch's third parameter).
+BUBBLESIM_DEVICE unsigned char* shared_memory() {
+  extern __shared__ __align__(128) unsigned char shared[];
+  return shared;
+}
+
+}  // namespace bubblesim::hw::cuda::dev
