@@ -1,8 +1,9 @@
 // The GPU backend's compute: an op's work (sim::OpWork: class, shape, causal fraction) enqueued
 // on one CUDA stream with real kernels of that shape: cuBLAS bf16 GEMMs (fp32 accumulation),
-// the tiled attention kernels (hw/cuda/attention.hpp; tensor-core unless BUBBLESIM_ATTENTION_KERNEL
-// says cuda-core) with a causal mask giving the op's share of pairs, and a device-to-device copy moving the bytes of a memory-bound op. Buffers come from one
-// device arena that grows to the largest op and is reused, as the host backend does.
+// the tiled attention kernels (hw/cuda/attention.hpp; tensor-core unless
+// BUBBLESIM_ATTENTION_KERNEL says cuda-core) with a causal mask giving the op's share of pairs,
+// and a device-to-device copy moving the bytes of a memory-bound op. Buffers come from one device
+// arena that grows to the largest op and is reused, as the host backend does.
 // Not timing: callers put CUDA events around run().
 #pragma once
 
