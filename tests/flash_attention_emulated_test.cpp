@@ -41,8 +41,16 @@ std::vector<float> random_bf16(size_t n, std::mt19937& rng, std::vector<dev::bf1
   return f;
 }
 
+/// `v` copied one element past a 16-byte boundary, so the kernels take their element-wise loads.
+template <class T>
+std::vector<T> shifted_by_one(const std::vector<T>& v) {
+  std::vector<T> out(v.size() + 1);
+  std::copy(v.begin(), v.end(), out.begin() + 1);
+  return out;
+}
+
 template <int D>
-Errors run_kernels(const AttentionDims& d, const AttentionMask& mask) {
+Errors run_kernels(const AttentionDims& d, const AttentionMask& mask, bool misaligned) {
   std::mt19937 rng(42);
   const size_t qn = d.heads * d.q_len * D, kn = d.heads * d.kv_len * D, rows = d.heads * d.q_len;
   std::vector<dev::bf16> qb, kb, vb;
@@ -63,8 +71,18 @@ Errors run_kernels(const AttentionDims& d, const AttentionMask& mask) {
   const auto blocks = [](int64_t len) { return static_cast<int>((len + flash::kRows - 1) / flash::kRows); };
   std::vector<float> k_out(qn), k_lse(rows), k_dq = dq0, k_dk = dk0, k_dv = dv0;
   constexpr int kKeys = flash::forward_keys(D), kQueries = flash::backward_queries(D);
+  // The inputs as the kernels see them: where they are (vectors are 16-byte aligned), or shifted.
+  const std::vector<dev::bf16> qs = shifted_by_one(qb), ks = shifted_by_one(kb), vs = shifted_by_one(vb);
+  const std::vector<float> douts = shifted_by_one(dout);
+  const int skip = misaligned ? 1 : 0;
+  const dev::bf16 *kq = (misaligned ? qs : qb).data() + skip, *kk = (misaligned ? ks : kb).data() + skip,
+                  *kv = (misaligned ? vs : vb).data() + skip;
+  const float* kdout = (misaligned ? douts : dout).data() + skip;
+  for (const void* p : {static_cast<const void*>(kq), static_cast<const void*>(kdout)}) {
+    REQUIRE((reinterpret_cast<uintptr_t>(p) % 16 == 0) != misaligned);  // the load path meant
+  }
   emulator::launch(blocks(d.q_len), static_cast<int>(d.heads), flash::kThreads, flash::ForwardLayout<D, kKeys>::bytes,
-                   [&] { flash::forward<D, kKeys>(z, dm, qb.data(), kb.data(), vb.data(), k_out.data(), k_lse.data()); });
+                   [&] { flash::forward<D, kKeys>(z, dm, kq, kk, kv, k_out.data(), k_lse.data()); });
   std::vector<float> delta(rows);  // as attention.cu's delta kernel: sum_c dO_ic O_ic in fp32
   for (size_t r = 0; r < rows; ++r) {
     float sum = 0.0F;
@@ -73,8 +91,8 @@ Errors run_kernels(const AttentionDims& d, const AttentionMask& mask) {
   }
   emulator::launch(blocks(d.kv_len), static_cast<int>(d.heads), flash::kThreads,
                    flash::BackwardLayout<D, kQueries>::bytes, [&] {
-                     flash::backward<D, kQueries>(z, dm, qb.data(), kb.data(), vb.data(), k_lse.data(), dout.data(),
-                                                  delta.data(), k_dq.data(), k_dk.data(), k_dv.data());
+                     flash::backward<D, kQueries>(z, dm, kq, kk, kv, k_lse.data(), kdout, delta.data(), k_dq.data(),
+                                                  k_dk.data(), k_dv.data());
                    });
 
   // Gradients compared as increments over the starting values: an overwrite instead of an add
@@ -89,11 +107,11 @@ Errors run_kernels(const AttentionDims& d, const AttentionMask& mask) {
           test::max_error(increment(k_dv, dv0), increment(dv, dv0))};
 }
 
-Errors run_kernels(const AttentionDims& d, const AttentionMask& mask) {
+Errors run_kernels(const AttentionDims& d, const AttentionMask& mask, bool misaligned) {
   switch (d.head_dim) {
-    case 32: return run_kernels<32>(d, mask);
-    case 64: return run_kernels<64>(d, mask);
-    default: return run_kernels<128>(d, mask);
+    case 32: return run_kernels<32>(d, mask, misaligned);
+    case 64: return run_kernels<64>(d, mask, misaligned);
+    default: return run_kernels<128>(d, mask, misaligned);
   }
 }
 
@@ -103,18 +121,20 @@ TEST_CASE("tensor-core attention kernels match the oracle under every mask and h
   // bf16 rounding of P, dO and dS (as FlashAttention-2 does) against a double oracle on the same
   // bf16 inputs; the CUDA-core kernels, which keep those in fp32, are held to 2e-3.
   constexpr double kForward = 5e-3, kBackward = 1e-2, kLse = 1e-4;
+  const auto check = [&](const std::string& what, int64_t hd, const AttentionMask& mask, bool misaligned) {
+    const Errors e = run_kernels({2, 100, 150, hd}, mask, misaligned);
+    std::printf("%-38s out %.1e  lse %.1e  dq %.1e  dk %.1e  dv %.1e\n", what.c_str(), e.out, e.lse, e.dq, e.dk, e.dv);
+    INFO(what);
+    CHECK(e.out <= kForward);
+    CHECK(e.lse <= kLse);
+    CHECK(e.dq <= kBackward);
+    CHECK(e.dk <= kBackward);
+    CHECK(e.dv <= kBackward);
+  };
   for (const int64_t hd : {32, 64, 128}) {
-    for (const auto& [name, mask] : test::kernel_masks()) {
-      const std::string what = std::string(name) + " hd" + std::to_string(hd);
-      const Errors e = run_kernels({2, 100, 150, hd}, mask);
-      std::printf("%-28s out %.1e  lse %.1e  dq %.1e  dk %.1e  dv %.1e\n", what.c_str(), e.out, e.lse, e.dq, e.dk,
-                  e.dv);
-      INFO(what);
-      CHECK(e.out <= kForward);
-      CHECK(e.lse <= kLse);
-      CHECK(e.dq <= kBackward);
-      CHECK(e.dk <= kBackward);
-      CHECK(e.dv <= kBackward);
-    }
+    const std::string dim = " hd" + std::to_string(hd);
+    // Inputs 16-byte aligned (16-byte loads) throughout, and once element by element.
+    for (const auto& [name, mask] : test::kernel_masks()) check(name + dim, hd, mask, false);
+    check("zigzag positions" + dim + ", misaligned", hd, test::kernel_masks().back().mask, true);
   }
 }

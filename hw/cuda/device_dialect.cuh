@@ -27,6 +27,18 @@ BUBBLESIM_DEVICE void warp_sync() { __syncwarp(); }
 BUBBLESIM_DEVICE float warp_xor(float v, int mask) { return __shfl_xor_sync(0xffffffffU, v, mask); }
 BUBBLESIM_DEVICE float fast_exp(float x) { return __expf(x); }
 BUBBLESIM_DEVICE void atomic_add(float* at, float v) { atomicAdd(at, v); }
+/// Eight bf16 in one 16-byte access (both pointers 16-byte aligned): copied, converted from eight
+/// floats (two 16-byte loads), or zeros.
+BUBBLESIM_DEVICE void copy_bf16x8(bf16* to, const bf16* from) {
+  *reinterpret_cast<uint4*>(to) = *reinterpret_cast<const uint4*>(from);
+}
+BUBBLESIM_DEVICE void convert_bf16x8(bf16* to, const float* from) {
+  const float4 a = reinterpret_cast<const float4*>(from)[0], b = reinterpret_cast<const float4*>(from)[1];
+  const __nv_bfloat162 h[4] = {__floats2bfloat162_rn(a.x, a.y), __floats2bfloat162_rn(a.z, a.w),
+                               __floats2bfloat162_rn(b.x, b.y), __floats2bfloat162_rn(b.z, b.w)};
+  *reinterpret_cast<uint4*>(to) = *reinterpret_cast<const uint4*>(h);
+}
+BUBBLESIM_DEVICE void zero_bf16x8(bf16* to) { *reinterpret_cast<uint4*>(to) = make_uint4(0, 0, 0, 0); }
 /// The block's dynamic shared memory (the launch's third parameter).
 BUBBLESIM_DEVICE unsigned char* shared_memory() {
   extern __shared__ __align__(128) unsigned char shared[];

@@ -120,10 +120,28 @@ BUBBLESIM_DEVICE void extent_of(const int64_t* pos, int n, int64_t* out) {
   out[1] = hi;
 }
 
-/// Rows [first, first + rows) of a [len][D] tensor into shared memory with row stride `ld`,
-/// zeros past `len`, by every thread of the block (no barrier).
+/// Rows [first, first + rows) of a [len][D] tensor into shared memory with row stride `ld`
+/// (bf16; fp32 rounded), zeros past `len`, by every thread of the block (no barrier): eight
+/// elements per 16-byte access when `from` is 16-byte aligned (the backends' buffers are), one by
+/// one otherwise.
 template <int D, class T>
 BUBBLESIM_DEVICE void load_rows(dev::bf16* to, int ld, const T* from, int64_t first, int rows, int64_t len) {
+  static_assert(D % 8 == 0, "rows of whole 16-byte chunks");
+  if (reinterpret_cast<uintptr_t>(from) % 16 == 0) {
+    constexpr int kChunks = D / 8;
+    for (int idx = dev::thread(); idx < rows * kChunks; idx += kThreads) {
+      const int r = idx / kChunks, c = idx % kChunks * 8;
+      dev::bf16* at = to + r * ld + c;
+      if (first + r >= len) {
+        dev::zero_bf16x8(at);
+      } else if constexpr (sizeof(T) == 4) {
+        dev::convert_bf16x8(at, from + (first + r) * D + c);
+      } else {
+        dev::copy_bf16x8(at, from + (first + r) * D + c);
+      }
+    }
+    return;
+  }
   for (int idx = dev::thread(); idx < rows * D; idx += kThreads) {
     const int r = idx / D, c = idx % D;
     if constexpr (sizeof(T) == 4) {

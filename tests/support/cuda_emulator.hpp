@@ -8,7 +8,8 @@
 // What it checks beyond the arithmetic: a missing barrier shows as a wrong result or a hang (only
 // lane 0 of a warp performs a fragment store, so other lanes see it only after a warp barrier);
 // shared memory starts as NaN bytes, so a read of what no thread wrote spreads NaN; WMMA's pointer
-// (32-byte) and leading-dimension (16-byte) rules abort with a message. bf16 rounds to nearest
+// (32-byte) and leading-dimension (16-byte) rules, and 16-byte accesses' alignment, abort with a
+// message. bf16 rounds to nearest
 // even, as the GPU's conversion does. Not emulated: timing, bank conflicts, register limits.
 #pragma once
 
@@ -91,6 +92,28 @@ inline float fast_exp(float x) { return std::exp(x); }
 inline void atomic_add(float* at, float v) { std::atomic_ref<float>(*at).fetch_add(v); }
 inline unsigned char* shared_memory() { return self.block->shared.get(); }
 
+[[noreturn]] inline void misuse(const char* what) {
+  std::fprintf(stderr, "cuda_emulator: %s\n", what);
+  std::abort();
+}
+inline void check_aligned16(const void* p) {
+  if (reinterpret_cast<uintptr_t>(p) % 16 != 0) misuse("a 16-byte access needs a 16-byte aligned address");
+}
+inline void copy_bf16x8(bf16* to, const bf16* from) {
+  check_aligned16(to);
+  check_aligned16(from);
+  std::memcpy(to, from, 16);
+}
+inline void convert_bf16x8(bf16* to, const float* from) {
+  check_aligned16(to);
+  check_aligned16(from);
+  for (int i = 0; i < 8; ++i) to[i] = to_bf16(from[i]);
+}
+inline void zero_bf16x8(bf16* to) {
+  check_aligned16(to);
+  std::memset(to, 0, 16);
+}
+
 namespace wmma {
 
 struct matrix_a {};
@@ -107,15 +130,10 @@ struct fragment {
   T x[256];
 };
 
-[[noreturn]] inline void misuse(const char* what) {
-  std::fprintf(stderr, "cuda_emulator: WMMA misuse: %s\n", what);
-  std::abort();
-}
-
 template <class T>
 void check_tile(const T* p, unsigned ld) {
-  if (reinterpret_cast<uintptr_t>(p) % 32 != 0) misuse("a fragment's pointer must be 32-byte aligned");
-  if (ld * sizeof(T) % 16 != 0) misuse("a leading dimension must be a multiple of 16 bytes");
+  if (reinterpret_cast<uintptr_t>(p) % 32 != 0) misuse("WMMA: a fragment's pointer must be 32-byte aligned");
+  if (ld * sizeof(T) % 16 != 0) misuse("WMMA: a leading dimension must be a multiple of 16 bytes");
 }
 
 inline float value(float x) { return x; }
