@@ -217,9 +217,10 @@ void check_on_every_rank(MpiBackend& b, const std::function<void()>& check) {
 #ifdef BUBBLESIM_HW_NCCL
 /// InputError unless this rank has a GPU of its own on its node (by local rank).
 void require_own_gpu(const MpiBackend& b) {
-  if (local_rank(b) >= usable_gpus()) {
+  const int gpus = usable_gpus();
+  if (local_rank(b) >= gpus) {
     throw InputError("--backend cuda: NCCL needs a GPU of its own per rank, but " + hostname() + " has " +
-                     std::to_string(usable_gpus()) + " and this is its rank " + std::to_string(local_rank(b)) +
+                     std::to_string(gpus) + " and this is its rank " + std::to_string(local_rank(b)) +
                      " (start at most that many ranks per node)");
   }
 }
@@ -558,8 +559,8 @@ int run_command(const Options& o, MpiBackend& b, RunContext& ctx) {
 #endif
   if (!gpu_path) {
     twins = std::make_unique<Twins>(job, plan);
-    host_runner = std::make_unique<Runner>(plan.program, device_of[static_cast<size_t>(b.rank())], b.rank(), b,
-                                           o.stall_timeout, twins.get());
+    host_runner = std::make_unique<Runner>(plan.program, device_of[static_cast<size_t>(b.rank())], b.rank(), b, *twins,
+                                           o.stall_timeout);
   }
 
   sim::RunInfo info;
@@ -846,7 +847,7 @@ int bench_command(const Options& o, MpiBackend& b, RunContext& ctx) {
       env["nccl"] = cuda::nccl_version();
       const double stall = o.stall_timeout;
       opt.run_comm = [&nccl, &b, stall](const std::string& what, int64_t size, int count) {
-        const cuda::CommOp op = cuda::parse_comm_op(what);
+        const CommCall op = cuda::parse_comm_op(what);
         nccl->enqueue(op, size, count);
         nccl->wait([&b] { b.check_alive(); }, stall);
         return nccl->effective_size(op, size);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <set>
@@ -201,7 +202,11 @@ GpuRunner::~GpuRunner() {
     cudaSetDevice(device_);
     cudaDeviceSynchronize();
     for (ncclComm*& c : comms_) {
-      if (c != nullptr) ncclCommDestroy(c);  // on failure NCCL keeps no promise about the handle
+      // On failure NCCL keeps no promise about the handle: said, and left alone.
+      if (c != nullptr && ncclCommDestroy(c) != ncclSuccess) {
+        std::fprintf(stderr, "bubblesim-hw: warning: GPU %d: destroying an NCCL communicator failed: %s\n", device_,
+                     ncclGetLastError(nullptr));
+      }
       c = nullptr;
     }
   }
@@ -259,28 +264,20 @@ void GpuRunner::call(const Step& st, cudaStream_t s) {
   try {
     switch (st.call) {
       case CommCall::None: break;
+      // In place, as frameworks run them on their own buffers; all-to-all, which NCCL cannot run
+      // in place, from one half of the buffer into the other.
       case CommCall::AllReduce:
-        BUBBLESIM_NCCL(ncclAllReduce(buffer_, buffer_, e.count, ncclBfloat16, ncclSum, comm, s), comm);
+        enqueue_collective(st.call, buffer_, buffer_, e.count, ncclBfloat16, static_cast<int>(ranks), comm, s);
         break;
       case CommCall::AllGather:
-        BUBBLESIM_NCCL(ncclAllGather(buffer_ + mine, buffer_, e.count, ncclBfloat16, comm, s), comm);
+        enqueue_collective(st.call, buffer_ + mine, buffer_, e.count, ncclBfloat16, static_cast<int>(ranks), comm, s);
         break;
       case CommCall::ReduceScatter:
-        BUBBLESIM_NCCL(ncclReduceScatter(buffer_, buffer_ + mine, e.count, ncclBfloat16, ncclSum, comm, s), comm);
+        enqueue_collective(st.call, buffer_, buffer_ + mine, e.count, ncclBfloat16, static_cast<int>(ranks), comm, s);
         break;
-      case CommCall::AllToAll: {
-        char* recv = buffer_ + e.bytes / 2;
-#if NCCL_VERSION_CODE >= 22800
-        BUBBLESIM_NCCL(ncclAlltoAll(buffer_, recv, e.count, ncclBfloat16, comm, s), comm);
-#else
-        for (int peer = 0; peer < ranks; ++peer) {
-          const size_t at = e.count * static_cast<size_t>(peer * kBf16);
-          BUBBLESIM_NCCL(ncclSend(buffer_ + at, e.count, ncclBfloat16, peer, comm, s), comm);
-          BUBBLESIM_NCCL(ncclRecv(recv + at, e.count, ncclBfloat16, peer, comm, s), comm);
-        }
-#endif
+      case CommCall::AllToAll:
+        enqueue_collective(st.call, buffer_, buffer_ + e.bytes / 2, e.count, ncclBfloat16, static_cast<int>(ranks), comm, s);
         break;
-      }
       case CommCall::SendRecv: {
         size_t at = 0;  // each message its own range of the buffer
         for (const PeerBytes& r : st.recvs) {

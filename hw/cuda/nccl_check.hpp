@@ -1,5 +1,6 @@
 // NCCL errors as exceptions (GpuError) naming the call's file:line, NCCL's error string and the
-// communicator's last-error text, and the polling wait every NCCL user of hw/cuda shares.
+// communicator's last-error text, and what every NCCL user of hw/cuda shares: the polling wait
+// and the enqueueing of NCCL's own collectives.
 // Included only by hw/cuda sources: no NCCL header leaves hw/cuda.
 #pragma once
 
@@ -12,6 +13,8 @@
 #include <thread>
 
 #include "hw/cuda/cuda_check.hpp"
+#include "hw/runner/comm_plan.hpp"
+#include "sim/core/error.hpp"
 
 namespace bubblesim::hw::cuda {
 
@@ -30,6 +33,13 @@ inline void check_nccl(ncclResult_t r, ncclComm_t comm, const char* file, int li
 inline void poll_until(const std::function<bool()>& reap, const std::function<bool()>& finished,
                        std::span<ncclComm_t const> comms, const std::function<void()>& alive, double stall_timeout_s,
                        const std::function<std::string()>& stalled);
+
+/// Enqueues NCCL's collective `call` on `comm` (of `ranks` ranks) and stream `s`, inside the
+/// caller's NCCL group if any: `count` elements of `type` in all for an all-reduce, per rank for
+/// an all-gather (each rank's input) or a reduce-scatter (each rank's output), per peer for an
+/// all-to-all (grouped sends and receives before NCCL 2.28, which has no ncclAlltoAll).
+inline void enqueue_collective(CommCall call, const void* send, void* recv, size_t count, ncclDataType_t type, int ranks,
+                               ncclComm_t comm, cudaStream_t s);
 
 }  // namespace bubblesim::hw::cuda
 
@@ -54,4 +64,39 @@ inline void bubblesim::hw::cuda::poll_until(const std::function<bool()>& reap, c
     if (std::chrono::duration<double>(now - progress).count() > stall_timeout_s) throw GpuError(stalled());
     if (now > spin_until) std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
+}
+
+inline void bubblesim::hw::cuda::enqueue_collective(CommCall call, const void* send, void* recv, size_t count,
+                                                    ncclDataType_t type, int ranks, ncclComm_t comm, cudaStream_t s) {
+  switch (call) {
+    case CommCall::AllReduce:
+      BUBBLESIM_NCCL(ncclAllReduce(send, recv, count, type, ncclSum, comm, s), comm);
+      return;
+    case CommCall::AllGather:
+      BUBBLESIM_NCCL(ncclAllGather(send, recv, count, type, comm, s), comm);
+      return;
+    case CommCall::ReduceScatter:
+      BUBBLESIM_NCCL(ncclReduceScatter(send, recv, count, type, ncclSum, comm, s), comm);
+      return;
+    case CommCall::AllToAll: {
+#if NCCL_VERSION_CODE >= 22800
+      (void)ranks;
+      BUBBLESIM_NCCL(ncclAlltoAll(send, recv, count, type, comm, s), comm);
+#else
+      const size_t element = type == ncclFloat32 ? 4 : type == ncclBfloat16 || type == ncclFloat16 ? 2 : 1;
+      const size_t block = count * element;  // bytes per peer
+      BUBBLESIM_NCCL(ncclGroupStart(), comm);
+      for (int peer = 0; peer < ranks; ++peer) {
+        const size_t at = block * static_cast<size_t>(peer);
+        BUBBLESIM_NCCL(ncclSend(static_cast<const char*>(send) + at, count, type, peer, comm, s), comm);
+        BUBBLESIM_NCCL(ncclRecv(static_cast<char*>(recv) + at, count, type, peer, comm, s), comm);
+      }
+      BUBBLESIM_NCCL(ncclGroupEnd(), comm);
+#endif
+      return;
+    }
+    case CommCall::None:
+    case CommCall::SendRecv: break;
+  }
+  throw InternalError(std::string("enqueue_collective: ") + to_string(call) + " is not one of NCCL's collectives");
 }

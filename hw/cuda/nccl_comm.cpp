@@ -13,14 +13,16 @@ namespace {
 
 constexpr int64_t kElement = 4;  // fp32, nccl-tests' default type
 
-constexpr std::pair<CommOp, std::string_view> kNames[] = {{CommOp::SendRecv, "p2p"},
-                                                          {CommOp::AllToAll, "alltoall"},
-                                                          {CommOp::AllReduce, "allreduce"},
-                                                          {CommOp::AllGather, "allgather"},
-                                                          {CommOp::ReduceScatter, "reducescatter"}};
+constexpr std::pair<CommCall, std::string_view> kNames[] = {{CommCall::SendRecv, "p2p"},
+                                                            {CommCall::AllToAll, "alltoall"},
+                                                            {CommCall::AllReduce, "allreduce"},
+                                                            {CommCall::AllGather, "allgather"},
+                                                            {CommCall::ReduceScatter, "reducescatter"}};
 
 /// Whether the op's size S is split over the ranks (each rank's share is S / ranks).
-bool split(CommOp op) { return op == CommOp::AllToAll || op == CommOp::AllGather || op == CommOp::ReduceScatter; }
+bool split(CommCall op) {
+  return op == CommCall::AllToAll || op == CommCall::AllGather || op == CommCall::ReduceScatter;
+}
 
 }  // namespace
 
@@ -40,7 +42,7 @@ std::string nccl_version() {
   return std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." + std::to_string(v % 100);
 }
 
-CommOp parse_comm_op(std::string_view name) { return from_name(kNames, name, "unknown communication benchmark"); }
+CommCall parse_comm_op(std::string_view name) { return from_name(kNames, name, "unknown communication benchmark"); }
 
 NcclComm::NcclComm(const NcclId& id, int rank, int ranks, int device, int64_t max_bytes,
                    const std::function<bool(bool)>& agree)
@@ -109,13 +111,14 @@ void NcclComm::mark_done() {
   BUBBLESIM_CUDA(cudaEventRecord(events_[marked_++], stream_));
 }
 
-int64_t NcclComm::effective_size(CommOp op, int64_t size) const {
+int64_t NcclComm::effective_size(CommCall op, int64_t size) const {
   const int64_t unit = split(op) ? kElement * ranks_ : kElement;
   return std::max(unit, size / unit * unit);
 }
 
-size_t NcclComm::elements(CommOp op, int64_t size) const {
+size_t NcclComm::elements(CommCall op, int64_t size) const {
   if (comm_ == nullptr) throw GpuError("NCCL communicator: used after it was aborted");
+  BUBBLESIM_ASSERT(op != CommCall::None, "an NCCL operation that moves nothing");
   const int64_t s = effective_size(op, size);
   if (s > max_bytes_) {
     throw InputError("NCCL: size " + std::to_string(s) + " exceeds the " + std::to_string(max_bytes_) +
@@ -124,44 +127,25 @@ size_t NcclComm::elements(CommOp op, int64_t size) const {
   return static_cast<size_t>(s / kElement);
 }
 
-void NcclComm::enqueue(CommOp op, int64_t size, int count) {
+void NcclComm::enqueue(CommCall op, int64_t size, int count) {
   const size_t all = elements(op, size);
   const size_t share = all / static_cast<size_t>(ranks_);  // per rank, for the split ops
   for (int i = 0; i < count; ++i) {
     group([&] {
-      switch (op) {
-        case CommOp::SendRecv: {
-          const int next = (rank_ + 1) % ranks_, prev = (rank_ + ranks_ - 1) % ranks_;
-          BUBBLESIM_NCCL(ncclSend(send_, all, ncclFloat32, next, comm_, stream_), comm_);
-          BUBBLESIM_NCCL(ncclRecv(recv_, all, ncclFloat32, prev, comm_, stream_), comm_);
-          break;
-        }
-        case CommOp::AllToAll:
-#if NCCL_VERSION_CODE >= 22800
-          BUBBLESIM_NCCL(ncclAlltoAll(send_, recv_, share, ncclFloat32, comm_, stream_), comm_);
-#else
-          for (int peer = 0; peer < ranks_; ++peer) {
-            const size_t offset = share * static_cast<size_t>(peer * kElement);
-            BUBBLESIM_NCCL(ncclSend(static_cast<char*>(send_) + offset, share, ncclFloat32, peer, comm_, stream_), comm_);
-            BUBBLESIM_NCCL(ncclRecv(static_cast<char*>(recv_) + offset, share, ncclFloat32, peer, comm_, stream_), comm_);
-          }
-#endif
-          break;
-        case CommOp::AllReduce:
-          BUBBLESIM_NCCL(ncclAllReduce(send_, recv_, all, ncclFloat32, ncclSum, comm_, stream_), comm_);
-          break;
-        case CommOp::AllGather:  // S is the gathered output; each rank contributes S / ranks
-          BUBBLESIM_NCCL(ncclAllGather(send_, recv_, share, ncclFloat32, comm_, stream_), comm_);
-          break;
-        case CommOp::ReduceScatter:  // S is the input; each rank keeps S / ranks of the sum
-          BUBBLESIM_NCCL(ncclReduceScatter(send_, recv_, share, ncclFloat32, ncclSum, comm_, stream_), comm_);
-          break;
+      if (op == CommCall::SendRecv) {
+        const int next = (rank_ + 1) % ranks_, prev = (rank_ + ranks_ - 1) % ranks_;
+        BUBBLESIM_NCCL(ncclSend(send_, all, ncclFloat32, next, comm_, stream_), comm_);
+        BUBBLESIM_NCCL(ncclRecv(recv_, all, ncclFloat32, prev, comm_, stream_), comm_);
+        return;
       }
+      // S is all-reduce's buffer, all-gather's output (each rank gives S / ranks), reduce-scatter's
+      // input (each rank keeps S / ranks of the sum) and all-to-all's (S / ranks per peer).
+      enqueue_collective(op, send_, recv_, op == CommCall::AllReduce ? all : share, ncclFloat32, ranks_, comm_, stream_);
     });
   }
 }
 
-int64_t NcclComm::check(CommOp op, int64_t size, const std::function<void()>& alive, double stall_timeout_s) {
+int64_t NcclComm::check(CommCall op, int64_t size, const std::function<void()>& alive, double stall_timeout_s) {
   const size_t all = elements(op, size);
   const size_t share = all / static_cast<size_t>(ranks_);
   const int n = ranks_, r = rank_;
@@ -178,18 +162,19 @@ int64_t NcclComm::check(CommOp op, int64_t size, const std::function<void()>& al
   size_t count = all;
   std::function<float(size_t)> want;
   switch (op) {
-    case CommOp::SendRecv: want = [&](size_t i) { return value((r + n - 1) % n, i); }; break;
-    case CommOp::AllReduce:
+    case CommCall::SendRecv: want = [&](size_t i) { return value((r + n - 1) % n, i); }; break;
+    case CommCall::AllReduce:
       want = [&](size_t i) { return all_ranks + static_cast<float>(n * static_cast<int>(i % 7)); };
       break;
-    case CommOp::AllGather: want = [&](size_t i) { return value(static_cast<int>(i / share), i % share); }; break;
-    case CommOp::ReduceScatter:
+    case CommCall::AllGather: want = [&](size_t i) { return value(static_cast<int>(i / share), i % share); }; break;
+    case CommCall::ReduceScatter:
       count = share;
       want = [&](size_t i) { return all_ranks + static_cast<float>(n * static_cast<int>((r * share + i) % 7)); };
       break;
-    case CommOp::AllToAll:
+    case CommCall::AllToAll:
       want = [&](size_t i) { return value(static_cast<int>(i / share), r * share + i % share); };
       break;
+    case CommCall::None: break;  // refused by elements()
   }
   // Everything on the communicator's stream, which does not synchronise with the default one.
   std::vector<float> got(count);

@@ -16,6 +16,8 @@
 #include <string_view>
 #include <vector>
 
+#include "hw/runner/comm_plan.hpp"
+
 struct ncclComm;
 struct CUstream_st;
 struct CUevent_st;
@@ -28,10 +30,9 @@ NcclId nccl_unique_id();
 /// The NCCL library's version, e.g. "2.28.9".
 std::string nccl_version();
 
-/// The communication benchmarks, by their bubblesim-hw bench names.
-enum class CommOp : uint8_t { SendRecv, AllToAll, AllReduce, AllGather, ReduceScatter };
-/// "p2p" (sendrecv), "alltoall", "allreduce", "allgather", "reducescatter"; InputError otherwise.
-CommOp parse_comm_op(std::string_view name);
+/// The communication benchmark of a bubblesim-hw bench name: "p2p" (sendrecv, CommCall::SendRecv),
+/// "alltoall", "allreduce", "allgather", "reducescatter"; InputError otherwise.
+CommCall parse_comm_op(std::string_view name);
 
 class NcclComm {
  public:
@@ -57,10 +58,10 @@ class NcclComm {
   /// The nccl-tests size S actually moved for a requested `size`: whole fp32 elements, and for
   /// the ops that split S over the ranks (all-to-all, all-gather, reduce-scatter) a multiple of
   /// 4 x ranks bytes; at least one element per rank.
-  int64_t effective_size(CommOp op, int64_t size) const;
+  int64_t effective_size(CommCall op, int64_t size) const;
   /// Enqueues `count` back-to-back operations of nccl-tests size `size` (effective_size) on the
   /// communicator's stream; returns at once.
-  void enqueue(CommOp op, int64_t size, int count = 1);
+  void enqueue(CommCall op, int64_t size, int count = 1);
   /// Returns once everything enqueued is done. Between polls it calls `alive` (which throws to
   /// stop, e.g. when another rank died) and checks NCCL's asynchronous error; on either, or when
   /// no operation completes for `stall_timeout_s` (each one is marked by an event), the
@@ -71,7 +72,7 @@ class NcclComm {
   /// fp32 sums) and compares what this rank received with what the operation defines, as
   /// nccl-tests' -c check does; returns the number of wrong elements (0: correct). Leaves the
   /// send buffer as it found it (zeros).
-  int64_t check(CommOp op, int64_t size, const std::function<void()>& alive, double stall_timeout_s = 120);
+  int64_t check(CommCall op, int64_t size, const std::function<void()>& alive, double stall_timeout_s = 120);
 
   /// Moves of caller-owned device buffers, enqueued on stream() in one NCCL group each and waited
   /// for (with `alive` and the stall timeout of wait()):
@@ -92,7 +93,7 @@ class NcclComm {
   /// group is closed and the communicator aborted.
   void group(const std::function<void()>& calls);
   /// Elements of an op of `size` (effective_size), refused beyond the buffers.
-  size_t elements(CommOp op, int64_t size) const;
+  size_t elements(CommCall op, int64_t size) const;
   void mark_done();  // records an event after the op just enqueued
   int rank_, ranks_, device_;
   int64_t max_bytes_;

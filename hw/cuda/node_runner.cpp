@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <exception>
 #include <mutex>
 #include <string>
@@ -13,52 +14,31 @@
 namespace bubblesim::hw::cuda {
 namespace {
 
-/// Every GPU's thread says whether its setup worked; all learn whether every one did (what
-/// NcclComm needs before NCCL's bootstrap, which would wait forever for a thread that failed).
-/// Used once per setup stage; a GPU whose thread failed before it arrived counts as failed.
-class Agreement {
+/// The GPUs' threads meeting: each arrives saying whether it is fine, and learns whether every
+/// one is once all have arrived. Reusable: each meeting is a generation. A GPU whose thread failed
+/// never arrives; its failure (`failed`) releases the others with false.
+/// Used before NCCL's bootstrap (which would wait forever for a thread that failed its setup)
+/// and before each iteration's origin (so no GPU counts the others' start-up as waiting).
+class Meeting {
  public:
-  Agreement(size_t parties, const std::atomic<bool>& failed) : parties_(parties), failed_(failed) {}
+  Meeting(size_t parties, const std::atomic<bool>& failed) : parties_(parties), failed_(failed) {}
   bool operator()(bool ok) {
     std::unique_lock lock(m_);
+    const uint64_t generation = generation_;
     all_ok_ = all_ok_ && ok;
     if (++arrived_ == parties_) {
-      done_.notify_all();
-      return all_ok_;
-    }
-    while (arrived_ < parties_) {
-      if (failed_) return false;
-      done_.wait_for(lock, std::chrono::milliseconds(10));
-    }
-    return all_ok_;
-  }
-
- private:
-  std::mutex m_;
-  std::condition_variable done_;
-  size_t parties_, arrived_ = 0;
-  bool all_ok_ = true;
-  const std::atomic<bool>& failed_;
-};
-
-/// The GPUs' threads meet before each iteration's origin, so no GPU counts the others' start-up
-/// as waiting. A GPU that failed never arrives: the others then leave with RankFailure.
-class Rendezvous {
- public:
-  Rendezvous(size_t parties, const std::atomic<bool>& failed) : parties_(parties), failed_(failed) {}
-  void operator()(size_t gpu) {
-    std::unique_lock lock(m_);
-    const uint64_t generation = generation_;
-    if (++arrived_ == parties_) {
+      outcome_ = all_ok_;
       arrived_ = 0;
+      all_ok_ = true;
       ++generation_;
       met_.notify_all();
-      return;
+      return outcome_;
     }
     while (generation_ == generation) {
-      if (failed_) throw RankFailure("GPU " + std::to_string(gpu) + " stopped: another GPU of the node failed");
+      if (failed_) return false;
       met_.wait_for(lock, std::chrono::milliseconds(10));
     }
+    return outcome_;  // this generation's: the next cannot end before this thread arrives again
   }
 
  private:
@@ -66,6 +46,7 @@ class Rendezvous {
   std::condition_variable met_;
   size_t parties_, arrived_ = 0;
   uint64_t generation_ = 0;
+  bool all_ok_ = true, outcome_ = true;
   const std::atomic<bool>& failed_;
 };
 
@@ -127,7 +108,7 @@ NodeRunner::NodeRunner(const sim::Program& p, const CommPlan& plan, double stall
   worlds_.resize(gpus_);
   runners_.resize(gpus_);
   const NcclId id = nccl_unique_id();
-  Agreement buffers(gpus_, failed_), runs(gpus_, failed_);
+  Meeting buffers(gpus_, failed_), runs(gpus_, failed_);
   on_each_gpu([&](size_t g) {
     const auto rank = static_cast<int>(g);
     worlds_[g] = std::make_unique<NcclComm>(id, rank, static_cast<int>(gpus_), rank, NcclComm::min_buffer_bytes(static_cast<int64_t>(gpus_)),
@@ -151,16 +132,21 @@ NodeRunner::~NodeRunner() {
       runners_[g].reset();
       worlds_[g].reset();
     });
+  } catch (const std::exception& e) {
+    // What failed to be destroyed was aborted (on_each_gpu); said, since a destructor cannot throw.
+    std::fprintf(stderr, "bubblesim-hw: warning: tearing down the node's GPUs: %s\n", e.what());
   } catch (...) {
-    // Nothing to report from a destructor; what failed to be destroyed was aborted.
+    std::fprintf(stderr, "bubblesim-hw: warning: tearing down the node's GPUs failed\n");
   }
 }
 
 std::vector<ReplayTimes> NodeRunner::run_iteration() {
   std::vector<ReplayTimes> out(gpus_);
-  Rendezvous start(gpus_, failed_);
+  Meeting start(gpus_, failed_);
   on_each_gpu([&](size_t g) {
-    out[g] = runners_[g]->run_iteration(alive(g), stall_timeout_s_, [&start, g] { start(g); });
+    out[g] = runners_[g]->run_iteration(alive(g), stall_timeout_s_, [this, &start, g] {
+      if (!start(true)) alive(g)();  // released by a failure: stop as the other waits do
+    });
   });
   return out;
 }

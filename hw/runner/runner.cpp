@@ -25,8 +25,8 @@ int64_t chunk(int64_t bytes, int32_t hops, int32_t hop) {
 
 }  // namespace
 
-Runner::Runner(const sim::Program& p, sim::DeviceId device, int32_t gpu, Backend& backend, double stall_timeout_s,
-               const Twins* twins)
+Runner::Runner(const sim::Program& p, sim::DeviceId device, int32_t gpu, Backend& backend, const Twins& twins,
+               double stall_timeout_s)
     : p_(p), device_(device), gpu_(gpu), b_(backend), stall_timeout_s_(stall_timeout_s), twins_(twins) {
   BUBBLESIM_ASSERT(p.finalized(), "the runner needs a finalized Program");
   BUBBLESIM_ASSERT(device < p.devices().size(), "rank plays a device the Program does not have");
@@ -52,9 +52,7 @@ Runner::Runner(const sim::Program& p, sim::DeviceId device, int32_t gpu, Backend
   // One-sided transfers this rank sends: when the receiving op's dependencies here are done.
   for (sim::GroupId g = 0; g < p.groups().size(); ++g) {
     if (p.groups()[g].kind != GroupKind::Transfer) continue;
-    GroupTraffic own = traffic_of(twins_ != nullptr ? twins_->transfers(p, g, gpu_)
-                                                    : std::vector<sim::Transfer>(p.transfers(g).begin(), p.transfers(g).end()),
-                                  gpu_, true, false, p.groups()[g].wire_scale);
+    GroupTraffic own = traffic_of(twins_.transfers(p, g, gpu_), gpu_, true, false, p.groups()[g].wire_scale);
     if (own.out.empty()) continue;
     Exchange x;
     x.out = std::move(own.out);
@@ -83,10 +81,7 @@ Runner::Exchange Runner::exchange_of(sim::OpId op) const {
   x.kind = g.kind;
   x.group = o.group;
   x.synchronous = g.kind == GroupKind::SendRecv || g.kind == GroupKind::RingSendRecv;
-  const std::vector<sim::Transfer> transfers =
-      twins_ != nullptr ? twins_->transfers(p_, o.group, gpu_)
-                        : std::vector<sim::Transfer>(p_.transfers(o.group).begin(), p_.transfers(o.group).end());
-  GroupTraffic own = traffic_of(transfers, gpu_, o.kind == OpKind::Send || o.kind == OpKind::Collective,
+  GroupTraffic own = traffic_of(twins_.transfers(p_, o.group, gpu_), gpu_, o.kind == OpKind::Send || o.kind == OpKind::Collective,
                                 o.kind == OpKind::Recv || o.kind == OpKind::Collective, g.wire_scale);
   x.hops = own.hops;
   if (x.hops >= kMaxHops) {

@@ -29,10 +29,10 @@ class Runner {
  public:
   /// This rank is GPU `gpu` of the job and plays Program device `device`. `stall_timeout_s`:
   /// an iteration with no progress for that long throws RankFailure naming what it waits for.
-  /// `twins` (may be null when every GPU is its device's representative) gives a twin rank the
-  /// transfers of groups that carry only its representative's.
-  Runner(const sim::Program& p, sim::DeviceId device, int32_t gpu, Backend& backend, double stall_timeout_s = 120,
-         const Twins* twins = nullptr);
+  /// `twins` (kept by the caller) gives a twin rank the transfers of groups that carry only its
+  /// representative's.
+  Runner(const sim::Program& p, sim::DeviceId device, int32_t gpu, Backend& backend, const Twins& twins,
+         double stall_timeout_s = 120);
   RankTimes run_iteration();
   /// The device's ops, in the order RankTimes lists them.
   const std::vector<sim::OpId>& ops() const { return ops_; }
@@ -65,7 +65,7 @@ class Runner {
   int32_t gpu_;
   Backend& b_;
   double stall_timeout_s_;
-  const Twins* twins_;
+  const Twins& twins_;
   std::vector<sim::OpId> ops_;                  // the device's ops, stream by stream
   std::vector<uint32_t> local_;                 // op id -> index into ops_ (kNone elsewhere)
   std::vector<std::vector<uint32_t>> streams_;  // per stream of the device: indices into ops_

@@ -48,8 +48,8 @@ void expect(bool ok, const std::string& what) {
   std::fprintf(stderr, "FAILED: %s\n", what.c_str());
 }
 
-constexpr cuda::CommOp kOps[] = {cuda::CommOp::SendRecv, cuda::CommOp::AllToAll, cuda::CommOp::AllReduce,
-                                 cuda::CommOp::AllGather, cuda::CommOp::ReduceScatter};
+constexpr CommCall kOps[] = {CommCall::SendRecv, CommCall::AllToAll, CommCall::AllReduce,
+                                 CommCall::AllGather, CommCall::ReduceScatter};
 constexpr const char* kNames[] = {"p2p", "alltoall", "allreduce", "allgather", "reducescatter"};
 constexpr sim::CollectiveOp kCollective[] = {sim::CollectiveOp::SendRecv, sim::CollectiveOp::AllToAll,
                                              sim::CollectiveOp::AllReduce, sim::CollectiveOp::AllGather,
@@ -65,7 +65,7 @@ void rank_main(const cuda::NcclId& id, int rank, int ranks, std::barrier<>& setu
   };
   cuda::NcclComm comm(id, rank, ranks, rank, kMax, agree);
   for (size_t k = 0; k < std::size(kOps); ++k) {
-    const cuda::CommOp op = kOps[k];
+    const CommCall op = kOps[k];
     expect(cuda::parse_comm_op(kNames[k]) == op, std::string("parse ") + kNames[k]);
     for (int64_t size : {int64_t{4}, int64_t{1000}, int64_t{4} << 10, (int64_t{1} << 20) + 12, kMax}) {
       const int64_t wrong = comm.check(op, size, alive);
@@ -88,7 +88,7 @@ void rank_main(const cuda::NcclId& id, int rank, int ranks, std::barrier<>& setu
   }
   bool refused = false;
   try {
-    comm.enqueue(cuda::CommOp::AllReduce, kMax + (int64_t{1} << 20));
+    comm.enqueue(CommCall::AllReduce, kMax + (int64_t{1} << 20));
   } catch (const InputError&) {
     refused = true;
   }
