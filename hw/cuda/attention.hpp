@@ -4,10 +4,14 @@
 // attention's partial outputs merge exactly. Q, K, V are bf16; O, LSE, dO and the gradients fp32.
 // Two implementations of the same contract:
 //  - tensor-core (the default): FlashAttention-2's algorithm with bf16 WMMA and fp32
-//    accumulation (hw/cuda/flash_attention.cuh), rounding P, dO and dS to bf16 as it does; the
-//    speed class users train with, so what calibration measures is what they would run;
-//  - cuda-core: the same tiles in fp32 on CUDA cores, several times slower, kept as the GPU's
-//    own reference (tighter tolerance) and as a fallback (BUBBLESIM_ATTENTION_KERNEL=cuda-core).
+//    accumulation (hw/cuda/flash_attention.cuh), rounding P, dO and dS to bf16 as it does: the
+//    math units the attention users train with runs on, though simpler than FlashAttention-2/3
+//    (no asynchronous copies, no Hopper warpgroup MMA);
+//  - cuda-core: the same tiles in fp32 on CUDA cores (hw/cuda/simt_attention.cuh), several
+//    times slower, kept as the GPU's own reference (tighter tolerance) and as a fallback
+//    (BUBBLESIM_ATTENTION_KERNEL=cuda-core).
+// Both are written against device_dialect.cuh, so tests/attention_emulated_test runs them
+// on CPU threads too.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -17,7 +21,7 @@
 #include <string>
 
 #include "hw/backend/attention_mask.hpp"
-#include "hw/cuda/device_mask.hpp"
+#include "hw/cuda/attention_args.hpp"
 
 namespace bubblesim::hw::cuda {
 

@@ -1,5 +1,5 @@
-// The few device primitives the tensor-core attention kernels (flash_attention.cuh) use, mapped
-// onto CUDA. tests/support/cuda_emulator.hpp maps the same names onto CPU threads, so the kernels'
+// The few device primitives the attention kernels (flash_attention.cuh on tensor cores,
+// simt_attention.cuh on CUDA cores) use, mapped onto CUDA. tests/support/cuda_emulator.hpp maps the same names onto CPU threads, so the kernels'
 // tiling, masking and synchronisation are tested where no GPU is.
 #pragma once
 
@@ -10,6 +10,7 @@
 #define BUBBLESIM_DEVICE __device__ __forceinline__
 #define BUBBLESIM_KERNEL(threads) __global__ void __launch_bounds__(threads)
 #define BUBBLESIM_UNROLL _Pragma("unroll")
+#define BUBBLESIM_SHARED __shared__
 
 namespace bubblesim::hw::cuda::dev {
 
@@ -21,6 +22,7 @@ BUBBLESIM_DEVICE bf16 to_bf16(float x) { return __float2bfloat16(x); }
 BUBBLESIM_DEVICE int thread() { return static_cast<int>(threadIdx.x); }
 BUBBLESIM_DEVICE int block_x() { return static_cast<int>(blockIdx.x); }
 BUBBLESIM_DEVICE int block_y() { return static_cast<int>(blockIdx.y); }
+BUBBLESIM_DEVICE int block_threads() { return static_cast<int>(blockDim.x); }
 BUBBLESIM_DEVICE void block_sync() { __syncthreads(); }
 BUBBLESIM_DEVICE void warp_sync() { __syncwarp(); }
 /// The value of lane (this lane ^ mask) of the warp.

@@ -24,7 +24,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "hw/cuda/device_mask.hpp"
+#include "hw/cuda/attention_args.hpp"
 
 namespace bubblesim::hw::cuda::flash {
 
@@ -32,12 +32,6 @@ constexpr int kWarps = 4;
 constexpr int kThreads = 32 * kWarps;
 constexpr int kEdge = 16;               // a WMMA tile is 16 x 16 (x 16)
 constexpr int kRows = kWarps * kEdge;   // queries per forward block, keys per backward block
-
-/// What the kernels index with (checked on the host to fit in int).
-struct Shape {
-  int heads, q_len, kv_len;
-  float scale;  // 1 / sqrt(head_dim)
-};
 
 constexpr size_t aligned128(size_t bytes) { return (bytes + 127) / 128 * 128; }
 

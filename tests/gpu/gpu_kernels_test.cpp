@@ -108,7 +108,7 @@ void check_attention(const std::string& name, const AttentionDims& d, const Atte
   std::printf("%-28s out %.1e  lse %.1e  dq %.1e  dk %.1e  dv %.1e\n", name.c_str(), e_out, e_lse, e_dq, e_dk, e_dv);
   // CUDA cores: fp32 math (fast exp) vs double on identical bf16 inputs. Tensor cores: P, dO and
   // dS rounded to bf16 as FlashAttention-2 does (the CPU emulation of these kernels measures
-  // 1-2e-3 forward and 2-4e-3 backward; tests/flash_attention_emulated_test).
+  // 1-2e-3 forward and 2-4e-3 backward; tests/attention_emulated_test).
   const bool tc = kernel == cuda::AttentionKernel::TensorCore;
   const double forward_tolerance = tc ? 5e-3 : 2e-3, backward_tolerance = tc ? 1e-2 : 2e-3;
   // lse absolutely: dropping one of n keys moves it by about 1/n, far above this.

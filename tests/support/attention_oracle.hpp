@@ -1,7 +1,7 @@
 // The attention oracle the kernel tests compare against: attention by definition in double
 // precision, per head, with the mask semantics of hw/backend/attention_mask.hpp, and the error
 // measure they use. Plain C++ (tests/gpu/gpu_kernels_test on a GPU, and
-// tests/flash_attention_emulated_test on the CPU).
+// tests/attention_emulated_test on the CPU).
 #pragma once
 
 #include <algorithm>

@@ -1,5 +1,5 @@
 // The device primitives of hw/cuda/device_dialect.cuh emulated on CPU threads, so kernels written
-// against them (hw/cuda/flash_attention.cuh) run unchanged in a test on a machine with no GPU:
+// against them (hw/cuda/flash_attention.cuh, hw/cuda/simt_attention.cuh) run unchanged in a test on a machine with no GPU:
 // every CUDA thread of a block is a std::thread, __syncthreads and __syncwarp are barriers, a warp
 // shuffle goes through a per-warp exchange, and WMMA fragments hold their whole 16 x 16 tile in
 // every lane (WMMA's fragment layout is opaque, so a kernel that only loads, stores, fills and
@@ -28,6 +28,8 @@
 #define BUBBLESIM_DEVICE inline
 #define BUBBLESIM_KERNEL(threads) void
 #define BUBBLESIM_UNROLL
+// Blocks run one after another, so a function-local static is what one block shares.
+#define BUBBLESIM_SHARED static
 
 namespace bubblesim::hw::cuda::dev {
 
@@ -54,7 +56,8 @@ inline bf16 to_bf16(float f) {
 /// One block being run: its shared memory and barriers.
 struct Block {
   Block(int threads, size_t shared_bytes)
-      : shared(static_cast<unsigned char*>(std::aligned_alloc(128, (shared_bytes + 127) / 128 * 128 + 128))),
+      : threads(threads),
+        shared(static_cast<unsigned char*>(std::aligned_alloc(128, (shared_bytes + 127) / 128 * 128 + 128))),
         everyone(threads),
         exchange(static_cast<size_t>(threads)) {
     std::memset(shared.get(), 0xFF, (shared_bytes + 127) / 128 * 128 + 128);  // NaN as float and bf16
@@ -63,6 +66,7 @@ struct Block {
   struct Free {
     void operator()(unsigned char* p) const { std::free(p); }
   };
+  int threads;
   std::unique_ptr<unsigned char, Free> shared;
   std::barrier<> everyone;
   std::vector<std::unique_ptr<std::barrier<>>> warps;
@@ -78,6 +82,7 @@ inline thread_local Self self;
 inline int thread() { return self.thread; }
 inline int block_x() { return self.block_x; }
 inline int block_y() { return self.block_y; }
+inline int block_threads() { return self.block->threads; }
 inline void block_sync() { self.block->everyone.arrive_and_wait(); }
 inline void warp_sync() { self.block->warps[static_cast<size_t>(self.thread / 32)]->arrive_and_wait(); }
 inline float warp_xor(float v, int mask) {
