@@ -13,7 +13,8 @@
 #include <string>
 #include <vector>
 
-// clang-format off: the emulated device primitives come before the kernels that use them.
+// The emulated device primitives come before the kernels that use them.
+// clang-format off
 #include "tests/support/cuda_emulator.hpp"
 #include "hw/cuda/flash_attention.cuh"
 #include "hw/cuda/simt_attention.cuh"
@@ -72,7 +73,7 @@ Errors run_kernels(const AttentionDims& d, const AttentionMask& mask, Kernels ke
   const cuda::DeviceMask dm{mask.causal, mask.q_pos.empty() ? nullptr : mask.q_pos.data(),
                             mask.kv_pos.empty() ? nullptr : mask.kv_pos.data()};
   const cuda::Shape z{static_cast<int>(d.heads), static_cast<int>(d.q_len), static_cast<int>(d.kv_len),
-                       1.0F / std::sqrt(static_cast<float>(D))};
+                      1.0F / std::sqrt(static_cast<float>(D))};
   const auto blocks = [](int64_t len) { return static_cast<int>((len + flash::kRows - 1) / flash::kRows); };
   std::vector<float> k_out(qn), k_lse(rows), k_dq = dq0, k_dk = dk0, k_dv = dv0;
   constexpr int kKeys = flash::forward_keys(D), kQueries = flash::backward_queries(D);
@@ -110,9 +111,8 @@ Errors run_kernels(const AttentionDims& d, const AttentionMask& mask, Kernels ke
     emulator::launch(grid(d.kv_len, simt::kKvRows), heads, simt::kKvRows, 0, [&] {
       simt::dkdv_kernel<D>(z, dm, kq, kk, kv, k_lse.data(), kdout, delta.data(), k_dk.data(), k_dv.data());
     });
-    emulator::launch(grid(d.q_len, simt::kDqRows), heads, simt::kDqRows, 0, [&] {
-      simt::dq_kernel<D>(z, dm, kq, kk, kv, k_lse.data(), kdout, delta.data(), k_dq.data());
-    });
+    emulator::launch(grid(d.q_len, simt::kDqRows), heads, simt::kDqRows, 0,
+                     [&] { simt::dq_kernel<D>(z, dm, kq, kk, kv, k_lse.data(), kdout, delta.data(), k_dq.data()); });
   }
 
   // Gradients compared as increments over the starting values: an overwrite instead of an add
@@ -129,9 +129,12 @@ Errors run_kernels(const AttentionDims& d, const AttentionMask& mask, Kernels ke
 
 Errors run_kernels(const AttentionDims& d, const AttentionMask& mask, Kernels kernels, bool misaligned) {
   switch (d.head_dim) {
-    case 32: return run_kernels<32>(d, mask, kernels, misaligned);
-    case 64: return run_kernels<64>(d, mask, kernels, misaligned);
-    default: return run_kernels<128>(d, mask, kernels, misaligned);
+    case 32:
+      return run_kernels<32>(d, mask, kernels, misaligned);
+    case 64:
+      return run_kernels<64>(d, mask, kernels, misaligned);
+    default:
+      return run_kernels<128>(d, mask, kernels, misaligned);
   }
 }
 

@@ -4,9 +4,9 @@
 // attention's partial outputs merge exactly. Q, K, V are bf16; O, LSE, dO and the gradients fp32.
 // Two implementations of the same contract:
 //  - tensor-core (the default): FlashAttention-2's algorithm with bf16 WMMA and fp32
-//    accumulation (hw/cuda/flash_attention.cuh), rounding P, dO and dS to bf16 as it does: the
-//    math units the attention users train with runs on, though simpler than FlashAttention-2/3
-//    (no asynchronous copies, no Hopper warpgroup MMA);
+//    accumulation (hw/cuda/flash_attention.cuh), rounding P, dO and dS to bf16 as it does: on the
+//    math units that training's attention kernels use, though simpler than FlashAttention-2/3
+//    (no asynchronous copies, no Hopper warpgroup MMA), so slower than they are;
 //  - cuda-core: the same tiles in fp32 on CUDA cores (hw/cuda/simt_attention.cuh), several
 //    times slower, kept as the GPU's own reference (tighter tolerance) and as a fallback
 //    (BUBBLESIM_ATTENTION_KERNEL=cuda-core).

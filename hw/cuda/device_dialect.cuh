@@ -1,6 +1,7 @@
 // The few device primitives the attention kernels (flash_attention.cuh on tensor cores,
-// simt_attention.cuh on CUDA cores) use, mapped onto CUDA. tests/support/cuda_emulator.hpp maps the same names onto CPU threads, so the kernels'
-// tiling, masking and synchronisation are tested where no GPU is.
+// simt_attention.cuh on CUDA cores) use, mapped onto CUDA. tests/support/cuda_emulator.hpp maps
+// the same names onto CPU threads, so the kernels' tiling, masking and synchronisation are tested
+// where no GPU is.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -36,8 +37,8 @@ BUBBLESIM_DEVICE void copy_bf16x8(bf16* to, const bf16* from) {
 }
 BUBBLESIM_DEVICE void convert_bf16x8(bf16* to, const float* from) {
   const float4 a = reinterpret_cast<const float4*>(from)[0], b = reinterpret_cast<const float4*>(from)[1];
-  const __nv_bfloat162 h[4] = {__floats2bfloat162_rn(a.x, a.y), __floats2bfloat162_rn(a.z, a.w),
-                               __floats2bfloat162_rn(b.x, b.y), __floats2bfloat162_rn(b.z, b.w)};
+  alignas(16) const __nv_bfloat162 h[4] = {__floats2bfloat162_rn(a.x, a.y), __floats2bfloat162_rn(a.z, a.w),
+                                           __floats2bfloat162_rn(b.x, b.y), __floats2bfloat162_rn(b.z, b.w)};
   *reinterpret_cast<uint4*>(to) = *reinterpret_cast<const uint4*>(h);
 }
 BUBBLESIM_DEVICE void zero_bf16x8(bf16* to) { *reinterpret_cast<uint4*>(to) = make_uint4(0, 0, 0, 0); }

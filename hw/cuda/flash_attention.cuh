@@ -1,7 +1,9 @@
 // Attention forward and backward on tensor cores, FlashAttention-2's algorithm in bf16 with fp32
 // accumulation: the same semantics as the CUDA-core kernels and the host's (causal masking by
 // global token positions, tiles skipped / full / diagonal, a log-sum-exp output so ring steps
-// merge exactly), at the speed class of the kernels users train with.
+// merge exactly), on the math units training's attention kernels use. Simpler than
+// FlashAttention-2/3 (the output accumulator lives in shared memory, tiles load synchronously, no
+// Hopper warpgroup MMA), so slower than they are.
 //
 // Forward: a block of 4 warps owns 64 queries (16 per warp) and walks the key tiles; per tile
 // each warp computes S = Q K^T with WMMA, lanes 2r and 2r+1 run the online softmax of row r
@@ -30,8 +32,8 @@ namespace bubblesim::hw::cuda::flash {
 
 constexpr int kWarps = 4;
 constexpr int kThreads = 32 * kWarps;
-constexpr int kEdge = 16;               // a WMMA tile is 16 x 16 (x 16)
-constexpr int kRows = kWarps * kEdge;   // queries per forward block, keys per backward block
+constexpr int kEdge = 16;              // a WMMA tile is 16 x 16 (x 16)
+constexpr int kRows = kWarps * kEdge;  // queries per forward block, keys per backward block
 
 constexpr size_t aligned128(size_t bytes) { return (bytes + 127) / 128 * 128; }
 
@@ -47,10 +49,10 @@ constexpr size_t kSharedForTwoBlocks = 164 * 1024 / 2 - 1024;
 /// fragment loads starts 32-byte aligned.
 template <int D, int BC>
 struct ForwardLayout {
-  static constexpr int kLdH = D + 8;   // bf16 rows of head_dim: Q, K, V
-  static constexpr int kLdS = BC + 4;  // fp32 scores
+  static constexpr int kLdH = D + 8;     // bf16 rows of head_dim: Q, K, V
+  static constexpr int kLdS = BC + 4;    // fp32 scores
   static constexpr int kLdP = 2 * kLdS;  // bf16 probabilities, over the scores: row r in row r
-  static constexpr int kLdO = D + 4;   // fp32 output accumulator
+  static constexpr int kLdO = D + 4;     // fp32 output accumulator
   static constexpr size_t q = 0;
   static constexpr size_t k = q + aligned128(size_t{kRows} * kLdH * 2);
   static constexpr size_t v = k + aligned128(size_t{BC} * kLdH * 2);
@@ -67,9 +69,9 @@ struct ForwardLayout {
 /// Shared memory of the backward kernel (BR queries per tile), as ForwardLayout.
 template <int D, int BR>
 struct BackwardLayout {
-  static constexpr int kLdH = D + 8;       // bf16 rows of head_dim: K, V, Q, dO
-  static constexpr int kLdT = BR + 4;      // fp32 S^T and dP^T (keys x queries)
-  static constexpr int kLdPT = 2 * kLdT;   // bf16 P^T and dS^T, over S^T and dP^T: row r in row r
+  static constexpr int kLdH = D + 8;          // bf16 rows of head_dim: K, V, Q, dO
+  static constexpr int kLdT = BR + 4;         // fp32 S^T and dP^T (keys x queries)
+  static constexpr int kLdPT = 2 * kLdT;      // bf16 P^T and dS^T, over S^T and dP^T: row r in row r
   static constexpr int kLdStage = kEdge + 4;  // a warp's fp32 16 x 16 staging tile
   static constexpr size_t k = 0;
   static constexpr size_t v = k + aligned128(size_t{kRows} * kLdH * 2);
@@ -153,6 +155,21 @@ using FragB = wmma::fragment<wmma::matrix_b, kEdge, kEdge, kEdge, dev::bf16, wmm
 using FragBT = wmma::fragment<wmma::matrix_b, kEdge, kEdge, kEdge, dev::bf16, wmma::col_major>;
 using FragC = wmma::fragment<wmma::accumulator, kEdge, kEdge, kEdge, float>;
 
+/// acc += A B with the inner dimension in kSteps slices of 16: slice i of A is the AFrag-typed
+/// tile at a + i * a_step (row stride lda), of B the BFrag-typed tile at b + i * b_step (ldb).
+template <class AFrag, class BFrag, int kSteps>
+BUBBLESIM_DEVICE void multiply(FragC& acc, const dev::bf16* a, int lda, int a_step, const dev::bf16* b, int ldb,
+                               int b_step) {
+  BUBBLESIM_UNROLL
+  for (int i = 0; i < kSteps; ++i) {
+    AFrag fa;
+    BFrag fb;
+    wmma::load_matrix_sync(fa, a + i * a_step, lda);
+    wmma::load_matrix_sync(fb, b + i * b_step, ldb);
+    wmma::mma_sync(acc, fa, fb, acc);
+  }
+}
+
 /// O = softmax(Q K^T scale, masked) V and lse, for 64 queries of one head per block; grid
 /// (ceil(q_len / 64), heads), kThreads threads, ForwardLayout<D, BC>::bytes of shared memory.
 template <int D, int BC>
@@ -179,8 +196,8 @@ forward(Shape z, DeviceMask m, const dev::bf16* q, const dev::bf16* k, const dev
   dev::block_sync();
   extent_of(qp, kRows, ext);
 
-  // Warp w owns rows [16w, 16w + 16); lanes 2r and 2r+1 share its row r, half the columns each.
-  const int row0 = warp * kEdge, r = row0 + lane / 2, half = lane % 2;
+  // Warp w owns rows [16w, 16w + 16); lanes 2r and 2r+1 share its row r, half its columns each.
+  const int row0 = warp * kEdge, r = row0 + lane / 2, side = lane % 2;
   const int64_t my_pos = qp[r];
   float row_max = -INFINITY, row_sum = 0.0F;
   for (int64_t k0 = 0; k0 < z.kv_len; k0 += BC) {
@@ -198,13 +215,8 @@ forward(Shape z, DeviceMask m, const dev::bf16* q, const dev::bf16* k, const dev
     for (int n = 0; n < BC / kEdge; ++n) {  // S = Q K^T for this warp's rows
       FragC acc;
       wmma::fill_fragment(acc, 0.0F);
-      for (int c = 0; c < D / kEdge; ++c) {
-        FragA a;
-        FragBT b;
-        wmma::load_matrix_sync(a, qs + row0 * L::kLdH + c * kEdge, L::kLdH);
-        wmma::load_matrix_sync(b, ks + n * kEdge * L::kLdH + c * kEdge, L::kLdH);
-        wmma::mma_sync(acc, a, b, acc);
-      }
+      multiply<FragA, FragBT, D / kEdge>(acc, qs + row0 * L::kLdH, L::kLdH, kEdge, ks + n * kEdge * L::kLdH, L::kLdH,
+                                         kEdge);
       wmma::store_matrix_sync(ss + row0 * L::kLdS + n * kEdge, acc, L::kLdS, wmma::mem_row_major);
     }
     dev::warp_sync();
@@ -214,9 +226,9 @@ forward(Shape z, DeviceMask m, const dev::bf16* q, const dev::bf16* k, const dev
     float mx = -INFINITY;
     BUBBLESIM_UNROLL
     for (int j = 0; j < kHalf; ++j) {
-      const int64_t kpos = kp[half * kHalf + j];
+      const int64_t kpos = kp[side * kHalf + j];
       const bool allowed = kpos != LLONG_MAX && (tile == kFull || kpos <= my_pos);
-      s[j] = allowed ? ss[r * L::kLdS + half * kHalf + j] * z.scale : -INFINITY;
+      s[j] = allowed ? ss[r * L::kLdS + side * kHalf + j] * z.scale : -INFINITY;
       mx = fmaxf(mx, s[j]);
     }
     mx = fmaxf(mx, dev::warp_xor(mx, 1));
@@ -227,25 +239,20 @@ forward(Shape z, DeviceMask m, const dev::bf16* q, const dev::bf16* k, const dev
     BUBBLESIM_UNROLL
     for (int j = 0; j < kHalf; ++j) {
       const float p = s[j] == -INFINITY ? 0.0F : dev::fast_exp(s[j] - new_max);
-      ps[r * L::kLdP + half * kHalf + j] = dev::to_bf16(p);
+      ps[r * L::kLdP + side * kHalf + j] = dev::to_bf16(p);
       sum += p;
     }
     sum += dev::warp_xor(sum, 1);
     row_sum = row_sum * rescale + sum;
     row_max = new_max;
-    for (int c = half * (D / 2); c < (half + 1) * (D / 2); ++c) os[r * L::kLdO + c] *= rescale;
+    for (int c = side * (D / 2); c < (side + 1) * (D / 2); ++c) os[r * L::kLdO + c] *= rescale;
     dev::warp_sync();
 
     for (int n = 0; n < D / kEdge; ++n) {  // O += P V
       FragC acc;
       wmma::load_matrix_sync(acc, os + row0 * L::kLdO + n * kEdge, L::kLdO, wmma::mem_row_major);
-      for (int c = 0; c < BC / kEdge; ++c) {
-        FragA a;
-        FragB b;
-        wmma::load_matrix_sync(a, ps + row0 * L::kLdP + c * kEdge, L::kLdP);
-        wmma::load_matrix_sync(b, vs + c * kEdge * L::kLdH + n * kEdge, L::kLdH);
-        wmma::mma_sync(acc, a, b, acc);
-      }
+      multiply<FragA, FragB, BC / kEdge>(acc, ps + row0 * L::kLdP, L::kLdP, kEdge, vs + n * kEdge, L::kLdH,
+                                         kEdge * L::kLdH);
       wmma::store_matrix_sync(os + row0 * L::kLdO + n * kEdge, acc, L::kLdO, wmma::mem_row_major);
     }
   }
@@ -254,8 +261,8 @@ forward(Shape z, DeviceMask m, const dev::bf16* q, const dev::bf16* k, const dev
   const int64_t i = i0 + r;
   if (i >= z.q_len) return;
   const float inv = row_sum > 0.0F ? 1.0F / row_sum : 0.0F;
-  for (int c = half * (D / 2); c < (half + 1) * (D / 2); ++c) out[qoff + i * D + c] = os[r * L::kLdO + c] * inv;
-  if (half == 0) lse[static_cast<int64_t>(h) * z.q_len + i] = row_sum > 0.0F ? row_max + logf(row_sum) : -INFINITY;
+  for (int c = side * (D / 2); c < (side + 1) * (D / 2); ++c) out[qoff + i * D + c] = os[r * L::kLdO + c] * inv;
+  if (side == 0) lse[static_cast<int64_t>(h) * z.q_len + i] = row_sum > 0.0F ? row_max + logf(row_sum) : -INFINITY;
 }
 
 /// dQ, dK, dV added into what is there, for 64 keys of one head per block, given the forward's
@@ -292,7 +299,7 @@ backward(Shape z, DeviceMask m, const dev::bf16* q, const dev::bf16* k, const de
   extent_of(kp, kRows, ext + 2);
 
   // Warp w owns keys [16w, 16w + 16); lanes 2r and 2r+1 share its key r, half the queries each.
-  const int key0 = warp * kEdge, jr = key0 + lane / 2, half = lane % 2;
+  const int key0 = warp * kEdge, jr = key0 + lane / 2, side = lane % 2;
   const int64_t my_pos = kp[jr];
   FragC dk_acc[D / kEdge], dv_acc[D / kEdge];
   BUBBLESIM_UNROLL
@@ -322,16 +329,10 @@ backward(Shape z, DeviceMask m, const dev::bf16* q, const dev::bf16* k, const de
       FragC s_acc, dp_acc;
       wmma::fill_fragment(s_acc, 0.0F);
       wmma::fill_fragment(dp_acc, 0.0F);
-      for (int c = 0; c < D / kEdge; ++c) {
-        FragA a;
-        FragBT b;
-        wmma::load_matrix_sync(a, ks + key0 * L::kLdH + c * kEdge, L::kLdH);
-        wmma::load_matrix_sync(b, qs + n * kEdge * L::kLdH + c * kEdge, L::kLdH);
-        wmma::mma_sync(s_acc, a, b, s_acc);
-        wmma::load_matrix_sync(a, vs + key0 * L::kLdH + c * kEdge, L::kLdH);
-        wmma::load_matrix_sync(b, dos + n * kEdge * L::kLdH + c * kEdge, L::kLdH);
-        wmma::mma_sync(dp_acc, a, b, dp_acc);
-      }
+      multiply<FragA, FragBT, D / kEdge>(s_acc, ks + key0 * L::kLdH, L::kLdH, kEdge, qs + n * kEdge * L::kLdH, L::kLdH,
+                                         kEdge);
+      multiply<FragA, FragBT, D / kEdge>(dp_acc, vs + key0 * L::kLdH, L::kLdH, kEdge, dos + n * kEdge * L::kLdH,
+                                         L::kLdH, kEdge);
       wmma::store_matrix_sync(st + key0 * L::kLdT + n * kEdge, s_acc, L::kLdT, wmma::mem_row_major);
       wmma::store_matrix_sync(dpt + key0 * L::kLdT + n * kEdge, dp_acc, L::kLdT, wmma::mem_row_major);
     }
@@ -341,33 +342,27 @@ backward(Shape z, DeviceMask m, const dev::bf16* q, const dev::bf16* k, const de
     float p[kHalf], ds[kHalf];
     BUBBLESIM_UNROLL
     for (int x = 0; x < kHalf; ++x) {
-      const int i = half * kHalf + x;
+      const int i = side * kHalf + x;
       const int64_t qpos = qp[i];
-      const bool allowed = my_pos != LLONG_MAX && qpos != LLONG_MAX && ls[i] != -INFINITY &&
-                           (tile == kFull || my_pos <= qpos);
+      const bool allowed =
+          my_pos != LLONG_MAX && qpos != LLONG_MAX && ls[i] != -INFINITY && (tile == kFull || my_pos <= qpos);
       p[x] = allowed ? dev::fast_exp(st[jr * L::kLdT + i] * z.scale - ls[i]) : 0.0F;
       ds[x] = p[x] * (dpt[jr * L::kLdT + i] - dl[i]) * z.scale;
     }
     dev::warp_sync();  // both lanes of the key have read S^T and dP^T: P^T and dS^T overwrite them
     BUBBLESIM_UNROLL
     for (int x = 0; x < kHalf; ++x) {
-      pt[jr * L::kLdPT + half * kHalf + x] = dev::to_bf16(p[x]);
-      dst[jr * L::kLdPT + half * kHalf + x] = dev::to_bf16(ds[x]);
+      pt[jr * L::kLdPT + side * kHalf + x] = dev::to_bf16(p[x]);
+      dst[jr * L::kLdPT + side * kHalf + x] = dev::to_bf16(ds[x]);
     }
     dev::warp_sync();
 
     BUBBLESIM_UNROLL
     for (int n = 0; n < D / kEdge; ++n) {  // dV += P^T dO, dK += dS^T Q
-      for (int c = 0; c < BR / kEdge; ++c) {
-        FragA a;
-        FragB b;
-        wmma::load_matrix_sync(a, pt + key0 * L::kLdPT + c * kEdge, L::kLdPT);
-        wmma::load_matrix_sync(b, dos + c * kEdge * L::kLdH + n * kEdge, L::kLdH);
-        wmma::mma_sync(dv_acc[n], a, b, dv_acc[n]);
-        wmma::load_matrix_sync(a, dst + key0 * L::kLdPT + c * kEdge, L::kLdPT);
-        wmma::load_matrix_sync(b, qs + c * kEdge * L::kLdH + n * kEdge, L::kLdH);
-        wmma::mma_sync(dk_acc[n], a, b, dk_acc[n]);
-      }
+      multiply<FragA, FragB, BR / kEdge>(dv_acc[n], pt + key0 * L::kLdPT, L::kLdPT, kEdge, dos + n * kEdge, L::kLdH,
+                                         kEdge * L::kLdH);
+      multiply<FragA, FragB, BR / kEdge>(dk_acc[n], dst + key0 * L::kLdPT, L::kLdPT, kEdge, qs + n * kEdge, L::kLdH,
+                                         kEdge * L::kLdH);
     }
     dev::block_sync();  // every warp's dS^T is in place
 
@@ -378,36 +373,33 @@ backward(Shape z, DeviceMask m, const dev::bf16* q, const dev::bf16* k, const de
       const int mt = id / (D / kEdge), nt = id % (D / kEdge);
       FragC acc;
       wmma::fill_fragment(acc, 0.0F);
-      for (int c = 0; c < kRows / kEdge; ++c) {
-        FragAT a;
-        FragB b;
-        wmma::load_matrix_sync(a, dst + c * kEdge * L::kLdPT + mt * kEdge, L::kLdPT);
-        wmma::load_matrix_sync(b, ks + c * kEdge * L::kLdH + nt * kEdge, L::kLdH);
-        wmma::mma_sync(acc, a, b, acc);
-      }
+      multiply<FragAT, FragB, kRows / kEdge>(acc, dst + mt * kEdge, L::kLdPT, kEdge * L::kLdPT, ks + nt * kEdge,
+                                             L::kLdH, kEdge * L::kLdH);
       wmma::store_matrix_sync(stage, acc, L::kLdStage, wmma::mem_row_major);
       dev::warp_sync();
       for (int e = lane; e < kEdge * kEdge; e += 32) {
         const int64_t i = q0 + mt * kEdge + e / kEdge;
-        if (i < z.q_len) dev::atomic_add(&dq[qoff + i * D + nt * kEdge + e % kEdge], stage[(e / kEdge) * L::kLdStage + e % kEdge]);
+        if (i < z.q_len)
+          dev::atomic_add(&dq[qoff + i * D + nt * kEdge + e % kEdge], stage[(e / kEdge) * L::kLdStage + e % kEdge]);
       }
       dev::warp_sync();
     }
   }
 
   // dK and dV: this block's keys are its own, so plain adds.
+  const auto add_into = [&](float* to, const FragC& acc, int n) {
+    wmma::store_matrix_sync(stage, acc, L::kLdStage, wmma::mem_row_major);
+    dev::warp_sync();
+    for (int e = lane; e < kEdge * kEdge; e += 32) {
+      const int64_t j = j0 + key0 + e / kEdge;
+      if (j < z.kv_len) to[koff + j * D + n * kEdge + e % kEdge] += stage[(e / kEdge) * L::kLdStage + e % kEdge];
+    }
+    dev::warp_sync();
+  };
   BUBBLESIM_UNROLL
   for (int n = 0; n < D / kEdge; ++n) {
-    for (int which = 0; which < 2; ++which) {
-      wmma::store_matrix_sync(stage, which == 0 ? dk_acc[n] : dv_acc[n], L::kLdStage, wmma::mem_row_major);
-      dev::warp_sync();
-      float* to = which == 0 ? dk : dv;
-      for (int e = lane; e < kEdge * kEdge; e += 32) {
-        const int64_t j = j0 + key0 + e / kEdge;
-        if (j < z.kv_len) to[koff + j * D + n * kEdge + e % kEdge] += stage[(e / kEdge) * L::kLdStage + e % kEdge];
-      }
-      dev::warp_sync();
-    }
+    add_into(dk, dk_acc[n], n);
+    add_into(dv, dv_acc[n], n);
   }
 }
 

@@ -264,20 +264,20 @@ void GpuRunner::call(const Step& st, cudaStream_t s) {
   try {
     switch (st.call) {
       case CommCall::None: break;
-      // In place, as frameworks run them on their own buffers; all-to-all, which NCCL cannot run
-      // in place, from one half of the buffer into the other.
       case CommCall::AllReduce:
-        enqueue_collective(st.call, buffer_, buffer_, e.count, ncclBfloat16, static_cast<int>(ranks), comm, s);
-        break;
       case CommCall::AllGather:
-        enqueue_collective(st.call, buffer_ + mine, buffer_, e.count, ncclBfloat16, static_cast<int>(ranks), comm, s);
-        break;
       case CommCall::ReduceScatter:
-        enqueue_collective(st.call, buffer_, buffer_ + mine, e.count, ncclBfloat16, static_cast<int>(ranks), comm, s);
+      case CommCall::AllToAll: {
+        // In place, as frameworks run them on their own buffers (all-gather from this rank's
+        // share, reduce-scatter into it); all-to-all, which NCCL cannot run in place, from one
+        // half of the buffer into the other.
+        const char* from = st.call == CommCall::AllGather ? buffer_ + mine : buffer_;
+        char* to = st.call == CommCall::ReduceScatter ? buffer_ + mine
+                   : st.call == CommCall::AllToAll    ? buffer_ + e.bytes / 2
+                                                      : buffer_;
+        enqueue_collective(st.call, from, to, e.count, ncclBfloat16, static_cast<int>(ranks), comm, s);
         break;
-      case CommCall::AllToAll:
-        enqueue_collective(st.call, buffer_, buffer_ + e.bytes / 2, e.count, ncclBfloat16, static_cast<int>(ranks), comm, s);
-        break;
+      }
       case CommCall::SendRecv: {
         size_t at = 0;  // each message its own range of the buffer
         for (const PeerBytes& r : st.recvs) {

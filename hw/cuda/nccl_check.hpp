@@ -37,7 +37,8 @@ inline void poll_until(const std::function<bool()>& reap, const std::function<bo
 /// Enqueues NCCL's collective `call` on `comm` (of `ranks` ranks) and stream `s`, inside the
 /// caller's NCCL group if any: `count` elements of `type` in all for an all-reduce, per rank for
 /// an all-gather (each rank's input) or a reduce-scatter (each rank's output), per peer for an
-/// all-to-all (grouped sends and receives before NCCL 2.28, which has no ncclAlltoAll).
+/// all-to-all (before NCCL 2.28, which has no ncclAlltoAll: sends and receives that the caller's
+/// NCCL group must hold). fp32 or bf16.
 inline void enqueue_collective(CommCall call, const void* send, void* recv, size_t count, ncclDataType_t type, int ranks,
                                ncclComm_t comm, cudaStream_t s);
 
@@ -83,15 +84,13 @@ inline void bubblesim::hw::cuda::enqueue_collective(CommCall call, const void* s
       (void)ranks;
       BUBBLESIM_NCCL(ncclAlltoAll(send, recv, count, type, comm, s), comm);
 #else
-      const size_t element = type == ncclFloat32 ? 4 : type == ncclBfloat16 || type == ncclFloat16 ? 2 : 1;
-      const size_t block = count * element;  // bytes per peer
-      BUBBLESIM_NCCL(ncclGroupStart(), comm);
+      BUBBLESIM_ASSERT(type == ncclFloat32 || type == ncclBfloat16, "all-to-all of fp32 or bf16 only");
+      const size_t block = count * (type == ncclFloat32 ? 4 : 2);  // bytes per peer
       for (int peer = 0; peer < ranks; ++peer) {
         const size_t at = block * static_cast<size_t>(peer);
         BUBBLESIM_NCCL(ncclSend(static_cast<const char*>(send) + at, count, type, peer, comm, s), comm);
         BUBBLESIM_NCCL(ncclRecv(static_cast<char*>(recv) + at, count, type, peer, comm, s), comm);
       }
-      BUBBLESIM_NCCL(ncclGroupEnd(), comm);
 #endif
       return;
     }

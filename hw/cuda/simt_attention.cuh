@@ -16,11 +16,11 @@
 
 namespace bubblesim::hw::cuda::simt {
 
-constexpr int kFwdRows = 64;   // queries per forward block, one per thread
-constexpr int kKeys = 16;      // keys per tile (forward, dQ)
-constexpr int kKvRows = 64;    // keys per dK/dV block, one per thread
-constexpr int kQTile = 8;      // queries per tile in the dK/dV kernel
-constexpr int kDqRows = 32;    // queries per dQ block, one per thread
+constexpr int kFwdRows = 64;  // queries per forward block, one per thread
+constexpr int kKeys = 16;     // keys per tile (forward, dQ)
+constexpr int kKvRows = 64;   // keys per dK/dV block, one per thread
+constexpr int kQTile = 8;     // queries per tile in the dK/dV kernel
+constexpr int kDqRows = 32;   // queries per dQ block, one per thread
 static_assert(kKeys <= kFwdRows && kKeys <= kDqRows && kQTile <= kKvRows, "position loads use one thread each");
 
 BUBBLESIM_DEVICE int64_t q_position(const DeviceMask& m, int64_t i) { return m.q_pos ? m.q_pos[i] : i; }
@@ -53,8 +53,8 @@ BUBBLESIM_DEVICE Tile classify(bool causal, int64_t qmin, int64_t qmax, int64_t 
 /// The next tile of keys [k0, k0 + kKeys): their positions into kp (LLONG_MAX past the end) and
 /// the tile's class against the block's queries (*qmin, *qmax in shared memory, read after the
 /// barriers). Every thread of the block gets the same class.
-BUBBLESIM_DEVICE Tile key_tile(const DeviceMask& m, int64_t k0, int kv_len, const int64_t* qmin,
-                                const int64_t* qmax, int64_t* kp, int64_t* kmin, int64_t* kmax) {
+BUBBLESIM_DEVICE Tile key_tile(const DeviceMask& m, int64_t k0, int kv_len, const int64_t* qmin, const int64_t* qmax,
+                               int64_t* kp, int64_t* kmin, int64_t* kmax) {
   const int t = dev::thread();
   dev::block_sync();  // the previous tile is consumed
   if (t < kKeys) kp[t] = k0 + t < kv_len ? kv_position(m, k0 + t) : LLONG_MAX;
@@ -67,8 +67,8 @@ BUBBLESIM_DEVICE Tile key_tile(const DeviceMask& m, int64_t k0, int kv_len, cons
 /// K and V of the keys [k0, k0 + kKeys) of one head into shared memory as fp32 (zeros past the
 /// end), by every thread of the block, then a barrier.
 template <int D>
-BUBBLESIM_DEVICE void load_kv_tile(const dev::bf16* k, const dev::bf16* v, int64_t koff, int64_t k0,
-                                    int kv_len, float (*ks)[D], float (*vs)[D]) {
+BUBBLESIM_DEVICE void load_kv_tile(const dev::bf16* k, const dev::bf16* v, int64_t koff, int64_t k0, int kv_len,
+                                   float (*ks)[D], float (*vs)[D]) {
   for (int idx = dev::thread(); idx < kKeys * D; idx += dev::block_threads()) {
     const int j = idx / D, c = idx % D;
     const bool in = k0 + j < kv_len;
@@ -80,8 +80,8 @@ BUBBLESIM_DEVICE void load_kv_tile(const dev::bf16* k, const dev::bf16* v, int64
 
 template <int D>
 BUBBLESIM_KERNEL(kFwdRows)
-forward_kernel(Shape z, DeviceMask m, const dev::bf16* q, const dev::bf16* k, const dev::bf16* v,
-                   float* out, float* lse) {
+forward_kernel(Shape z, DeviceMask m, const dev::bf16* q, const dev::bf16* k, const dev::bf16* v, float* out,
+               float* lse) {
   BUBBLESIM_SHARED dev::bf16 qs[D][kFwdRows];  // transposed: thread t reads column t
   BUBBLESIM_SHARED float ks[kKeys][D], vs[kKeys][D];
   BUBBLESIM_SHARED int64_t qp[kFwdRows], kp[kKeys];
@@ -139,8 +139,8 @@ forward_kernel(Shape z, DeviceMask m, const dev::bf16* q, const dev::bf16* k, co
 /// dK and dV: one thread per key row, looping over query tiles.
 template <int D>
 BUBBLESIM_KERNEL(kKvRows)
-dkdv_kernel(Shape z, DeviceMask m, const dev::bf16* q, const dev::bf16* k, const dev::bf16* v,
-                const float* lse, const float* dout, const float* delta, float* dk, float* dv) {
+dkdv_kernel(Shape z, DeviceMask m, const dev::bf16* q, const dev::bf16* k, const dev::bf16* v, const float* lse,
+            const float* dout, const float* delta, float* dk, float* dv) {
   BUBBLESIM_SHARED dev::bf16 kt[D][kKvRows], vt[D][kKvRows];
   BUBBLESIM_SHARED float qs[kQTile][D], dos[kQTile][D], ls[kQTile], ds[kQTile];
   BUBBLESIM_SHARED int64_t kp[kKvRows], qp[kQTile];
@@ -205,8 +205,8 @@ dkdv_kernel(Shape z, DeviceMask m, const dev::bf16* q, const dev::bf16* k, const
 /// dQ: one thread per query row, looping over key tiles.
 template <int D>
 BUBBLESIM_KERNEL(kDqRows)
-dq_kernel(Shape z, DeviceMask m, const dev::bf16* q, const dev::bf16* k, const dev::bf16* v,
-              const float* lse, const float* dout, const float* delta, float* dq) {
+dq_kernel(Shape z, DeviceMask m, const dev::bf16* q, const dev::bf16* k, const dev::bf16* v, const float* lse,
+          const float* dout, const float* delta, float* dq) {
   BUBBLESIM_SHARED dev::bf16 qt[D][kDqRows];
   BUBBLESIM_SHARED float dout_t[D][kDqRows];
   BUBBLESIM_SHARED float ks[kKeys][D], vs[kKeys][D];

@@ -32,8 +32,8 @@ inline double max_error(const std::vector<float>& a, const std::vector<float>& b
 /// The oracle: attention by definition, in double, per head. Rows with no allowed key give
 /// output 0 and lse -inf; the backward adds into dq, dk, dv.
 inline void reference_forward(const AttentionDims& d, const AttentionMask& m, const std::vector<float>& q,
-                       const std::vector<float>& k, const std::vector<float>& v, std::vector<float>& out,
-                       std::vector<float>& lse) {
+                              const std::vector<float>& k, const std::vector<float>& v, std::vector<float>& out,
+                              std::vector<float>& lse) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(d.head_dim));
   const int64_t hd = d.head_dim;
   std::vector<double> s(d.kv_len);
@@ -71,9 +71,9 @@ inline void reference_forward(const AttentionDims& d, const AttentionMask& m, co
 }
 
 inline void reference_backward(const AttentionDims& d, const AttentionMask& m, const std::vector<float>& q,
-                        const std::vector<float>& k, const std::vector<float>& v, const std::vector<float>& out,
-                        const std::vector<float>& lse, const std::vector<float>& dout, std::vector<float>& dq,
-                        std::vector<float>& dk, std::vector<float>& dv) {
+                               const std::vector<float>& k, const std::vector<float>& v, const std::vector<float>& out,
+                               const std::vector<float>& lse, const std::vector<float>& dout, std::vector<float>& dq,
+                               std::vector<float>& dk, std::vector<float>& dv) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(d.head_dim));
   const int64_t hd = d.head_dim;
   for (int64_t h = 0; h < d.heads; ++h) {

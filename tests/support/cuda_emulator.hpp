@@ -1,16 +1,18 @@
-// The device primitives of hw/cuda/device_dialect.cuh emulated on CPU threads, so kernels written
-// against them (hw/cuda/flash_attention.cuh, hw/cuda/simt_attention.cuh) run unchanged in a test on a machine with no GPU:
-// every CUDA thread of a block is a std::thread, __syncthreads and __syncwarp are barriers, a warp
-// shuffle goes through a per-warp exchange, and WMMA fragments hold their whole 16 x 16 tile in
-// every lane (WMMA's fragment layout is opaque, so a kernel that only loads, stores, fills and
-// multiplies them cannot tell). Blocks run one after another.
+// The device primitives of hw/cuda/device_dialect.cuh emulated on CPU threads, so kernels
+// written against them (hw/cuda/flash_attention.cuh, hw/cuda/simt_attention.cuh) run unchanged in
+// a test on a machine with no GPU: every CUDA thread of a block is a std::thread, __syncthreads
+// and __syncwarp are barriers, a warp shuffle goes through a per-warp exchange, and WMMA
+// fragments hold their whole 16 x 16 tile in every lane (WMMA's fragment layout is opaque, so a
+// kernel that only loads, stores, fills and multiplies them cannot tell). Blocks run one after
+// another.
 //
 // What it checks beyond the arithmetic: a missing barrier shows as a wrong result or a hang (only
 // lane 0 of a warp performs a fragment store, so other lanes see it only after a warp barrier);
-// shared memory starts as NaN bytes, so a read of what no thread wrote spreads NaN; WMMA's pointer
-// (32-byte) and leading-dimension (16-byte) rules, and 16-byte accesses' alignment, abort with a
-// message. bf16 rounds to nearest
-// even, as the GPU's conversion does. Not emulated: timing, bank conflicts, register limits.
+// dynamic shared memory starts as NaN bytes, so a read of what no thread wrote spreads NaN, and
+// is allocated to the byte, so AddressSanitizer sees a tile past its end; WMMA's pointer (32-byte)
+// and leading-dimension (16-byte) rules, and 16-byte accesses' alignment, abort with a message.
+// bf16 rounds to nearest even, as the GPU's conversion does. Not emulated: timing, bank
+// conflicts, register limits, and what the hardware allows beyond CUDA's rules.
 #pragma once
 
 #include <atomic>
@@ -28,7 +30,8 @@
 #define BUBBLESIM_DEVICE inline
 #define BUBBLESIM_KERNEL(threads) void
 #define BUBBLESIM_UNROLL
-// Blocks run one after another, so a function-local static is what one block shares.
+// Blocks run one after another, so a function-local static is what one block shares (statically
+// sized shared arrays; unlike dynamic shared memory they start as zeros, not NaN).
 #define BUBBLESIM_SHARED static
 
 namespace bubblesim::hw::cuda::dev {
@@ -55,14 +58,17 @@ inline bf16 to_bf16(float f) {
 
 /// One block being run: its shared memory and barriers.
 struct Block {
+  // Exactly the bytes asked for (the kernels' layouts are multiples of 128), so AddressSanitizer
+  // sees a tile that runs past them.
   Block(int threads, size_t shared_bytes)
       : threads(threads),
-        shared(static_cast<unsigned char*>(std::aligned_alloc(128, (shared_bytes + 127) / 128 * 128 + 128))),
+        shared(static_cast<unsigned char*>(std::aligned_alloc(128, allocated(shared_bytes)))),
         everyone(threads),
         exchange(static_cast<size_t>(threads)) {
-    std::memset(shared.get(), 0xFF, (shared_bytes + 127) / 128 * 128 + 128);  // NaN as float and bf16
+    std::memset(shared.get(), 0xFF, allocated(shared_bytes));  // NaN as float and bf16
     for (int w = 0; w < (threads + 31) / 32; ++w) warps.push_back(std::make_unique<std::barrier<>>(32));
   }
+  static size_t allocated(size_t bytes) { return bytes == 0 ? 128 : (bytes + 127) / 128 * 128; }
   struct Free {
     void operator()(unsigned char* p) const { std::free(p); }
   };
