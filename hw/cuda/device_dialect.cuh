@@ -28,6 +28,9 @@ BUBBLESIM_DEVICE void block_sync() { __syncthreads(); }
 BUBBLESIM_DEVICE void warp_sync() { __syncwarp(); }
 /// The value of lane (this lane ^ mask) of the warp.
 BUBBLESIM_DEVICE float warp_xor(float v, int mask) { return __shfl_xor_sync(0xffffffffU, v, mask); }
+BUBBLESIM_DEVICE int64_t warp_xor(int64_t v, int mask) {
+  return static_cast<int64_t>(__shfl_xor_sync(0xffffffffU, static_cast<long long>(v), mask));
+}
 BUBBLESIM_DEVICE float fast_exp(float x) { return __expf(x); }
 BUBBLESIM_DEVICE void atomic_add(float* at, float v) { atomicAdd(at, v); }
 /// Eight bf16 in one 16-byte access (both pointers 16-byte aligned): copied, converted from eight

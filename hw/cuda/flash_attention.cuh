@@ -103,15 +103,23 @@ BUBBLESIM_DEVICE Tile classify(bool causal, const int64_t* extent) {
   return kmax <= qmin ? kFull : kDiagonal;
 }
 
-/// Thread 0 writes the least and greatest of `n` positions (LLONG_MAX: past the end, ignored).
+/// The least and greatest of `n` positions (LLONG_MAX: past the end, ignored), found by the first
+/// warp (a few per lane, then a butterfly over the lanes) and written by thread 0.
 BUBBLESIM_DEVICE void extent_of(const int64_t* pos, int n, int64_t* out) {
-  if (dev::thread() != 0) return;
+  const int t = dev::thread();
+  if (t >= 32) return;
   int64_t lo = LLONG_MAX, hi = LLONG_MIN;
-  for (int i = 0; i < n; ++i) {
+  for (int i = t; i < n; i += 32) {
     if (pos[i] == LLONG_MAX) continue;
     lo = pos[i] < lo ? pos[i] : lo;
     hi = pos[i] > hi ? pos[i] : hi;
   }
+  for (int mask = 16; mask > 0; mask /= 2) {
+    const int64_t other_lo = dev::warp_xor(lo, mask), other_hi = dev::warp_xor(hi, mask);
+    lo = other_lo < lo ? other_lo : lo;
+    hi = other_hi > hi ? other_hi : hi;
+  }
+  if (t != 0) return;
   out[0] = lo;
   out[1] = hi;
 }

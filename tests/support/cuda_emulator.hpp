@@ -76,7 +76,7 @@ struct Block {
   std::unique_ptr<unsigned char, Free> shared;
   std::barrier<> everyone;
   std::vector<std::unique_ptr<std::barrier<>>> warps;
-  std::vector<float> exchange;  // one slot per thread, for shuffles
+  std::vector<int64_t> exchange;  // one slot per thread, for shuffles
 };
 
 struct Self {
@@ -91,11 +91,14 @@ inline int block_y() { return self.block_y; }
 inline int block_threads() { return self.block->threads; }
 inline void block_sync() { self.block->everyone.arrive_and_wait(); }
 inline void warp_sync() { self.block->warps[static_cast<size_t>(self.thread / 32)]->arrive_and_wait(); }
-inline float warp_xor(float v, int mask) {
+template <class T>
+T warp_xor(T v, int mask) {
+  static_assert(sizeof(T) <= sizeof(int64_t), "a shuffle moves at most 64 bits");
   auto& slot = self.block->exchange;
-  slot[static_cast<size_t>(self.thread)] = v;
+  std::memcpy(&slot[static_cast<size_t>(self.thread)], &v, sizeof v);
   warp_sync();
-  const float other = slot[static_cast<size_t>((self.thread / 32) * 32 + ((self.thread % 32) ^ mask))];
+  T other;
+  std::memcpy(&other, &slot[static_cast<size_t>((self.thread / 32) * 32 + ((self.thread % 32) ^ mask))], sizeof other);
   warp_sync();
   return other;
 }
