@@ -1,9 +1,11 @@
 // The GPU kernels against a plain double-precision oracle on the same bf16-rounded inputs (the
 // mask semantics of hw/backend/attention_mask.hpp, which the host kernels share): attention
-// forward (output and log-sum-exp) and backward (dQ, dK, dV, added into what was there) for
-// several head dims, lengths that are not multiples of the tiles, and masks (none, causal, causal
-// with a shift, ring-layout positions, rows with no allowed key); bf16 GEMMs; every op class
-// through GpuCompute; then the throughput of a few transformer-sized ops, for the record.
+// forward (output and log-sum-exp) and backward (dQ, dK, dV, added into what was there), on
+// tensor cores and on CUDA cores, for several head dims, lengths that are not multiples of the
+// tiles and one long causal case, and masks (none, causal, causal with a shift, ring-layout
+// positions, rows with no allowed key); bf16 GEMMs; every op class through GpuCompute; then the
+// throughput of a few transformer-sized ops (attention with both kernel families), for the
+// record.
 // Needs only the CUDA runtime and cuBLAS, so the binary can be carried to a GPU machine as it is.
 // Exits 77 (CTest: skipped) when there is no usable GPU.
 #include <cuda_bf16.h>
