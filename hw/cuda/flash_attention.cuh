@@ -5,8 +5,8 @@
 // FlashAttention-2/3 (the output accumulator lives in shared memory, tiles load synchronously, no
 // Hopper warpgroup MMA), so slower than they are.
 //
-// Forward: a block of 4 warps owns 64 queries (16 per warp) and walks the key tiles; per tile
-// each warp computes S = Q K^T with WMMA, lanes 2r and 2r+1 run the online softmax of row r
+// Forward: a block of 4 warps owns 64 queries (16 per warp, held as fragments in registers) and
+// walks the key tiles; per tile each warp computes S = Q K^T with WMMA, lanes 2r and 2r+1 run the online softmax of row r
 // (half of its columns each), the output accumulator in shared memory is rescaled and
 // O += P V (P rounded to bf16, as FlashAttention does).
 // Backward: a block owns 64 keys (16 per warp) and walks the query tiles; per tile it forms
@@ -207,6 +207,9 @@ forward(Shape z, DeviceMask m, const dev::bf16* q, const dev::bf16* k, const dev
   // Warp w owns rows [16w, 16w + 16); lanes 2r and 2r+1 share its row r, half its columns each.
   const int row0 = warp * kEdge, r = row0 + lane / 2, side = lane % 2;
   const int64_t my_pos = qp[r];
+  FragA qa[D / kEdge];  // this warp's queries, in registers for every key tile (FlashAttention-2's)
+  BUBBLESIM_UNROLL
+  for (int c = 0; c < D / kEdge; ++c) wmma::load_matrix_sync(qa[c], qs + row0 * L::kLdH + c * kEdge, L::kLdH);
   float row_max = -INFINITY, row_sum = 0.0F;
   for (int64_t k0 = 0; k0 < z.kv_len; k0 += BC) {
     dev::block_sync();  // every warp is done with the previous tile
@@ -223,8 +226,12 @@ forward(Shape z, DeviceMask m, const dev::bf16* q, const dev::bf16* k, const dev
     for (int n = 0; n < BC / kEdge; ++n) {  // S = Q K^T for this warp's rows
       FragC acc;
       wmma::fill_fragment(acc, 0.0F);
-      multiply<FragA, FragBT, D / kEdge>(acc, qs + row0 * L::kLdH, L::kLdH, kEdge, ks + n * kEdge * L::kLdH, L::kLdH,
-                                         kEdge);
+      BUBBLESIM_UNROLL
+      for (int c = 0; c < D / kEdge; ++c) {
+        FragBT b;
+        wmma::load_matrix_sync(b, ks + n * kEdge * L::kLdH + c * kEdge, L::kLdH);
+        wmma::mma_sync(acc, qa[c], b, acc);
+      }
       wmma::store_matrix_sync(ss + row0 * L::kLdS + n * kEdge, acc, L::kLdS, wmma::mem_row_major);
     }
     dev::warp_sync();
