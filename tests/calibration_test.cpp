@@ -8,10 +8,12 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "sim/calibrate/calibration.hpp"
 #include "sim/calibrate/published.hpp"
 #include "sim/calibrate/validation.hpp"
+#include "sim/cli/calibrate.hpp"
 #include "sim/core/error.hpp"
 #include "sim/model/compute.hpp"
 #include "sim/preset/presets.hpp"
@@ -95,6 +97,36 @@ TEST_CASE("profiles round-trip through the store, and a missing one names those 
     CHECK_THROWS_WITH(store.profile("nope"), Catch::Contains("no profile \"nope\"") && Catch::Contains("it has: host"));
   }
   fs::remove(db);
+}
+
+TEST_CASE("calibrate --bench refuses bench runs measured on different setups, naming them", "[calibrate][store]") {
+  namespace fs = std::filesystem;
+  const fs::path db = fs::temp_directory_path() / ("bubblesim_setups_" + std::to_string(::getpid()) + ".db");
+  for (const char* suffix : {"", "-wal", "-shm"}) fs::remove(db.string() + suffix);
+  {
+    Store store(db.string());
+    for (const char* env : {R"({"backend": "cuda", "gpu": {"gpu": "NVIDIA H100", "attention_kernel": "tensor-core"}})",
+                            R"({"backend": "cuda", "gpu": {"gpu": "NVIDIA H100", "attention_kernel": "tensor-core"}})",
+                            // recorded before the attention kernel was: the CUDA-core one
+                            R"({"backend": "cuda", "gpu": {"gpu": "NVIDIA H100"}})"}) {
+      RunInfo info;
+      info.kind = "bench";
+      info.environment = env;
+      const int64_t run = store.begin_run(info);
+      store.store_bench_sample(run, {0, "p2p", "1024", 1024, 2, 10, 1e-6, 2e-6, 3e-6, 5e8, 5e8});
+      store.finish_run(run, "complete", "{}");
+    }
+  }
+  CalibrateOptions o;
+  o.db_path = db.string();
+  o.name = "mixed";
+  o.bench = true;
+  std::ostringstream out;
+  CHECK_THROWS_WITH(run_calibrate(o, out), Catch::Contains("2 different setups") &&
+                                               Catch::Contains("runs 1, 2: cuda on NVIDIA H100 (tensor-core attention)") &&
+                                               Catch::Contains("run 3: cuda on NVIDIA H100 (cuda-core attention)") &&
+                                               Catch::Contains("--runs IDS"));
+  for (const char* suffix : {"", "-wal", "-shm"}) fs::remove(db.string() + suffix);
 }
 
 TEST_CASE("fitting refuses what cannot be fitted", "[calibrate]") {

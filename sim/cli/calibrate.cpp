@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -25,6 +26,44 @@ Store open_existing(const std::string& path) {
   return Store(path);
 }
 
+/// What a bench run measured on, from its environment: the backend and the processor (the GPU
+/// model and attention kernels, or the CPU). GPU runs recorded before the attention kernel was
+/// (it could then only be the CUDA-core one) read as cuda-core.
+std::string measured_on(const std::string& environment) {
+  const nlohmann::json env = nlohmann::json::parse(environment, nullptr, false);
+  if (!env.is_object()) return "an unrecorded setup";
+  const auto text = [](const nlohmann::json& j, const char* key, const char* otherwise) {
+    return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string(otherwise);
+  };
+  const std::string backend = text(env, "backend", "host");
+  if (env.contains("gpu") && env["gpu"].is_object()) {
+    const nlohmann::json& gpu = env["gpu"];
+    return backend + " on " + text(gpu, "gpu", "an unnamed GPU") + " (" + text(gpu, "attention_kernel", "cuda-core") +
+           " attention)";
+  }
+  return backend + " on " + text(env, "cpu", "an unnamed CPU");
+}
+
+/// The complete bench runs of `store`, all measured on one setup: InputError naming each setup's
+/// runs otherwise (one profile must not average two machines, or two attention kernels).
+std::vector<int64_t> bench_runs(Store& store, const std::string& path) {
+  std::map<std::string, std::vector<int64_t>> by_setup;
+  for (const RunRow& r : store.runs()) {
+    if (r.kind == "bench" && r.status == "complete") by_setup[measured_on(store.environment(r.id))].push_back(r.id);
+  }
+  if (by_setup.empty()) throw InputError("calibrate --bench: \"" + path + "\" holds no complete bench run");
+  if (by_setup.size() == 1) return by_setup.begin()->second;
+  std::string list;
+  for (const auto& [setup, ids] : by_setup) {
+    list += "\n  run" + std::string(ids.size() > 1 ? "s " : " ");
+    for (size_t i = 0; i < ids.size(); ++i) list += (i > 0 ? ", " : "") + std::to_string(ids[i]);
+    list += ": " + setup;
+  }
+  throw InputError("calibrate --bench: \"" + path + "\" holds bench runs measured on " +
+                   std::to_string(by_setup.size()) + " different setups, which one profile must not mix:" + list +
+                   "\ncalibrate one of them with --runs IDS");
+}
+
 int64_t run_id(const std::string& text, const char* option) {
   const auto v = parse_integer(text);
   if (!v || *v <= 0) throw InputError(std::string(option) + ": \"" + text + "\" is not a run id");
@@ -39,10 +78,7 @@ void run_calibrate(const CalibrateOptions& opt, std::ostream& out) {
   Store store = open_existing(opt.db_path);
   std::vector<int64_t> runs;
   if (opt.bench) {
-    for (const RunRow& r : store.runs()) {
-      if (r.kind == "bench" && r.status == "complete") runs.push_back(r.id);
-    }
-    if (runs.empty()) throw InputError("calibrate --bench: \"" + opt.db_path + "\" holds no complete bench run");
+    runs = bench_runs(store, opt.db_path);
   } else {
     std::stringstream in(opt.runs);
     for (std::string id; std::getline(in, id, ',');) runs.push_back(run_id(id, "--runs"));

@@ -12,7 +12,7 @@ namespace bubblesim::sim {
 struct CalibrateOptions {
   std::string db_path = "bubblesim.db";
   std::string name;
-  bool bench = false;   // every complete bench run
+  bool bench = false;   // every complete bench run (InputError if they were measured on different setups)
   std::string runs;     // or these runs (bench or hw), comma-separated ids
 };
 void run_calibrate(const CalibrateOptions& opt, std::ostream& out);
