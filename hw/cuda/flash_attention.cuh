@@ -6,9 +6,9 @@
 // Hopper warpgroup MMA), so slower than they are.
 //
 // Forward: a block of 4 warps owns 64 queries (16 per warp, held as fragments in registers) and
-// walks the key tiles; per tile each warp computes S = Q K^T with WMMA, lanes 2r and 2r+1 run the online softmax of row r
-// (half of its columns each), the output accumulator in shared memory is rescaled and
-// O += P V (P rounded to bf16, as FlashAttention does).
+// walks the key tiles; per tile each warp computes S = Q K^T with WMMA, lanes 2r and 2r+1 run
+// the online softmax of row r (half of its columns each), the output accumulator in shared
+// memory is rescaled and O += P V (P rounded to bf16, as FlashAttention does).
 // Backward: a block owns 64 keys (16 per warp) and walks the query tiles; per tile it forms
 // S^T = K Q^T and dP^T = V dO^T, then P and dS = P (dP - delta) scale (both rounded to bf16),
 // accumulates dV += P^T dO and dK += dS^T Q in registers, and adds dQ += dS K with atomics, as
