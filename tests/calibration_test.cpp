@@ -122,10 +122,11 @@ TEST_CASE("calibrate --bench refuses bench runs measured on different setups, na
   o.name = "mixed";
   o.bench = true;
   std::ostringstream out;
-  CHECK_THROWS_WITH(run_calibrate(o, out), Catch::Contains("2 different setups") &&
-                                               Catch::Contains("runs 1, 2: cuda on NVIDIA H100 (tensor-core attention)") &&
-                                               Catch::Contains("run 3: cuda on NVIDIA H100 (cuda-core attention)") &&
-                                               Catch::Contains("--runs IDS"));
+  CHECK_THROWS_WITH(run_calibrate(o, out),
+                    Catch::Contains("2 different setups") &&
+                        Catch::Contains("runs 1, 2: cuda on NVIDIA H100 (tensor-core attention)") &&
+                        Catch::Contains("run 3: cuda on NVIDIA H100 (cuda-core attention)") &&
+                        Catch::Contains("--runs IDS"));
   for (const char* suffix : {"", "-wal", "-shm"}) fs::remove(db.string() + suffix);
 }
 
