@@ -99,6 +99,46 @@ TEST_CASE("profiles round-trip through the store, and a missing one names those 
   fs::remove(db);
 }
 
+TEST_CASE("a run's measurement setup is its backend and processor, attention kernels included", "[calibrate]") {
+  CHECK(measurement_setup(R"({"backend": "cuda", "gpu": {"gpu": "NVIDIA A800-SXM4-80GB",
+                                                          "attention_kernel": "tensor-core"}})") ==
+        "cuda on NVIDIA A800-SXM4-80GB (tensor-core attention)");
+  CHECK(measurement_setup(R"({"backend": "cuda", "gpu": {"gpu": "NVIDIA A800-SXM4-80GB"}})") ==
+        "cuda on NVIDIA A800-SXM4-80GB (cuda-core attention)");  // recorded before the kernel was
+  CHECK(measurement_setup(R"({"backend": "host", "cpu": "AMD EPYC 7B13", "host": "n1"})") ==
+        "host on AMD EPYC 7B13");
+  CHECK(measurement_setup(R"({"cpu": "AMD EPYC 7B13", "host": "n2"})") == "host on AMD EPYC 7B13");
+  CHECK(measurement_setup("") == "an unrecorded setup");
+  CHECK(measurement_setup("not json") == "an unrecorded setup");
+}
+
+TEST_CASE("validating a run against a profile from another setup is flagged", "[calibrate][store]") {
+  namespace fs = std::filesystem;
+  const fs::path db = fs::temp_directory_path() / ("bubblesim_mismatch_" + std::to_string(::getpid()) + ".db");
+  for (const char* suffix : {"", "-wal", "-shm"}) fs::remove(db.string() + suffix);
+  {
+    Store store(db.string());
+    const auto add = [&](const char* kind, const char* env) {
+      RunInfo info;
+      info.kind = kind;
+      info.environment = env;
+      return store.begin_run(info);
+    };
+    const char* cuda_cores = R"({"backend": "cuda", "gpu": {"gpu": "NVIDIA H100", "attention_kernel": "cuda-core"}})";
+    const int64_t bench = add("bench", cuda_cores), same = add("hw", cuda_cores);
+    const int64_t other = add("hw", R"({"backend": "cuda", "gpu": {"gpu": "NVIDIA H100",
+                                                         "attention_kernel": "tensor-core"}})");
+    CalibrationProfile p = fit_profile("h100", synthetic(), {bench});
+    CHECK(setup_mismatch(store, same, p).empty());
+    CHECK_THAT(setup_mismatch(store, other, p),
+               Catch::Contains("measured on cuda on NVIDIA H100 (tensor-core attention)") &&
+                   Catch::Contains("profile \"h100\" was calibrated on cuda on NVIDIA H100 (cuda-core attention)"));
+    p.source_runs = {99};  // not in this database: nothing to compare with
+    CHECK(setup_mismatch(store, other, p).empty());
+  }
+  for (const char* suffix : {"", "-wal", "-shm"}) fs::remove(db.string() + suffix);
+}
+
 TEST_CASE("calibrate --bench refuses bench runs measured on different setups, naming them", "[calibrate][store]") {
   namespace fs = std::filesystem;
   const fs::path db = fs::temp_directory_path() / ("bubblesim_setups_" + std::to_string(::getpid()) + ".db");

@@ -7,6 +7,8 @@
 #include <set>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "sim/core/error.hpp"
 
 namespace bubblesim::sim {
@@ -177,6 +179,37 @@ CalibrationProfile fit_profile(const std::string& name, const std::vector<Sample
     p.links[cls] = fit_link(points);
   }
   return p;
+}
+
+std::string measurement_setup(const std::string& environment) {
+  const nlohmann::json env = nlohmann::json::parse(environment, nullptr, false);
+  if (!env.is_object()) return "an unrecorded setup";
+  const auto text = [](const nlohmann::json& j, const char* key, const char* otherwise) {
+    return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string(otherwise);
+  };
+  const std::string backend = text(env, "backend", "host");
+  if (env.contains("gpu") && env["gpu"].is_object()) {
+    const nlohmann::json& gpu = env["gpu"];
+    return backend + " on " + text(gpu, "gpu", "an unnamed GPU") + " (" + text(gpu, "attention_kernel", "cuda-core") +
+           " attention)";
+  }
+  return backend + " on " + text(env, "cpu", "an unnamed CPU");
+}
+
+std::string setup_mismatch(Store& store, int64_t run, const CalibrationProfile& profile) {
+  const std::string here = measurement_setup(store.environment(run));
+  std::set<std::string> calibrated_on;
+  for (const int64_t r : profile.source_runs) {
+    try {
+      calibrated_on.insert(measurement_setup(store.environment(r)));
+    } catch (const InputError&) {  // a source run not in this database: nothing to compare
+    }
+  }
+  if (calibrated_on.empty() || calibrated_on.count(here) != 0) return "";
+  std::string there;
+  for (const std::string& s : calibrated_on) there += (there.empty() ? "" : "; ") + s;
+  return "run " + std::to_string(run) + " was measured on " + here + ", but profile \"" + profile.name +
+         "\" was calibrated on " + there + ": the prediction is that setup's";
 }
 
 std::vector<Sample> samples_from_store(Store& store, const std::vector<int64_t>& runs) {

@@ -70,6 +70,18 @@ struct Sample {
 CalibrationProfile fit_profile(const std::string& name, const std::vector<Sample>& samples,
                                const std::vector<int64_t>& source_runs);
 
+/// What a run was measured on, from its environment (JSON): the backend and the processor, e.g.
+/// "cuda on NVIDIA H100 80GB HBM3 (tensor-core attention)" or "host on AMD EPYC 7B13". Runs on
+/// different setups must not be fitted into one profile. GPU runs recorded before the attention
+/// kernel was (it could then only be the CUDA-core one) read as cuda-core.
+std::string measurement_setup(const std::string& environment);
+
+/// "" when `profile` was calibrated on the setup run `run` was measured on (or its source runs
+/// are not in `store`); otherwise a warning naming both. A profile from another setup (another
+/// GPU, or the other attention kernels) predicts that setup: legitimate for a what-if,
+/// misleading when unnoticed.
+std::string setup_mismatch(Store& store, int64_t run, const CalibrationProfile& profile);
+
 /// The samples of stored runs: bench runs give their samples, hw runs the median measured time
 /// of each distinct compute shape. Empty `runs`: every complete bench run.
 std::vector<Sample> samples_from_store(Store& store, const std::vector<int64_t>& runs);

@@ -71,7 +71,8 @@ nlohmann::json to_json(const Validation& v) {
                    {"measured_iteration_s", v.measured_s},
                    {"predicted_iteration_s", v.predicted_s},
                    {"iteration_error", v.iteration_error},
-                   {"compute_ops", to_json(v.ops)}};
+                   {"compute_ops", to_json(v.ops)},
+                   {"warnings", v.warnings}};
   for (const auto& [cls, s] : v.by_class) j["by_class"][cls] = to_json(s);
   for (const Validation::Device& d : v.devices) {
     j["devices"].push_back({{"device", d.name},
@@ -89,6 +90,7 @@ void write_text(std::ostream& out, const Validation& v) {
                 v.scenario.c_str(), static_cast<long long>(v.measured_run), static_cast<long long>(v.predicted_run),
                 v.calibration.empty() ? "none: preset models" : v.calibration.c_str());
   out << buf;
+  for (const std::string& w : v.warnings) out << "warning: " << w << "\n";
   std::snprintf(buf, sizeof buf, "iteration: measured %.4f s, predicted %.4f s, error %+.1f%%\n", v.measured_s,
                 v.predicted_s, 100 * v.iteration_error);
   out << buf;

@@ -36,6 +36,8 @@ struct Validation {
   std::vector<Device> devices;
   std::string scenario, calibration;
   int64_t measured_run = 0, predicted_run = 0;
+  /// What the comparison should be read with (e.g. a profile calibrated on another setup).
+  std::vector<std::string> warnings;
 };
 
 /// Joins `measured` and `predicted` (traces of `p`, indexed by op id). InputError if a trace

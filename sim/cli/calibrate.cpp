@@ -26,30 +26,13 @@ Store open_existing(const std::string& path) {
   return Store(path);
 }
 
-/// What a bench run measured on, from its environment: the backend and the processor (the GPU
-/// model and attention kernels, or the CPU). GPU runs recorded before the attention kernel was
-/// (it could then only be the CUDA-core one) read as cuda-core.
-std::string measured_on(const std::string& environment) {
-  const nlohmann::json env = nlohmann::json::parse(environment, nullptr, false);
-  if (!env.is_object()) return "an unrecorded setup";
-  const auto text = [](const nlohmann::json& j, const char* key, const char* otherwise) {
-    return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string(otherwise);
-  };
-  const std::string backend = text(env, "backend", "host");
-  if (env.contains("gpu") && env["gpu"].is_object()) {
-    const nlohmann::json& gpu = env["gpu"];
-    return backend + " on " + text(gpu, "gpu", "an unnamed GPU") + " (" + text(gpu, "attention_kernel", "cuda-core") +
-           " attention)";
-  }
-  return backend + " on " + text(env, "cpu", "an unnamed CPU");
-}
-
 /// The complete bench runs of `store`, all measured on one setup: InputError naming each setup's
 /// runs otherwise (one profile must not average two machines, or two attention kernels).
 std::vector<int64_t> bench_runs(Store& store, const std::string& path) {
   std::map<std::string, std::vector<int64_t>> by_setup;
   for (const RunRow& r : store.runs()) {
-    if (r.kind == "bench" && r.status == "complete") by_setup[measured_on(store.environment(r.id))].push_back(r.id);
+    if (r.kind != "bench" || r.status != "complete") continue;
+    by_setup[measurement_setup(store.environment(r.id))].push_back(r.id);
   }
   if (by_setup.empty()) throw InputError("calibrate --bench: \"" + path + "\" holds no complete bench run");
   if (by_setup.size() == 1) return by_setup.begin()->second;
@@ -224,6 +207,9 @@ int run_validate(const ValidateOptions& opt, std::ostream& out) {
   v.scenario = sc.name;
   v.calibration = opt.calibration;
   v.measured_run = measured_id;
+  if (profile) {
+    if (std::string w = setup_mismatch(store, measured_id, *profile); !w.empty()) v.warnings.push_back(std::move(w));
+  }
 
   RunInfo info;
   info.kind = "sim";

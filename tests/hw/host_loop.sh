@@ -52,7 +52,10 @@ echo "== calibration over every benchmark pass, and validation of every run"
 errors=$work/errors.txt
 : >"$errors"
 for i in "${!runs[@]}"; do
-  "$sim" validate --db "$db" --run "${runs[$i]}" --calibration host
+  report=$("$sim" validate --db "$db" --run "${runs[$i]}" --calibration host)
+  echo "$report"
+  # Runs and profile from the same machine: nothing to warn about.
+  if grep -q "^warning:" <<<"$report"; then echo "FAIL: validate warned: $report" >&2; exit 1; fi
   "$sim" validate --db "$db" --run "${runs[$i]}" --calibration host --format json |
     /usr/bin/python3 -c "import json,sys; print('${names[$i]}', json.load(sys.stdin)['iteration_error'])" >>"$errors"
 done
