@@ -366,14 +366,16 @@ TEST_CASE("bubblesim collective across nodes runs a channel per rail, flow and a
   const Result one = cli("collective validation/megatron/gpt-selene.yaml --ranks 32 --sizes 1G --channels 1");
   REQUIRE(one.code == 0);
   CHECK_THAT(one.out, !Catch::Contains("channels, each leaving"));
-  const Result one_csv = cli("collective validation/megatron/gpt-selene.yaml --ranks 32 --sizes 1G --channels 1 --format csv");
+  const Result one_csv =
+      cli("collective validation/megatron/gpt-selene.yaml --ranks 32 --sizes 1G --channels 1 --format csv");
   REQUIRE(one_csv.code == 0);
   const double single = std::stod(csv_rows(one_csv.out).at(0).at(8));
   CHECK(single < 25);  // one NIC carries every node crossing
   expect_input_error("collective validation/megatron/gpt-selene.yaml --channels -1", "negative");
 }
 
-TEST_CASE("bubblesim collective runs NCCL's protocols, its own choice by default or NCCL_PROTO's", "[cli][collective]") {
+TEST_CASE("bubblesim collective runs NCCL's protocols, its own choice by default or NCCL_PROTO's",
+          "[cli][collective]") {
   // 2 x 8 A800: an 8-byte all-reduce under LL pays NCCL's 6.6 us base and the ring's slowest run
   // of 30 hops, 27 NVLink hops at 1.08 us and 3 NIC hops at 0.96 us: 38.6 us, not 30 x 5 us.
   const std::string s = "collective scenarios/cluster/usp-llama3-8b-2x8-a800-208k.yaml --op all-reduce --format csv";

@@ -417,8 +417,8 @@ TEST_CASE("NCCL runs large all-reduces inside a Hopper node with NVLink SHARP, r
   // Nowhere else: not on Ampere, not across nodes.
   const Topology a100(cluster(1, 8, 240, 25, 3.4, 8, "a100-sxm4-80gb"));
   Program p;
-  CollectiveSpec spec{CollectiveOp::AllReduce, CollectiveAlgo::Nvls, Bytes{kS}, first(8), {}, std::vector<int32_t>(8, 0),
-                      {}, true, {}};
+  CollectiveSpec spec{
+      CollectiveOp::AllReduce, CollectiveAlgo::Nvls, Bytes{kS}, first(8), {}, std::vector<int32_t>(8, 0), {}, true, {}};
   spec.topology = &a100;
   spec.gpu = &find_gpu("a100-sxm4-80gb", "test");
   for (int g = 0; g < 8; ++g) spec.streams.push_back(p.add_stream(p.add_device("d"), StreamKind::Comm, "comm"));

@@ -267,9 +267,10 @@ TEST_CASE("cluster.nccl picks NCCL's algorithm and protocol: NVLink SHARP speeds
           "[training]") {
   // tp 8 without sequence parallelism on one H100 node: every layer all-reduces its activations.
   const auto run = [](const std::string& nccl) {
-    const std::string text = "cluster: {gpu: h100-sxm5-80gb, nodes: 1, gpus_per_node: 8" + nccl +
-                             "}\nmodel: {preset: llama3-8b, layers: 2}\ntraining: {seq_len: 8192, global_batch_size: 1}\n"
-                             "parallel: {tp: 8, sequence_parallel: false}\n";
+    const std::string text =
+        "cluster: {gpu: h100-sxm5-80gb, nodes: 1, gpus_per_node: 8" + nccl +
+        "}\nmodel: {preset: llama3-8b, layers: 2}\ntraining: {seq_len: 8192, global_batch_size: 1}\n"
+        "parallel: {tp: 8, sequence_parallel: false}\n";
     const ClusterJob j = plan_cluster(parse_scenario(text, "t.yaml"));
     const Topology topo(j.cluster);
     const RooflineCompute compute(*j.cluster.gpu);

@@ -377,7 +377,9 @@ int plan_command(const Options& o, const MpiBackend& b) {
   const std::string why = verify(plan, s->plan.program);
   if (o.format == "json") {
     nlohmann::json comms = nlohmann::json::array(), ranks = nlohmann::json::array();
-    for (const Communicator& c : plan.comms) comms.push_back({{"stream", c.channel}, {"gpus", c.gpus}, {"split", c.round}});
+    for (const Communicator& c : plan.comms) {
+      comms.push_back({{"stream", c.channel}, {"gpus", c.gpus}, {"split", c.round}});
+    }
     for (size_t k = 0; k < plan.ranks.size(); ++k) {
       const RankPlan& r = plan.ranks[k];
       std::map<std::string, int> calls;
@@ -898,7 +900,8 @@ int check_command(const Options& o, const MpiSession& session, [[maybe_unused]] 
 #ifdef BUBBLESIM_HW_NCCL
   if (o.backend == "cuda") {
     // One GPU per rank; bf16 inputs, 8 heads of 64 (the GPU kernels' shapes).
-    const std::unique_ptr<cuda::NcclComm> comm = join_nccl(backend, local_rank(backend), cuda::NcclComm::min_buffer_bytes(session.size()));
+    const std::unique_ptr<cuda::NcclComm> comm =
+        join_nccl(backend, local_rank(backend), cuda::NcclComm::min_buffer_bytes(session.size()));
     for (const std::string& mode : modes) {
       const cuda::GpuAttentionCheck c =
           cuda::check_attention_gpu(mode, o.seq, 8, 64, *comm, [&backend] { backend.check_alive(); });

@@ -87,7 +87,8 @@ void forward(const AttentionDims& d, const DeviceMask& m, const __nv_bfloat16* q
   const Shape z = shape_of(d);
   if (d.heads == 0 || d.q_len == 0) return;
   if (kind == AttentionKernel::CudaCore) {
-    simt::forward_kernel<D><<<blocks(d.q_len, simt::kFwdRows, d.heads), simt::kFwdRows, 0, s>>>(z, m, q, k, v, out, lse);
+    simt::forward_kernel<D>
+        <<<blocks(d.q_len, simt::kFwdRows, d.heads), simt::kFwdRows, 0, s>>>(z, m, q, k, v, out, lse);
   } else {
     constexpr int kKeys = flash::forward_keys(D);
     constexpr size_t kShared = flash::ForwardLayout<D, kKeys>::bytes;
@@ -108,9 +109,11 @@ void backward(const AttentionDims& d, const DeviceMask& m, const __nv_bfloat16* 
   delta_kernel<D><<<grid_for(rows, 256), 256, 0, s>>>(rows, out, dout, delta);
   BUBBLESIM_CUDA(cudaGetLastError());
   if (kind == AttentionKernel::CudaCore) {
-    simt::dkdv_kernel<D><<<blocks(d.kv_len, simt::kKvRows, d.heads), simt::kKvRows, 0, s>>>(z, m, q, k, v, lse, dout, delta, dk, dv);
+    simt::dkdv_kernel<D>
+        <<<blocks(d.kv_len, simt::kKvRows, d.heads), simt::kKvRows, 0, s>>>(z, m, q, k, v, lse, dout, delta, dk, dv);
     BUBBLESIM_CUDA(cudaGetLastError());
-    simt::dq_kernel<D><<<blocks(d.q_len, simt::kDqRows, d.heads), simt::kDqRows, 0, s>>>(z, m, q, k, v, lse, dout, delta, dq);
+    simt::dq_kernel<D>
+        <<<blocks(d.q_len, simt::kDqRows, d.heads), simt::kDqRows, 0, s>>>(z, m, q, k, v, lse, dout, delta, dq);
   } else {
     constexpr int kQueries = flash::backward_queries(D);
     constexpr size_t kShared = flash::BackwardLayout<D, kQueries>::bytes;

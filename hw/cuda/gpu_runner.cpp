@@ -64,9 +64,8 @@ void GpuRunner::setup_local(const CommPlan& plan, size_t rank) {
     if (st.op == sim::kNone || p_.op(st.op).kind != sim::OpKind::Compute) continue;
     const sim::OpWork* w = p_.work(st.op);
     if (w == nullptr) continue;
-    if (seen.emplace(w->op_class, w->shape, std::llround(w->causal_fraction * 1e6), static_cast<int64_t>(w->bytes)).second) {
-      distinct.push_back(w);
-    }
+    const auto fraction = std::llround(w->causal_fraction * 1e6);
+    if (seen.emplace(w->op_class, w->shape, fraction, static_cast<int64_t>(w->bytes)).second) distinct.push_back(w);
   }
   for (const sim::OpWork* w : distinct) compute_.prepare(*w);
   for (const sim::OpWork* w : distinct) compute_.run(*w);
@@ -320,8 +319,8 @@ void GpuRunner::poll(const std::function<bool()>& reap, const std::function<bool
                      double stall_timeout_s) {
   poll_until(reap, finished, comms_, alive, stall_timeout_s, [&] {
     return "GPU " + std::to_string(plan_.gpu) + ": nothing finished for " +
-           std::to_string(static_cast<int>(stall_timeout_s)) + " s (a peer stopped or the fabric stalled), waiting on " +
-           waiting();
+           std::to_string(static_cast<int>(stall_timeout_s)) +
+           " s (a peer stopped or the fabric stalled), waiting on " + waiting();
   });
 }
 

@@ -140,7 +140,8 @@ void NcclComm::enqueue(CommCall op, int64_t size, int count) {
       }
       // S is all-reduce's buffer, all-gather's output (each rank gives S / ranks), reduce-scatter's
       // input (each rank keeps S / ranks of the sum) and all-to-all's (S / ranks per peer).
-      enqueue_collective(op, send_, recv_, op == CommCall::AllReduce ? all : share, ncclFloat32, ranks_, comm_, stream_);
+      enqueue_collective(op, send_, recv_, op == CommCall::AllReduce ? all : share, ncclFloat32, ranks_, comm_,
+                         stream_);
     });
   }
 }

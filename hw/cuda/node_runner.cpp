@@ -111,7 +111,8 @@ NodeRunner::NodeRunner(const sim::Program& p, const CommPlan& plan, double stall
   Meeting buffers(gpus_, failed_), runs(gpus_, failed_);
   on_each_gpu([&](size_t g) {
     const auto rank = static_cast<int>(g);
-    worlds_[g] = std::make_unique<NcclComm>(id, rank, static_cast<int>(gpus_), rank, NcclComm::min_buffer_bytes(static_cast<int64_t>(gpus_)),
+    worlds_[g] = std::make_unique<NcclComm>(id, rank, static_cast<int>(gpus_), rank,
+                                            NcclComm::min_buffer_bytes(static_cast<int64_t>(gpus_)),
                                             [&buffers](bool ok) { return buffers(ok); });
     runners_[g] = std::make_unique<GpuRunner>(p, plan, g, *worlds_[g], rank, [&runs](bool ok) { return runs(ok); },
                                               alive(g), stall_timeout_s_);

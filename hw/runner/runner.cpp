@@ -81,8 +81,9 @@ Runner::Exchange Runner::exchange_of(sim::OpId op) const {
   x.kind = g.kind;
   x.group = o.group;
   x.synchronous = g.kind == GroupKind::SendRecv || g.kind == GroupKind::RingSendRecv;
-  GroupTraffic own = traffic_of(twins_.transfers(p_, o.group, gpu_), gpu_, o.kind == OpKind::Send || o.kind == OpKind::Collective,
-                                o.kind == OpKind::Recv || o.kind == OpKind::Collective, g.wire_scale);
+  GroupTraffic own =
+      traffic_of(twins_.transfers(p_, o.group, gpu_), gpu_, o.kind == OpKind::Send || o.kind == OpKind::Collective,
+                 o.kind == OpKind::Recv || o.kind == OpKind::Collective, g.wire_scale);
   x.hops = own.hops;
   if (x.hops >= kMaxHops) {
     throw InputError(sim::describe(p_, op) + ": " + std::to_string(x.hops) + " hops in one group; the host backend runs at most " +

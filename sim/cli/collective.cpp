@@ -63,7 +63,9 @@ std::vector<int> choose_gpus(const CollectiveOptions& opt, const ResolvedCluster
 double flow_seconds(const Topology& topo, const CollectiveSpec& base) {
   Program p;
   CollectiveSpec spec = base;
-  for (int gpu : spec.gpus) spec.streams.push_back(p.add_stream(p.add_device("gpu " + std::to_string(gpu)), StreamKind::Comm, "comm"));
+  for (int gpu : spec.gpus) {
+    spec.streams.push_back(p.add_stream(p.add_device("gpu " + std::to_string(gpu)), StreamKind::Comm, "comm"));
+  }
   expand_collective(p, spec);
   p.finalize();
   FlowNetwork net(topo);
@@ -94,8 +96,10 @@ void run_collective(const CollectiveOptions& opt, std::ostream& out) {
   const Scenario sc = load_scenario(opt.scenario, {}, ScenarioNeeds::Cluster);
   const ResolvedCluster cluster = resolve_cluster(sc);
   // "auto": the scenario's cluster.nccl settings, NCCL's own choice unless they say otherwise.
-  const std::optional<NcclProtocol> forced = parse_protocol(opt.protocol == "auto" ? cluster.nccl_protocol : opt.protocol);
-  const CollectiveAlgo algo = opt.algo == "auto" && !cluster.nccl_nvls ? CollectiveAlgo::Ring : parse_algorithm(opt.algo);
+  const std::optional<NcclProtocol> forced =
+      parse_protocol(opt.protocol == "auto" ? cluster.nccl_protocol : opt.protocol);
+  const CollectiveAlgo algo =
+      opt.algo == "auto" && !cluster.nccl_nvls ? CollectiveAlgo::Ring : parse_algorithm(opt.algo);
   const Topology topo(cluster);
   const std::vector<int> gpus = choose_gpus(opt, cluster);
   const int n = static_cast<int>(gpus.size());
@@ -122,7 +126,8 @@ void run_collective(const CollectiveOptions& opt, std::ostream& out) {
   if (forced && !protocols) {
     throw InputError("--protocol applies to ring all-reduce, all-gather and reduce-scatter over 2 or more GPUs");
   }
-  if (algo == CollectiveAlgo::Nvls && !protocols) throw InputError("--algo nvls needs 3 or more GPUs of one Hopper node");
+  if (algo == CollectiveAlgo::Nvls && !protocols)
+    throw InputError("--algo nvls needs 3 or more GPUs of one Hopper node");
   RingHops hops;  // the same rings at every size
   if (protocols) {
     hops = ring_hops(base);

@@ -146,7 +146,8 @@ class Expander {
     const Time base = protocol_base_latency(choice.protocol);
     for (size_t r = 0; r < hops.size(); ++r) {
       BUBBLESIM_ASSERT(hops[r].size() == 1 + s_.twins.size(), "ring hops computed without the twins");
-      for (const std::vector<Time>& copy : hops[r]) latency_[r].push_back((base + ring_chain_latency(copy, steps)) * s_.merged);
+      for (const std::vector<Time>& copy : hops[r])
+        latency_[r].push_back((base + ring_chain_latency(copy, steps)) * s_.merged);
     }
   }
 

@@ -536,7 +536,8 @@ Scenario parse_checked(const std::string& text, const std::string& source, const
   sc.name = root["name"] ? root["name"].Scalar() : stem(source);
   if (root["parallel"]) extract_parallel(root["parallel"], loader, sc);
   if (root["pipeline_only"] && needs == ScenarioNeeds::Cluster) {
-    loader.fail(root["pipeline_only"], "pipeline_only", "this command needs a cluster section, not a pipeline_only scenario");
+    loader.fail(root["pipeline_only"], "pipeline_only",
+                "this command needs a cluster section, not a pipeline_only scenario");
   }
   if (root["pipeline_only"]) {
     for (const char* key : {"cluster", "model", "training"}) {

@@ -97,7 +97,8 @@ void check_attention(const std::string& name, const AttentionDims& d, const Atte
   cuda::attention_backward(d, dm, gq, gk, gv, gout, glse, gdout, gdq, gdk, gdv, gdelta, nullptr, kernel);
   BUBBLESIM_CUDA(cudaDeviceSynchronize());
 
-  const double e_out = test::max_error(to_host(gout, qn), out), e_lse = test::max_error(to_host(glse, rows), lse, false);
+  const double e_out = test::max_error(to_host(gout, qn), out),
+               e_lse = test::max_error(to_host(glse, rows), lse, false);
   // Compared as increments over the starting values: an overwrite instead of an add fails, and
   // the gradients' own precision is not hidden under the starting values' size.
   auto increment = [](std::vector<float> after, const std::vector<float>& before) {
