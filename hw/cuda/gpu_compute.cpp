@@ -46,7 +46,8 @@ int device_count(std::string* why) {
   return n;
 }
 
-GpuCompute::GpuCompute(int device, int64_t max_bytes) : device_(device), max_bytes_(max_bytes) {
+GpuCompute::GpuCompute(int device, int64_t max_bytes, AttentionKernel kernel)
+    : attention_kernel_(kernel), device_(device), max_bytes_(max_bytes) {
   try {
     BUBBLESIM_CUDA(cudaSetDevice(device_));
     BUBBLESIM_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));

@@ -23,9 +23,11 @@ namespace bubblesim::hw::cuda {
 
 class GpuCompute {
  public:
-  /// Uses GPU `device` and a stream of its own. Refuses (InputError) ops needing more than
-  /// `max_bytes` of buffers.
-  explicit GpuCompute(int device, int64_t max_bytes = int64_t{32} << 30);
+  static constexpr int64_t kMaxBytes = int64_t{32} << 30;
+  /// Uses GPU `device` and a stream of its own, attention on `kernel`'s kernels. Refuses
+  /// (InputError) ops needing more than `max_bytes` of buffers.
+  explicit GpuCompute(int device, int64_t max_bytes = kMaxBytes,
+                      AttentionKernel kernel = attention_kernel_from_environment());
   ~GpuCompute();
   GpuCompute(const GpuCompute&) = delete;
   GpuCompute& operator=(const GpuCompute&) = delete;
@@ -57,7 +59,7 @@ class GpuCompute {
   void release() noexcept;
   DeviceMask mask(int64_t q_len, int64_t kv_len, double fraction);
 
-  AttentionKernel attention_kernel_ = attention_kernel_from_environment();  // first: may refuse
+  AttentionKernel attention_kernel_;
   int device_;
   int64_t max_bytes_;
   cudaStream_t stream_ = nullptr;

@@ -12,7 +12,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -179,7 +178,7 @@ void check_compute() {
 
 /// Throughput of a few transformer-sized ops (CUDA events, second of two runs), for the record.
 void report_throughput() {
-  cuda::GpuCompute gpu(0);
+  cuda::GpuCompute gpu(0, cuda::GpuCompute::kMaxBytes, cuda::AttentionKernel::TensorCore);
   struct Case {
     const char* name;
     bubblesim::sim::OpWork work;
@@ -205,9 +204,7 @@ void report_throughput() {
   };
   for (const Case& c : cases) report(gpu, c);
   // The CUDA-core kernels on the same attention ops, for comparison.
-  setenv("BUBBLESIM_ATTENTION_KERNEL", "cuda-core", 1);
-  cuda::GpuCompute cuda_cores(0);
-  unsetenv("BUBBLESIM_ATTENTION_KERNEL");
+  cuda::GpuCompute cuda_cores(0, cuda::GpuCompute::kMaxBytes, cuda::AttentionKernel::CudaCore);
   for (const Case& c : cases) {
     if (std::string(c.work.op_class).rfind("attention", 0) == 0) report(cuda_cores, c);
   }
